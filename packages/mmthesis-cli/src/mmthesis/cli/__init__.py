@@ -1,0 +1,1 @@
+"""mmthesis.cli: the Typer application behind the `mmthesis` command."""

@@ -1,0 +1,101 @@
+"""Safe checkpoint I/O.
+
+Weights are stored as safetensors (no code execution on load). Foreign
+``.pt``/``.pth``/``.ckpt`` files are read with ``torch.load(weights_only=True)``,
+which only rebuilds tensors and plain containers; anything else needs the
+caller to pass ``trust=True`` explicitly (CLI: ``--trust-checkpoint``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mmthesis.core.errors import CheckpointError
+from mmthesis.core.io import atomic_path
+
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a state dict as safetensors, atomically. Shared/non-contiguous tensors are cloned."""
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().clone() if v.is_contiguous() is False or _shares_storage(v, state_dict) else v.detach() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata or {}))
+    return path
+
+
+def _shares_storage(t: torch.Tensor, state_dict: Mapping[str, torch.Tensor]) -> bool:
+    ptr = t.untyped_storage().data_ptr()
+    return sum(1 for v in state_dict.values() if v.untyped_storage().data_ptr() == ptr) > 1
+
+
+def load_weights(path: str | os.PathLike[str], *, trust: bool = False, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint's contents without executing code unless ``trust`` is set.
+
+    Returns the safetensors state dict, or the object stored in a torch file
+    (often a dict with a ``model``/``state_dict`` entry; see ``extract_state_dict``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist", "check the path")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder, not a file", "pass the weights file inside it")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes)", "re-download or re-create it")
+    if path.suffix == SAFETENSORS_SUFFIX or _looks_like_safetensors(path):
+        try:
+            return dict(load_file(str(path), device=map_location))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is not a readable safetensors file ({_short(e)})", "re-create or re-download it"
+            ) from e
+    try:
+        return torch.load(str(path), map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        if not trust and "weights_only" in str(e):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} contains pickled objects that are not plain tensors ({_unsafe_global(e)})",
+                "if you trust its source, convert it once with `mmthesis teachers convert SRC DST --trust-checkpoint`",
+            ) from e
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt ({_short(e)})", "re-download or re-create it") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or truncated ({_short(e)})", "re-download or re-create it") from e
+
+
+def extract_state_dict(obj: Any, keys: tuple[str, ...] = ("model", "state_dict", "module", "model_state")) -> dict[str, torch.Tensor]:
+    """Find the tensor mapping inside a loaded checkpoint (fairseq ``model``, Lightning ``state_dict``...)."""
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)
+    if isinstance(obj, Mapping):
+        for key in keys:
+            if key in obj and isinstance(obj[key], Mapping):
+                return extract_state_dict(obj[key], keys)
+    raise CheckpointError("checkpoint holds no tensor state dict", f"expected a mapping of tensors or one under {', '.join(keys)}")
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 30)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:160]
+
+
+def _unsafe_global(e: BaseException) -> str:
+    for line in str(e).splitlines():
+        if "Unsupported global" in line or "GLOBAL" in line:
+            return line.strip()[:160]
+    return "not allowed by weights_only loading"

@@ -1,0 +1,95 @@
+"""The dataset registry: every preparable dataset, its raw layout and its scales.
+
+Dataset modules (``mmthesis.data.datasets.<name>``) register a ``DatasetSpec``
+when imported; ``datasets()`` imports the built-in ones on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mmthesis.core.registry import Registry
+from mmthesis.data.manifest import Manifest
+
+Kind = Literal["image-text", "image-classification", "text", "glue"]
+Scale = Literal["smoke", "small", "full"]
+
+_BUILTIN_MODULES = (
+    "mmthesis.data.datasets.shapes",
+    "mmthesis.data.datasets.emoji",
+    "mmthesis.data.datasets.imagenet",
+    "mmthesis.data.datasets.openwebtext",
+    "mmthesis.data.datasets.glue",
+    "mmthesis.data.datasets.coco",
+    "mmthesis.data.datasets.flickr30k",
+    "mmthesis.data.datasets.cc",
+    "mmthesis.data.datasets.cifar",
+)
+
+
+@dataclass(frozen=True)
+class PrepareRequest:
+    """What `mmthesis data prepare NAME` passes to a dataset's ``prepare`` function."""
+
+    out_root: Path  # prepared datasets root; the dataset goes to out_root / prepared_name(name, scale)
+    raw: Path | None  # user's raw download (None: generated / fetched / stand-in)
+    workers: int = 1
+    scale: Scale = "full"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    kind: Kind
+    summary: str
+    prepare: Callable[[PrepareRequest], Manifest]
+    raw_hint: str  # what --raw must point to, in the publisher's layout
+    scales: tuple[Scale, ...] = ("full",)
+    # scales at which the dataset is a stand-in built without user data (e.g. smoke ImageNet from emoji)
+    stand_in: dict[str, str] = field(default_factory=dict)
+
+
+_REGISTRY: Registry[DatasetSpec] = Registry("dataset", "mmthesis data list")
+_loaded = False
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    return _REGISTRY.register(spec.name, spec)
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _BUILTIN_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    _load_builtins()
+    return _REGISTRY.get(name)
+
+
+def dataset_names() -> list[str]:
+    _load_builtins()
+    return _REGISTRY.names()
+
+
+def prepared_name(name: str, scale: str) -> str:
+    """Folder name of a prepared dataset: stand-ins get a ``-smoke`` suffix so they never shadow real data."""
+    spec = get_dataset(name)
+    return f"{name}-{scale}" if scale in spec.stand_in else name
+
+
+def prepare_command(name: str, scale: str = "full") -> str:
+    spec = get_dataset(name)
+    if scale in spec.stand_in or spec.raw_hint == "":
+        return f"mmthesis data prepare {name}" + (f" --scale {scale}" if scale in spec.stand_in else "")
+    return f"mmthesis data prepare {name} --raw {spec.raw_hint}"

@@ -1,0 +1,77 @@
+"""Split-level preparation: stream raw items into shards, in parallel, resumably.
+
+Items are cut into consecutive groups of ``samples_per_shard`` *input* items,
+so shard k always holds the same items whatever was skipped or interrupted;
+that makes a resumed run byte-identical to an uninterrupted one. Memory is
+bounded by ``workers`` groups in flight, independent of dataset size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mmthesis.core.console import progress
+from mmthesis.data.manifest import Manifest, SampleFn, ShardRecord, prepare_shard, write_manifest
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _run(args: tuple[Path, str, list[Any], SampleFn]) -> ShardRecord:
+    return prepare_shard(*args)
+
+
+def prepare_split(
+    folder: Path,
+    split: str,
+    items: Iterable[Any],
+    make_sample: SampleFn,
+    *,
+    samples_per_shard: int = 1000,
+    workers: int = 1,
+    total: int | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """Write ``folder/split/shard-NNNNNN.tar`` from ``items``; returns the split's manifest entry."""
+    (folder / split).mkdir(parents=True, exist_ok=True)
+    jobs = ((folder, f"{split}/shard-{k:06d}.tar", chunk, make_sample) for k, chunk in enumerate(_chunks(items, samples_per_shard)))
+    records: list[ShardRecord] = []
+    n_shards = None if total is None else -(-total // samples_per_shard)
+    with progress() as bar:
+        task = bar.add_task(description or f"{folder.name}/{split}", total=n_shards)
+        if workers <= 1:
+            for job in jobs:
+                records.append(_run(job))
+                bar.advance(task)
+        else:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers) as pool:
+                while window := list(itertools.islice(jobs, 2 * workers)):
+                    for record in pool.imap(_run, window):
+                        records.append(record)
+                        bar.advance(task)
+    skipped = [s for r in records for s in r.skipped]
+    return {
+        "samples": sum(r.samples for r in records),
+        "skipped": len(skipped),
+        "shards": [r.__dict__ for r in records],
+    }
+
+
+def finish_manifest(folder: Path, name: str, splits: dict[str, dict[str, Any]], config: dict[str, Any], stats: dict[str, Any] | None = None) -> Manifest:
+    """Assemble and atomically write the manifest that marks the dataset complete."""
+    reasons: Counter[str] = Counter()
+    for info in splits.values():
+        for shard in info["shards"]:
+            reasons.update(s["reason"] for s in shard.get("skipped", []))
+    manifest = Manifest(name=name, splits=splits, config=config, stats=dict(stats or {}), skipped=dict(sorted(reasons.items())))
+    write_manifest(folder, manifest)
+    return manifest

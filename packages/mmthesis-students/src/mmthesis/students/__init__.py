@@ -1,0 +1,1 @@
+"""mmthesis.students: student models, losses, memory bank, LightningModules and training."""

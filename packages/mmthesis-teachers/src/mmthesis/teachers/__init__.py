@@ -1,0 +1,1 @@
+"""mmthesis.teachers: teacher architectures, checkpoint converters and KD targets."""

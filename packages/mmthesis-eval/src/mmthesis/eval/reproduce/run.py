@@ -1,0 +1,144 @@
+"""Compute a table at a scale and write ``thesis/tables/table-N.{md,tex,json}``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mmthesis.core.config import config_hash
+from mmthesis.core.console import console
+from mmthesis.core.errors import ConfigError, DataMissingError
+from mmthesis.core.io import atomic_write_json, atomic_write_text
+from mmthesis.core.paths import repo_root
+from mmthesis.core.results import run_dir
+from mmthesis.eval.reproduce.render import RenderedTable, fmt_count
+from mmthesis.eval.reproduce.specs import TableSpec, load_spec
+
+DIRECTIONS = {"i2t": "I→T", "t2i": "T→I"}
+
+
+def default_out_dir() -> Path:
+    root = repo_root()
+    return (root if root is not None else Path.cwd()) / "thesis" / "tables"
+
+
+def reproduce(name: str, scale: str, out_dir: Path | None = None, *, runs_root: Path | None = None) -> RenderedTable:
+    spec = load_spec(name)
+    if scale not in spec.scales:
+        raise ConfigError(f"{name} cannot be reproduced at scale {scale!r}", f"use --scale {' or '.join(spec.scales)}")
+    if spec.kind == "dataset-inventory":
+        table, data = _inventory(spec, scale)
+    else:
+        table, data = _retrieval(spec, scale, runs_root)
+    out = out_dir or default_out_dir()
+    atomic_write_text(out / f"{name}.md", table.markdown())
+    atomic_write_text(out / f"{name}.tex", table.latex())
+    atomic_write_json(out / f"{name}.json", {"table": spec.table, "scale": scale, "spec": spec.path, "values": data})
+    return table
+
+
+# -- Table 3 style: counts of prepared training examples ----------------------------------------
+def _inventory(spec: TableSpec, scale: str) -> tuple[RenderedTable, dict[str, Any]]:
+    from mmthesis.data.counts import count_training_examples
+
+    rows = spec.inventory_rows()
+    counts, missing = {}, []
+    for row in rows:
+        if row.dataset is None:
+            continue
+        try:
+            counts[row.name] = count_training_examples(row.dataset, scale)
+        except DataMissingError as e:
+            missing.append(e)
+    if missing:
+        fixes = " && ".join(f"`{e.fix.removeprefix('run ').strip('`')}`" if e.fix else e.message for e in missing)
+        raise DataMissingError(f"{spec_label(spec)} at scale {scale} needs {len(missing)} unprepared dataset(s)", f"run {fixes}")
+    header = ["Dataset", f"{spec.value_header} (published)", f"{spec.value_header} (reproduced, {scale})", "Note"]
+    body, data = [], {}
+    for row in rows:
+        if row.dataset is not None:
+            c = counts[row.name]
+            value = c.examples
+            cell = f"{value:,} {c.unit}" if c.unit else f"{value:,}"
+            note = f"stand-in: {c.stand_in}" if c.stand_in else row.note
+        else:
+            value = sum(counts[n].examples for n in row.sum_of)
+            cell = f"{value:,}"
+            note = "sum of the rows above" + (" (stand-ins: not comparable to the published total)" if scale != "full" else "")
+        data[row.name] = {"published": row.published.value, "reproduced": value}
+        body.append([row.name, row.published.display, cell, note])
+    notes = [f"Scale: {scale}. Published values from the thesis (spec {Path(spec.path).name}); reproduced values counted from the prepared data by `mmthesis.data.counts`."]
+    if scale != "full":
+        notes.append("At this scale every dataset is a small stand-in in the real raw layout, counted by the same code as the real data.")
+    notes += [f"{r.name}: {r.note}" for r in rows if r.note and (scale == "full" or r.dataset is None)]
+    return RenderedTable(f"Table {spec.table}: {spec.title} (scale: {scale})", header, body, notes), data
+
+
+# -- Table 25 style: retrieval of trained recipes -------------------------------------------------
+def _retrieval(spec: TableSpec, scale: str, runs_root: Path | None) -> tuple[RenderedTable, dict[str, Any]]:
+    from mmthesis.eval.tasks import evaluate_retrieval
+    from mmthesis.students.recipes import load_recipe
+    from mmthesis.students.train import check_data, run_name, train_recipe
+
+    rows = spec.retrieval_rows()
+    datasets = [(d, d.by_scale.get(scale)) for d in spec.datasets]
+    configs = {r.name: load_recipe(r.recipe, scale) for r in rows if r.recipe}
+    check_data([n for c in configs.values() for n in c.data.train] + [n for _, n in datasets if n])  # fail up front
+    measured: dict[str, dict[str, dict[str, float]]] = {}
+    result_paths = []
+    for row in rows:
+        if not row.recipe:
+            continue
+        config = configs[row.name]
+        console.rule(f"{row.name} ({row.recipe}, {scale})")
+        train_recipe(config, scale, root=runs_root)
+        trained = run_dir(run_name(config, scale), config_hash(config), runs_root)
+        result_paths.append(str(trained / "result.json"))
+        measured[row.name] = {}
+        for d, actual in datasets:
+            if actual is None:
+                continue
+            measured[row.name][d.key] = evaluate_retrieval(trained, actual, "test", root=runs_root).metrics
+    header = ["Model", "Values"]
+    for d, actual in datasets:
+        shown = d.name if scale == "full" or actual == d.key else f"{d.name} [{scale}: {actual}]"
+        for metric in spec.metrics:
+            direction, k = metric.split("_")
+            header.append(f"{shown} {DIRECTIONS[direction]} R@{k[1:]}")
+    body = []
+    data: dict[str, Any] = {}
+    for row in rows:
+        pub = ["published"] + [_num(v) for d, _ in datasets for v in row.published.get(d.key, [None] * len(spec.metrics))]
+        body.append([row.name, *pub])
+        data[row.name] = {"published": row.published}
+        if row.recipe:
+            rep = [f"reproduced ({scale})"] + [_num(measured[row.name].get(d.key, {}).get(m)) for d, _ in datasets for m in spec.metrics]
+            body.append([row.name, *rep])
+            data[row.name]["reproduced"] = measured[row.name]
+        else:
+            body.append([row.name, "reproduced", *(["quoted, not trained here"] + [""] * (len(header) - 3))])
+    notes = [f"Scale: {scale}. Published values from the thesis (spec {Path(spec.path).name}); '-' = not reported."]
+    if scale == "smoke":
+        mapping = ", ".join(f"{actual} stands in for {d.name}" for d, actual in datasets if actual)
+        notes.append(f"Smoke scale: {mapping}; tiny random-initialised models of the real architectures, trained for seconds on CPU. Numbers show the pipeline works; they are not comparable to the published ones.")
+        for name, per_ds in measured.items():
+            for key, metrics in per_ds.items():
+                if "chance_t2i_r1" in metrics:
+                    notes.append(f"{name} on {key}: chance R@1 is I→T {metrics['chance_i2t_r1']:.2f}, T→I {metrics['chance_t2i_r1']:.2f}.")
+                    break
+    for row in rows:
+        if row.quoted:
+            notes.append(f"{row.name}: {row.quoted}.")
+    notes += [f"run record: {p}" for p in result_paths]
+    return RenderedTable(f"Table {spec.table}: {spec.title} (scale: {scale})", header, body, notes), data
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def spec_label(spec: TableSpec) -> str:
+    return f"table-{spec.table}"
+
+
+__all__ = ["reproduce", "default_out_dir", "fmt_count"]

@@ -1,0 +1,191 @@
+"""Run a recipe: check data up front, train with Lightning, write weights and result.json.
+
+The run folder is ``runs_root()/<recipe>-<scale>/<config-hash>/``; a finished
+run with the same config is reused, an interrupted one resumes from its last
+Lightning checkpoint. Weights for downstream use are written as safetensors
+(``student.safetensors``) next to the tokenizer and the resolved config.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from mmthesis.core.checkpoint import save_weights
+from mmthesis.core.config import config_hash, from_dict, to_dict
+from mmthesis.core.console import console
+from mmthesis.core.io import atomic_write_text
+from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, read_result, run_dir
+from mmthesis.data.batch import Batch
+from mmthesis.data.image_text import ImageTextPairs
+from mmthesis.data.manifest import iter_split, read_manifest
+from mmthesis.data.registry import prepare_command
+from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, train_wordpiece
+from mmthesis.data.transforms import train_transform
+from mmthesis.students.config import VLRecipeConfig
+from mmthesis.students.lightning_module import VLDistillationModule
+
+WEIGHTS = "student.safetensors"
+TOKENIZER = "tokenizer.json"
+CONFIG = "config.json"
+LOSSES = "losses.csv"
+
+
+def run_name(config: VLRecipeConfig, scale: str) -> str:
+    return f"{config.recipe}-{scale}"
+
+
+def check_data(names: list[str]) -> dict[str, str]:
+    """Fail up front, with the fixing command, if a dataset is not prepared; returns fingerprints."""
+    fingerprints = {}
+    for name in dict.fromkeys(names):
+        manifest = read_manifest(name, prepare_hint=prepare_command(name))
+        digest = [s["sha256"] for split in manifest.splits.values() for s in split["shards"]]
+        fingerprints[name] = config_hash({"shards": digest})
+    return fingerprints
+
+
+def build_tokenizer(config: VLRecipeConfig) -> Tokenizer:
+    d = config.data
+    if d.tokenizer == "train-wordpiece":
+        captions = [c for name in d.train for s in iter_split(name, "train") for c in s["json"]["captions"]]
+        return train_wordpiece(captions, d.tokenizer_vocab_size)
+    return bert_wordpiece(d.tokenizer)
+
+
+class LossHistory(Callback):
+    """Records every optimisation step's losses (for result.json and losses.csv)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        metrics = trainer.callback_metrics
+        row = {"step": float(trainer.global_step)}
+        for key in ("train/loss", "train/itc", "train/kd"):
+            if key in metrics:
+                row[key.split("/")[1]] = float(metrics[key])
+        self.rows.append(row)
+
+
+def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each loss over the first and the last 10% of steps (at least 5 steps)."""
+    out: dict[str, float] = {}
+    if not rows:
+        return out
+    n = max(5, len(rows) // 10)
+    for key in ("loss", "itc", "kd"):
+        values = [r[key] for r in rows if key in r]
+        if values:
+            out[f"train_{key}_first"] = sum(values[:n]) / len(values[:n])
+            out[f"train_{key}_last"] = sum(values[-n:]) / len(values[-n:])
+    out["steps"] = float(len(rows))
+    return out
+
+
+def _collate(samples: list[Any]) -> Batch:
+    return ImageTextPairs.collate(samples)
+
+
+def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None, force: bool = False) -> RunResult:
+    """Train ``config`` unless a finished run with the same config exists; returns its result."""
+    name = run_name(config, scale)
+    if not force and (done := find_finished_run(name, config, root)) is not None:
+        console.print(f"[green]reusing finished run[/] {run_dir(name, config_hash(config), root)}")
+        return done
+    fingerprints = check_data(config.data.train + config.data.retrieval_eval)
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    tokenizer = build_tokenizer(config)
+    d, t = config.data, config.train
+    transform = train_transform(config.model.img_size, scale=tuple(d.crop_scale))
+    datasets = [ImageTextPairs(n, "train", tokenizer, transform, max_length=d.max_text_length) for n in d.train]
+    train_set = torch.utils.data.ConcatDataset(datasets)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=d.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=d.num_workers,
+        collate_fn=_collate,
+        generator=torch.Generator().manual_seed(t.seed),
+        persistent_workers=d.num_workers > 0,
+    )
+    module = VLDistillationModule(config, vocab_size=tokenizer.vocab_size)
+    if config.model.size == "tiny":
+        console.print("[yellow]smoke scale:[/] encoders and teacher are tiny random-initialised models of the real architectures")
+
+    recorder = RunRecorder(name, scale, config, root=root, datasets=fingerprints)
+    out_dir = recorder.dir
+    history = LossHistory()
+    ckpt_dir = out_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=0)
+    on_cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
+    trainer = L.Trainer(
+        accelerator="cpu" if on_cpu else t.accelerator,
+        devices=t.devices if not on_cpu else 1,
+        precision="32-true" if on_cpu else t.precision,
+        max_epochs=t.epochs,
+        max_steps=t.max_steps,
+        log_every_n_steps=t.log_every_n_steps,
+        default_root_dir=str(out_dir),
+        logger=False,
+        callbacks=[history, checkpoint],
+        enable_model_summary=False,
+        deterministic=on_cpu,
+        num_sanity_val_steps=0,
+    )
+    resume = ckpt_dir / "last.ckpt"
+    with recorder:
+        if resume.is_file():
+            console.print(f"resuming from {resume}")
+        trainer.fit(module, loader, ckpt_path=str(resume) if resume.is_file() else None)
+        save_weights(out_dir / WEIGHTS, module.student.state_dict(), {"recipe": config.recipe, "scale": scale})
+        tokenizer.save(out_dir / TOKENIZER)
+        atomic_write_text(out_dir / CONFIG, json.dumps(to_dict(config), indent=2))
+        _write_losses(out_dir / LOSSES, history.rows)
+        recorder.result.metrics = _summary(history.rows)
+        recorder.result.metrics["parameters_student"] = float(sum(p.numel() for p in module.student.parameters()))
+        if config.model.size == "tiny":
+            recorder.result.notes.append("smoke scale: tiny random-initialised encoders and teacher of the real architectures")
+    return recorder.result
+
+
+def _write_losses(path: Path, rows: list[dict[str, float]]) -> None:
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
+    lines: list[str] = []
+
+    class _Sink:
+        def write(self, s: str) -> None:
+            lines.append(s)
+
+    writer = csv.DictWriter(_Sink(), fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, "".join(lines))
+
+
+def load_trained(run: Path) -> tuple[VLRecipeConfig, Tokenizer, torch.nn.Module]:
+    """Rebuild a trained student (weights loaded safely) and its tokenizer from a run folder."""
+    from mmthesis.core.checkpoint import load_weights
+    from mmthesis.core.errors import CheckpointError
+    from mmthesis.data.tokenizers import Tokenizer as Tok
+    from mmthesis.students.model import SSMKE
+
+    result = read_result(run)
+    if result is None or result.status != "finished":
+        raise CheckpointError(f"{run} holds no finished training run", "train it with `mmthesis train run RECIPE`")
+    config = from_dict(VLRecipeConfig, json.loads((run / CONFIG).read_text(encoding="utf-8")))
+    tokenizer = Tok.load(run / TOKENIZER)
+    state = load_weights(run / WEIGHTS)
+    kd_dim = state["kd_head.1.weight"].shape[0] if "kd_head.1.weight" in state else None
+    model = SSMKE(config.model, tokenizer.vocab_size, kd_dim, load_pretrained=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{run / WEIGHTS} does not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return config, tokenizer, model.eval()

@@ -22,7 +22,6 @@ from mmthesis.core.config import config_hash, from_dict, to_dict
 from mmthesis.core.console import console
 from mmthesis.core.io import atomic_write_text
 from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, read_result, run_dir
-from mmthesis.data.batch import Batch
 from mmthesis.data.image_text import ImageTextPairs
 from mmthesis.data.manifest import iter_split, read_manifest
 from mmthesis.data.registry import prepare_command
@@ -89,10 +88,6 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _collate(samples: list[Any]) -> Batch:
-    return ImageTextPairs.collate(samples)
-
-
 def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None, force: bool = False) -> RunResult:
     """Train ``config`` unless a finished run with the same config exists; returns its result."""
     name = run_name(config, scale)
@@ -112,7 +107,7 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         shuffle=True,
         drop_last=True,
         num_workers=d.num_workers,
-        collate_fn=_collate,
+        collate_fn=datasets[0].collate,  # all parts share the tokenizer
         generator=torch.Generator().manual_seed(t.seed),
         persistent_workers=d.num_workers > 0,
     )

@@ -11,9 +11,10 @@ MM := $(BIN)/mmthesis
 
 .PHONY: install demo test test-fast lint clean-data
 
-$(STAMP): requirements/lock.txt pyproject.toml $(wildcard packages/*/pyproject.toml)
+$(STAMP): requirements/lock.txt requirements/no-deps.txt pyproject.toml $(wildcard packages/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements/lock.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements/no-deps.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation $(foreach p,$(PACKAGES),-e packages/mmthesis-$(p)) -e .
 	touch $(STAMP)
 

@@ -52,6 +52,12 @@ class DatasetSpec:
     scales: tuple[Scale, ...] = ("full",)
     # scales at which the dataset is a stand-in built without user data (e.g. smoke ImageNet from emoji)
     stand_in: dict[str, str] = field(default_factory=dict)
+    # prepare() fetches the raw files itself when --raw is absent (e.g. emoji via npm); --raw stays optional
+    fetches_raw: bool = False
+
+    def needs_raw(self, scale: str) -> bool:
+        """Whether `mmthesis data prepare` must be given --raw at this scale."""
+        return bool(self.raw_hint) and scale not in self.stand_in and not self.fetches_raw
 
 
 _REGISTRY: Registry[DatasetSpec] = Registry("dataset", "mmthesis data list")
@@ -90,6 +96,7 @@ def prepared_name(name: str, scale: str) -> str:
 
 def prepare_command(name: str, scale: str = "full") -> str:
     spec = get_dataset(name)
-    if scale in spec.stand_in or spec.raw_hint == "":
+    if not spec.needs_raw(scale):
         return f"mmthesis data prepare {name}" + (f" --scale {scale}" if scale in spec.stand_in else "")
-    return f"mmthesis data prepare {name} --raw {spec.raw_hint}"
+    # a runnable command once the placeholder is the user's download; the layout is in `mmthesis data list`
+    return f"mmthesis data prepare {name} --raw /path/to/{spec.raw_hint.split()[0]}"

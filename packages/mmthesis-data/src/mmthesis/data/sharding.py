@@ -9,6 +9,7 @@ bounded by ``workers`` groups in flight, independent of dataset size.
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing as mp
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.console import progress
-from mmthesis.data.manifest import Manifest, SampleFn, ShardRecord, prepare_shard, write_manifest
+from mmthesis.core.io import atomic_write_json
+from mmthesis.data.manifest import MANIFEST, Manifest, SampleFn, ShardRecord, prepare_shard, write_manifest
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -64,6 +66,32 @@ def prepare_split(
         "skipped": len(skipped),
         "shards": [r.__dict__ for r in records],
     }
+
+
+CONFIG_MARKER = ".prepare-config.json"
+
+
+def begin_preparation(folder: Path, config: dict[str, Any]) -> None:
+    """Record the config a preparation runs with; first remove shards and manifest made with another config.
+
+    Resuming reuses shard k when its sidecar checksum matches, which is only sound if shard k holds
+    the same items, i.e. the config is unchanged. Call this before ``prepare_split``.
+    """
+    wanted = json.loads(json.dumps(config, sort_keys=True, default=str))
+    marker = folder / CONFIG_MARKER
+    previous: Any = None
+    try:
+        if marker.is_file():
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+        elif (folder / MANIFEST).is_file():
+            previous = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("config")
+    except (ValueError, AttributeError):
+        previous = {"unreadable": True}
+    if previous is not None and previous != wanted:
+        for path in folder.glob("*/shard-*.tar*"):
+            path.unlink()
+        (folder / MANIFEST).unlink(missing_ok=True)
+    atomic_write_json(marker, wanted)
 
 
 def finish_manifest(folder: Path, name: str, splits: dict[str, dict[str, Any]], config: dict[str, Any], stats: dict[str, Any] | None = None) -> Manifest:

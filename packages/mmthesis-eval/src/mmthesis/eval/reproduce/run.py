@@ -121,11 +121,14 @@ def _retrieval(spec: TableSpec, scale: str, runs_root: Path | None) -> tuple[Ren
     if scale == "smoke":
         mapping = ", ".join(f"{actual} stands in for {d.name}" for d, actual in datasets if actual)
         notes.append(f"Smoke scale: {mapping}; tiny random-initialised models of the real architectures, trained for seconds on CPU. Numbers show the pipeline works; they are not comparable to the published ones.")
-        for name, per_ds in measured.items():
-            for key, metrics in per_ds.items():
-                if "chance_t2i_r1" in metrics:
-                    notes.append(f"{name} on {key}: chance R@1 is I→T {metrics['chance_i2t_r1']:.2f}, T→I {metrics['chance_t2i_r1']:.2f}.")
-                    break
+        first = next(iter(measured.values()), {})
+        for d, actual in datasets:
+            metrics = first.get(d.key, {})
+            if "chance_t2i_r1" in metrics:
+                notes.append(
+                    f"{actual} test split: {metrics['images']} images x {metrics['captions']} captions; "
+                    f"chance R@1 is I→T {metrics['chance_i2t_r1']:.2f}, T→I {metrics['chance_t2i_r1']:.2f}."
+                )
     for row in rows:
         if row.quoted:
             notes.append(f"{row.name}: {row.quoted}.")

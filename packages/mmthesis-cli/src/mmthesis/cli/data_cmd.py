@@ -1,0 +1,185 @@
+"""`mmthesis data ...`: list, prepare, inspect and verify datasets.
+
+User errors are raised as ``MMThesisError`` subclasses; the main app prints
+them as one line and exits 2. ``verify`` exits 1 when it finds problems.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from mmthesis.core.console import console
+from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
+from mmthesis.core.paths import data_root
+from mmthesis.data.manifest import Manifest, dataset_dir, read_manifest, verify
+from mmthesis.data.registry import (
+    DatasetSpec,
+    PrepareRequest,
+    dataset_names,
+    get_dataset,
+    prepare_command,
+    prepared_name,
+)
+from rich.table import Table
+
+app = typer.Typer(help="Prepare, list, inspect and verify datasets (raw -> checksummed tar shards).", no_args_is_help=True)
+
+SCALES = ("smoke", "small", "full")
+
+ScaleOpt = Annotated[str | None, typer.Option("--scale", help="smoke | small | full (default: full, or the only scale the dataset has)")]
+RootOpt = Annotated[Path | None, typer.Option("--root", help="prepared datasets root (default: $MMTHESIS_DATA_ROOT or $MMTHESIS_HOME/data)")]
+
+
+def resolve_scale(spec: DatasetSpec, scale: str | None) -> str:
+    """The scale to use: as given (must be supported), else ``full`` if supported, else the first supported."""
+    if scale is None:
+        return "full" if "full" in spec.scales else spec.scales[0]
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}", f"use one of: {', '.join(SCALES)}")
+    if scale not in spec.scales:
+        raise MMThesisError(f"dataset {spec.name!r} has no {scale!r} scale", f"use --scale {' or --scale '.join(spec.scales)}")
+    return scale
+
+
+def _manifest_or_none(name: str, root: Path) -> Manifest | None:
+    try:
+        return read_manifest(name, root)
+    except DataMissingError:
+        return None
+
+
+_SPLIT_ORDER = ("train", "val", "validation", "dev", "test")
+
+
+def _ordered_splits(manifest: Manifest) -> list[str]:
+    """train, val, test first (the manifest stores splits sorted by name)."""
+    return sorted(manifest.splits, key=lambda s: (_SPLIT_ORDER.index(s) if s in _SPLIT_ORDER else len(_SPLIT_ORDER), s))
+
+
+def _counts(manifest: Manifest) -> str:
+    return ", ".join(f"{split} {manifest.splits[split]['samples']}" for split in _ordered_splits(manifest))
+
+
+@app.command("list")
+def list_datasets(root: RootOpt = None) -> None:
+    """List every registered dataset, its scales, the raw layout it expects and whether it is prepared.
+
+    Example: mmthesis data list
+    """
+    root = root or data_root()
+    table = Table(title=f"datasets (prepared root: {root})", caption="* stand-in: built without the user's data")
+    for col in ("name", "kind", "scales", "raw (--raw)", "prepared"):
+        table.add_column(col, no_wrap=col in ("name", "kind", "scales"), overflow="fold")
+    for name in dataset_names():
+        spec = get_dataset(name)
+        prepared = []
+        for scale in spec.scales:
+            manifest = _manifest_or_none(prepared_name(name, scale), root)
+            if manifest is not None:
+                prepared.append(f"{scale}: {_counts(manifest)}")
+        raw = spec.raw_hint or "(generated)"
+        if spec.fetches_raw:
+            raw += " (optional: fetched if absent)"
+        scales = ", ".join(f"{s}*" if s in spec.stand_in else s for s in spec.scales)
+        table.add_row(name, spec.kind, scales, raw, "; ".join(prepared) or "no")
+    console.print(table)
+
+
+@app.command("prepare")
+def prepare(
+    name: Annotated[str, typer.Argument(help="dataset name (see `mmthesis data list`)")],
+    raw: Annotated[Path | None, typer.Option("--raw", help="the raw download, in the publisher's layout")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="prepared datasets root (default: $MMTHESIS_HOME/data)")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="parallel worker processes")] = 1,
+    scale: ScaleOpt = None,
+) -> None:
+    """Prepare a dataset: raw files -> checksummed tar shards + manifest (resumable, idempotent).
+
+    Example: mmthesis data prepare shapes
+    Example: mmthesis data prepare coco --raw /data/coco
+    """
+    spec = get_dataset(name)
+    scale = resolve_scale(spec, scale)
+    if raw is None and spec.needs_raw(scale):
+        raise DataMissingError(f"dataset {name!r} needs its raw files ({spec.raw_hint})", f"run `{prepare_command(name, scale)}`")
+    if raw is not None and not spec.raw_hint and scale not in spec.stand_in:
+        raise MMThesisError(f"dataset {name!r} is generated and takes no --raw", f"run `mmthesis data prepare {name}`")
+    if raw is not None and not raw.exists():
+        raise DataMissingError(f"--raw {raw} does not exist", f"point --raw to {spec.raw_hint or 'the raw download'}")
+    out_root = out or data_root()
+    manifest = spec.prepare(PrepareRequest(out_root=out_root, raw=raw, workers=workers, scale=scale))  # type: ignore[arg-type]
+    console.print(f"{manifest.name}: {_counts(manifest)} -> {dataset_dir(manifest.name, out_root)}")
+
+
+def _stats_rows(value: Any) -> str:
+    if isinstance(value, list):
+        shown = ", ".join(str(v) for v in value[:12])
+        return shown + (f", ... ({len(value)} in all)" if len(value) > 12 else "")
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
+@app.command("stats")
+def stats(
+    name: Annotated[str, typer.Argument(help="dataset name")],
+    scale: ScaleOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Show a prepared dataset's counts per split, its statistics and why items were skipped.
+
+    Example: mmthesis data stats emoji
+    """
+    spec = get_dataset(name)
+    folder_name = prepared_name(name, resolve_scale(spec, scale))
+    manifest = read_manifest(folder_name, root)
+    splits = Table(title=f"{folder_name}: splits")
+    extra = sorted({k for info in manifest.splits.values() for k in info if k not in ("samples", "shards", "skipped")})
+    for col in ("split", "samples", *extra, "skipped", "shards", "MB"):
+        splits.add_column(col, justify="left" if col == "split" else "right")
+    for split in _ordered_splits(manifest):
+        info = manifest.splits[split]
+        mb = sum(s["bytes"] for s in info["shards"]) / 1e6
+        splits.add_row(split, str(info["samples"]), *(str(info.get(k, "")) for k in extra), str(info.get("skipped", 0)), str(len(info["shards"])), f"{mb:.1f}")
+    console.print(splits)
+    if manifest.stats:
+        table = Table(title=f"{folder_name}: statistics")
+        table.add_column("statistic")
+        table.add_column("value")
+        for key, value in manifest.stats.items():
+            table.add_row(key, _stats_rows(value))
+        console.print(table)
+    if manifest.skipped:
+        table = Table(title=f"{folder_name}: skipped items")
+        table.add_column("reason")
+        table.add_column("count", justify="right")
+        for reason, count in manifest.skipped.items():
+            table.add_row(reason, str(count))
+        console.print(table)
+    else:
+        console.print("skipped: none")
+
+
+@app.command("verify")
+def verify_cmd(
+    name: Annotated[str, typer.Argument(help="dataset name")],
+    scale: ScaleOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Re-check the sha256 of every shard of a prepared dataset; exit 1 and list the problems if any.
+
+    Example: mmthesis data verify shapes
+    """
+    spec = get_dataset(name)
+    folder_name = prepared_name(name, resolve_scale(spec, scale))
+    problems = verify(folder_name, root)
+    if problems:
+        for problem in problems:
+            console.print(f"[red]problem[/red] {problem}")
+        console.print(f"{len(problems)} problem(s); fix: re-run `{prepare_command(name, resolve_scale(spec, scale))}` (it redoes bad shards)")
+        raise typer.Exit(1)
+    manifest = read_manifest(folder_name, root)
+    n = sum(len(info["shards"]) for info in manifest.splits.values())
+    console.print(f"{folder_name}: ok ({n} shards checked)")

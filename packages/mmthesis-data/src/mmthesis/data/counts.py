@@ -1,0 +1,123 @@
+"""Training-example counts of prepared unimodal datasets (the thesis's Table 3).
+
+One function for every scale: ``mmthesis reproduce table-3`` calls it on the
+real prepared datasets at full scale and on the stand-ins at smoke scale, so
+the smoke table exercises exactly the code that counts the real data. Counts
+come from the prepared files themselves where that is cheap (OpenWebText's
+``.idx``, GLUE's JSON lines) and are checked against the manifest; ImageNet's
+count is the manifest's per-shard sample counts (recorded when each shard was
+written; ``mmthesis data verify`` re-checks the shards' checksums).
+
+Definitions (Table 3 and its footnote):
+- ImageNet-1K: prepared ``train`` images (files that failed to decode are not counted).
+- OpenWebText: the train split's token stream (GPT-2 BPE -> fairseq ids,
+  ``</s>`` after every line) cut into consecutive 256-token slices, the last
+  partial slice included (fairseq ``TokenBlockDataset`` ``break_mode="none"``).
+- GLUE: the sum of the nine tasks' prepared training rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mmthesis.core.errors import DataMissingError, UnknownNameError
+from mmthesis.data.indexed_dataset import MMapIndexedDataset
+from mmthesis.data.manifest import Manifest, dataset_dir, read_manifest
+from mmthesis.data.registry import get_dataset, prepare_command, prepared_name
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingExampleCount:
+    dataset: str  # registry name, e.g. "imagenet"
+    examples: int
+    unit: str  # what one example is, e.g. "256-token slices"
+    detail: dict[str, Any]
+    stand_in: str | None  # description of the stand-in that was counted, None for the real data
+
+
+def _corrupt(name: str, what: str, fix: str) -> DataMissingError:
+    return DataMissingError(f"prepared dataset {name!r} is inconsistent: {what}", f"re-run `{fix}`")
+
+
+def _imagenet(manifest: Manifest, folder: Path, fix: str) -> tuple[int, str, dict[str, Any]]:
+    train = manifest.split("train")
+    missing = [s["file"] for s in train["shards"] if not (folder / s["file"]).is_file()]
+    if missing:
+        raise _corrupt(manifest.name, f"{len(missing)} train shard(s) missing, e.g. {missing[0]}", fix)
+    n = sum(int(s["samples"]) for s in train["shards"])
+    if n != int(train["samples"]):
+        raise _corrupt(manifest.name, f"train shards hold {n} samples but the manifest says {train['samples']}", fix)
+    detail = {
+        "split": "train",
+        "classes": manifest.stats.get("num_classes"),
+        "shards": len(train["shards"]),
+        "skipped": int(train.get("skipped", 0)),
+        "val_images": manifest.splits["val"]["samples"] if "val" in manifest.splits else None,
+    }
+    return n, "images", detail
+
+
+def _openwebtext(manifest: Manifest, folder: Path, fix: str) -> tuple[int, str, dict[str, Any]]:
+    from mmthesis.data.datasets.openwebtext import count_slices
+
+    train = manifest.split("train")
+    slice_tokens = int(train["slice_tokens"])
+    ds = MMapIndexedDataset(folder / "train")
+    tokens = ds.num_tokens
+    if tokens != int(train["tokens"]) or len(ds) != int(train["sequences"]):
+        raise _corrupt(manifest.name, f"train.idx has {tokens} tokens in {len(ds)} sequences, the manifest {train['tokens']} in {train['sequences']}", fix)
+    slices = count_slices(tokens, slice_tokens)
+    detail = {
+        "split": "train",
+        "tokens": tokens,
+        "slice_tokens": slice_tokens,
+        "full_slices": tokens // slice_tokens,
+        "partial_slice_tokens": tokens % slice_tokens,
+        "sequences": len(ds),
+        "documents": int(train["documents"]),
+        "chunks": list(train["chunks"]),
+        "lines_removed": dict(train["lines_removed"]),
+    }
+    return slices, f"{slice_tokens}-token slices", detail
+
+
+def _glue(manifest: Manifest, folder: Path, fix: str) -> tuple[int, str, dict[str, Any]]:
+    from mmthesis.data.datasets.glue import TASKS
+
+    per_task: dict[str, int] = {}
+    for task in TASKS:
+        entry = manifest.split(f"{task}/train")
+        path = folder / entry["shards"][0]["file"]
+        if not path.is_file():
+            raise _corrupt(manifest.name, f"{path.name} of {task} is missing", fix)
+        with open(path, "rb") as f:
+            rows = sum(1 for line in f if line.strip())
+        if rows != int(entry["samples"]):
+            raise _corrupt(manifest.name, f"{task}/train has {rows} rows but the manifest says {entry['samples']}", fix)
+        per_task[task] = rows
+    skipped = {task: int(manifest.split(f"{task}/train").get("skipped", 0)) for task in TASKS}
+    return sum(per_task.values()), "training rows", {"per_task": per_task, "skipped": skipped}
+
+
+_COUNTERS: dict[str, Callable[[Manifest, Path, str], tuple[int, str, dict[str, Any]]]] = {
+    "imagenet": _imagenet,
+    "openwebtext": _openwebtext,
+    "glue": _glue,
+}
+
+
+def count_training_examples(name: str, scale: str = "full", root: Path | None = None) -> TrainingExampleCount:
+    """Count the training examples of prepared dataset ``name`` at ``scale`` (under ``root``, default ``data_root()``)."""
+    if name not in _COUNTERS:
+        raise UnknownNameError(f"no training-example count is defined for dataset {name!r}", f"use one of: {', '.join(sorted(_COUNTERS))}")
+    spec = get_dataset(name)
+    if scale not in spec.scales:
+        raise UnknownNameError(f"dataset {name!r} has no scale {scale!r}", f"use one of: {', '.join(spec.scales)}")
+    prepared = prepared_name(name, scale)
+    fix = prepare_command(name, scale)
+    manifest = read_manifest(prepared, root, prepare_hint=fix)
+    examples, unit, detail = _COUNTERS[name](manifest, dataset_dir(prepared, root), fix)
+    return TrainingExampleCount(dataset=name, examples=examples, unit=unit, detail=detail, stand_in=manifest.stats.get("stand_in"))

@@ -1,0 +1,434 @@
+"""GLUE (9 tasks) from the official TSVs (or HF parquet) -> one JSON-lines file per task and split.
+
+Raw layout (``--raw`` points at the folder written by GLUE's
+``download_glue_data.py``)::
+
+    CoLA/ SST-2/ MRPC/ STS-B/ QQP/ MNLI/ QNLI/ RTE/ WNLI/   each: train.tsv, dev.tsv
+                                                            (MNLI: dev_matched.tsv, dev_mismatched.tsv)
+
+Official column layouts (parsed with ``csv`` ``QUOTE_NONE``, tab-separated,
+as the GLUE loaders do): CoLA has *no header* and 4 columns (source, label,
+original label, sentence); the others have a header row: SST-2
+``sentence label``; MRPC ``Quality #1 ID #2 ID #1 String #2 String``; STS-B 10
+columns ending in ``sentence1 sentence2 score``; QQP ``id qid1 qid2 question1
+question2 is_duplicate``; MNLI 12 (train) / 16 (dev) columns with
+``sentence1``, ``sentence2`` and ``gold_label`` last; QNLI ``index question
+sentence label``; RTE and WNLI ``index sentence1 sentence2 label``. A row
+with the wrong number of columns, a NUL byte, invalid UTF-8 or a label
+outside the task's label set is skipped and counted by reason. Files are split
+on ``\\n`` only (a stray ``\\r`` inside a sentence does not end a row).
+
+Alternatively ``--raw`` may be a Hugging Face ``nyu-mll/glue`` parquet
+snapshot (``cola/train-*.parquet``, ``mnli/validation_matched-*.parquet``,
+...); that needs ``pyarrow``.
+
+Prepared format: ``<Task>/<split>.jsonl``, one row per line:
+``{"idx": <row number in the source file>, "sentence1": str, "sentence2": str
+| null, "label": int | float}`` with labels as indices into the HF ``glue``
+label names (stored in the manifest) and STS-B's score as a float. Why JSON
+lines and not tar shards or parquet: GLUE is small (~1M rows, ~100 MB), read
+whole for fine-tuning, and JSON lines need no extra dependency, stream, diff
+and open in any editor. The manifest lists each file with its sha256 and row
+count (splits ``<Task>/train``, ``<Task>/dev``, ``MNLI/dev_matched``, ...).
+
+Smoke scale without ``--raw``: toy task files are *generated* in exactly the
+official formats (templated sentences, deterministic) and parsed by the same
+code; they are a stand-in, not GLUE.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mmthesis.core.console import console
+from mmthesis.core.errors import DataMissingError
+from mmthesis.core.io import atomic_path, sha256_file
+from mmthesis.data.manifest import MANIFEST, Manifest, Skipped, dataset_dir, read_manifest, write_manifest
+from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepare_command, prepared_name, register
+from mmthesis.data.standins import build_once, standin_dir
+
+NAME = "glue"
+FORMAT_VERSION = 1
+RAW_HINT = "glue_data/ (CoLA/ SST-2/ MRPC/ STS-B/ QQP/ MNLI/ QNLI/ RTE/ WNLI/ with train.tsv, dev*.tsv)"
+STAND_IN = "generated GLUE-format toy task files"
+MAX_LISTED_SKIPS = 100  # per file; the counts by reason are always complete
+
+# row skip reasons (stable: the manifest counts them)
+WRONG_COLUMNS = "wrong column count"
+NUL = "nul byte"
+INVALID_UTF8 = "invalid utf-8"
+BAD_LABEL = "bad label"
+BLANK = "blank line"
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One GLUE task's official file layout and label set."""
+
+    name: str  # folder name in the official download
+    hf: str  # config name in HF `glue`
+    text: tuple[str, ...]  # column names (CoLA: positions) of sentence1 [, sentence2]
+    label: str  # label column name (CoLA: position)
+    label_names: tuple[str, ...]  # HF label names, index = label id; () = regression (STS-B)
+    raw_labels: tuple[str, ...]  # how the TSV writes each label id
+    dev: tuple[str, ...] = ("dev",)
+    header: bool = True
+    columns: int | None = None  # fixed column count of headerless files
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", *self.dev)
+
+    def parse_label(self, value: str) -> int | float | None:
+        value = value.strip()
+        if not self.label_names:
+            try:
+                score = float(value)
+            except ValueError:
+                return None
+            return score if 0.0 <= score <= 5.0 else None
+        return self.raw_labels.index(value) if value in self.raw_labels else None
+
+
+_BIN = ("0", "1")
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("CoLA", "cola", ("3",), "1", ("unacceptable", "acceptable"), _BIN, header=False, columns=4),
+        Task("SST-2", "sst2", ("sentence",), "label", ("negative", "positive"), _BIN),
+        Task("MRPC", "mrpc", ("#1 String", "#2 String"), "Quality", ("not_equivalent", "equivalent"), _BIN),
+        Task("STS-B", "stsb", ("sentence1", "sentence2"), "score", (), ()),
+        Task("QQP", "qqp", ("question1", "question2"), "is_duplicate", ("not_duplicate", "duplicate"), _BIN),
+        Task("MNLI", "mnli", ("sentence1", "sentence2"), "gold_label", ("entailment", "neutral", "contradiction"), ("entailment", "neutral", "contradiction"), dev=("dev_matched", "dev_mismatched")),
+        Task("QNLI", "qnli", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
+        Task("RTE", "rte", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
+        Task("WNLI", "wnli", ("sentence1", "sentence2"), "label", ("not_entailment", "entailment"), _BIN),
+    )
+}
+HF_TEXT = {"cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"), "stsb": ("sentence1", "sentence2"), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"), "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2")}
+
+
+@dataclasses.dataclass
+class FileResult:
+    rows: int
+    skipped: list[Skipped]
+
+
+def _row(idx: int, texts: list[str], label: int | float) -> dict[str, Any]:
+    return {"idx": idx, "sentence1": texts[0], "sentence2": texts[1] if len(texts) > 1 else None, "label": label}
+
+
+def parse_tsv(path: Path, task: Task) -> Iterator[dict[str, Any] | Skipped]:
+    """Rows of one official GLUE TSV as prepared dicts, or ``Skipped`` for malformed ones."""
+    fix = f"replace {path} with the official file from GLUE's download_glue_data.py"
+    with open(path, "rb") as f:
+        columns: list[str] | None = None
+        if task.header:
+            first = f.readline()
+            try:
+                header_text = first.decode("utf-8-sig").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise DataMissingError(f"{path}: the header row is not UTF-8", fix) from e
+            columns = next(csv.reader([header_text], delimiter="\t", quoting=csv.QUOTE_NONE), [])
+            missing = [c for c in (*task.text, task.label) if c not in columns]
+            if missing:
+                raise DataMissingError(f"{path}: header {columns} lacks column(s) {missing} of {task.name}", fix)
+            text_at = [columns.index(c) for c in task.text]
+            label_at = len(columns) - 1 - columns[::-1].index(task.label)  # MNLI: gold_label is the last column
+            width = len(columns)
+        else:
+            text_at = [int(c) for c in task.text]
+            label_at = int(task.label)
+            width = task.columns or 0
+        first_line = 2 if task.header else 1
+        for idx, raw in enumerate(f):
+            where = f"{path.parent.name}/{path.name}:{idx + first_line}"
+            raw = raw.rstrip(b"\n").rstrip(b"\r")
+            if b"\x00" in raw:
+                yield Skipped(where, NUL)
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield Skipped(where, INVALID_UTF8)
+                continue
+            if not line.strip():
+                yield Skipped(where, BLANK)
+                continue
+            fields = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE))
+            if len(fields) != width:
+                yield Skipped(where, WRONG_COLUMNS)
+                continue
+            label = task.parse_label(fields[label_at])
+            if label is None:
+                yield Skipped(where, BAD_LABEL)
+                continue
+            yield _row(idx, [fields[i] for i in text_at], label)
+
+
+def parse_parquet(files: list[Path], task: Task) -> Iterator[dict[str, Any] | Skipped]:
+    """Rows of an HF ``glue`` parquet split (needs pyarrow); same output and checks as ``parse_tsv``."""
+    import pyarrow.parquet as pq
+
+    idx = 0
+    text_cols = HF_TEXT[task.hf]
+    for path in files:
+        table = pq.read_table(path, columns=[*text_cols, "label"])
+        columns = {c: table.column(c).to_pylist() for c in (*text_cols, "label")}
+        for i in range(table.num_rows):
+            where = f"{path.name}:{i}"
+            texts = [columns[c][i] for c in text_cols]
+            label = columns["label"][i]
+            if any(not isinstance(t, str) for t in texts):
+                yield Skipped(where, WRONG_COLUMNS)
+            elif any("\x00" in t for t in texts):
+                yield Skipped(where, NUL)
+            elif not task.label_names and not (isinstance(label, (int, float)) and 0.0 <= label <= 5.0):
+                yield Skipped(where, BAD_LABEL)
+            elif task.label_names and not (isinstance(label, int) and 0 <= label < len(task.label_names)):
+                yield Skipped(where, BAD_LABEL)
+            else:
+                yield _row(idx, texts, float(label) if not task.label_names else int(label))
+            idx += 1
+
+
+def write_jsonl(rows: Iterator[dict[str, Any] | Skipped], out: Path) -> FileResult:
+    """Write the good rows to ``out`` atomically; collect the skipped ones."""
+    count = 0
+    skipped: list[Skipped] = []
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                if isinstance(row, Skipped):
+                    skipped.append(row)
+                    continue
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+    return FileResult(count, skipped)
+
+
+def _layout(raw: Path) -> str:
+    raw = Path(raw).expanduser()
+    if not raw.is_dir():
+        raise DataMissingError(f"GLUE raw folder {raw} does not exist", f"pass --raw with {RAW_HINT}")
+    if any((raw / t.name).is_dir() for t in TASKS.values()):
+        return "tsv"
+    if any(list((raw / t.hf).glob("*.parquet")) for t in TASKS.values() if (raw / t.hf).is_dir()):
+        return "parquet"
+    raise DataMissingError(f"{raw} holds neither GLUE task folders (CoLA/, SST-2/, ...) nor HF parquet folders (cola/, sst2/, ...)", f"pass --raw with {RAW_HINT}")
+
+
+def _sources(raw: Path, layout: str, task: Task, split: str) -> list[Path]:
+    if layout == "tsv":
+        path = raw / task.name / f"{split}.tsv"
+        return [path] if path.is_file() else []
+    hf_split = split.replace("dev", "validation")
+    return sorted((raw / task.hf).glob(f"{hf_split}-*.parquet"))
+
+
+def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, name: str = NAME) -> Manifest:
+    """Parse all 9 tasks' train and dev files in ``raw`` into ``folder``; returns the written manifest."""
+    raw = Path(raw).expanduser()
+    layout = _layout(raw)
+    if layout == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as e:
+            raise DataMissingError(f"{raw} is an HF parquet snapshot, and reading it needs pyarrow", "`pip install pyarrow`, or pass the official GLUE TSV folder") from e
+    missing = [f"{t.name}/{s}" for t in TASKS.values() for s in t.splits if not _sources(raw, layout, t, s)]
+    if missing:
+        raise DataMissingError(f"GLUE raw at {raw} lacks {', '.join(missing)}", f"download all 9 tasks (GLUE's download_glue_data.py --tasks all) and pass --raw with {RAW_HINT}")
+    config = {"format_version": FORMAT_VERSION, "raw": str(raw.resolve()), "layout": layout, "stand_in": stand_in}
+    inputs = {f"{t.name}/{s}": [sha256_file(p) for p in _sources(raw, layout, t, s)] for t in TASKS.values() for s in t.splits}
+    config["inputs_sha256"] = inputs
+    if (folder / MANIFEST).is_file():
+        try:
+            existing = read_manifest(folder.name, folder.parent)
+            if existing.config == config:
+                console.print(f"{name}: already prepared at {folder}")
+                return existing
+        except DataMissingError:
+            pass
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    splits: dict[str, dict[str, Any]] = {}
+    reasons: Counter[str] = Counter()
+    for task in TASKS.values():
+        for split in task.splits:
+            sources = _sources(raw, layout, task, split)
+            rows = parse_tsv(sources[0], task) if layout == "tsv" else parse_parquet(sources, task)
+            rel = f"{task.name}/{split}.jsonl"
+            result = write_jsonl(rows, folder / rel)
+            reasons.update(s.reason for s in result.skipped)
+            listed = [{"id": s.id, "reason": s.reason} for s in result.skipped[:MAX_LISTED_SKIPS]]
+            path = folder / rel
+            shard = {"file": rel, "sha256": sha256_file(path), "samples": result.rows, "bytes": path.stat().st_size, "skipped": listed}
+            splits[f"{task.name}/{split}"] = {"samples": result.rows, "skipped": len(result.skipped), "task": task.name, "shards": [shard]}
+    train_rows = {t.name: splits[f"{t.name}/train"]["samples"] for t in TASKS.values()}
+    stats = {
+        "tasks": list(TASKS),
+        "train_rows": train_rows,
+        "train_total": sum(train_rows.values()),
+        "dev_rows": {f"{t.name}/{s}": splits[f"{t.name}/{s}"]["samples"] for t in TASKS.values() for s in t.dev},
+        "label_names": {t.name: list(t.label_names) or "regression score 0-5" for t in TASKS.values()},
+        "stand_in": stand_in,
+    }
+    manifest = Manifest(name=name, splits=splits, config=config, stats=stats, skipped=dict(sorted(reasons.items())))
+    write_manifest(folder, manifest)
+    console.print(f"{name}: prepared {stats['train_total']:,} training rows over {len(TASKS)} tasks ({sum(reasons.values())} rows skipped) at {folder}")
+    return manifest
+
+
+def read_rows(folder: Path, task: str, split: str) -> list[dict[str, Any]]:
+    """The prepared rows of ``task``/``split`` (e.g. ``("MNLI", "dev_matched")``)."""
+    path = folder / task / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataMissingError(f"GLUE file {path} is missing", f"run `{prepare_command(NAME)}`")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+# --------------------------------------------------------------------------- smoke stand-in
+
+STANDIN_TRAIN_ROWS = {"CoLA": 40, "SST-2": 48, "MRPC": 32, "STS-B": 36, "QQP": 44, "MNLI": 60, "QNLI": 40, "RTE": 28, "WNLI": 24}
+STANDIN_DEV_ROWS = 12
+
+_NAMES = ["Anna", "Ben", "Carla", "David", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jonas"]
+_THINGS = ["the book", "a bicycle", "the old map", "a red kite", "the letter", "a small boat", "the piano", "a garden chair"]
+_VERBS = [("reads", "read"), ("repairs", "repair"), ("paints", "paint"), ("sells", "sell"), ("finds", "find"), ("carries", "carry")]
+_PLACES = ["in the park", "at the station", "near the river", "in the kitchen", "on the roof", "at school"]
+_GOOD = ["wonderful", "delightful", "moving", "clever", "charming"]
+_BAD = ["dull", "tedious", "clumsy", "forgettable", "painful"]
+
+
+def _clause(rng: random.Random) -> tuple[str, str, str, str]:
+    return rng.choice(_NAMES), rng.choice(_VERBS)[0], rng.choice(_THINGS), rng.choice(_PLACES)
+
+
+def _sentence(rng: random.Random) -> str:
+    who, verb, what, where = _clause(rng)
+    return f"{who} {verb} {what} {where}."
+
+
+def _paraphrase(sentence: str) -> str:
+    who, rest = sentence.split(" ", 1)
+    return f"{who} indeed {rest}"
+
+
+def _parse(sentence: str) -> tuple[str, str]:
+    words = sentence.rstrip(".").split()
+    return "( " + " ".join(words) + " . )", "(ROOT (S " + " ".join(f"(W {w})" for w in words) + " (. .)))"
+
+
+def _standin_rows(task: str, n: int, rng: random.Random, split: str) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for i in range(n):
+        label = i % 2
+        s1 = _sentence(rng)
+        if task == "CoLA":
+            words = s1.rstrip(".").split()
+            text = s1 if label else " ".join(reversed(words)) + "."
+            rows.append([rng.choice(["gj04", "bc01", "ks08"]), str(label), "" if label else "*", text])
+        elif task == "SST-2":
+            adjective = rng.choice(_GOOD if label else _BAD)
+            rows.append([f"a {adjective} film about {rng.choice(_THINGS)} ", str(label)])
+        elif task in ("MRPC", "QQP"):
+            s2 = _paraphrase(s1) if label else _sentence(rng)
+            if task == "MRPC":
+                rows.append([str(label), str(100000 + 2 * i), str(100001 + 2 * i), s1, s2])
+            else:
+                q1, q2 = f"Why does {s1[:-1]}?", f"Why does {s2[:-1]}?"
+                rows.append([str(i), str(2 * i + 1), str(2 * i + 2), q1, q2, str(label)])
+        elif task == "STS-B":
+            s2 = _paraphrase(s1) if i % 3 else _sentence(rng)
+            common = len(set(s1.split()) & set(s2.split())) / len(set(s1.split()) | set(s2.split()))
+            score = round(5.0 * common, 3)
+            rows.append([str(i), "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", s1, s2, f"{score:.3f}"])
+        elif task == "MNLI":
+            gold = ("entailment", "neutral", "contradiction")[i % 3]
+            who, verb, what, where = _clause(rng)
+            premise = f"{who} {verb} {what} {where}."
+            hypothesis = {"entailment": f"{who} {verb} {what}.", "neutral": f"{who} {verb} {what} every day.", "contradiction": f"{who} never {verb} anything."}[gold]
+            p1, p2 = _parse(premise)
+            h1, h2 = _parse(hypothesis)
+            genre = rng.choice(["fiction", "government", "slate", "telephone", "travel"])
+            labels = [gold] if split == "train" else [gold] * 5
+            rows.append([str(i), str(1000 + i), f"{1000 + i}{'enc'[i % 3]}", genre, p1, h1, p2, h2, premise, hypothesis, *labels, gold])
+        elif task == "QNLI":
+            who, verb, what, where = _clause(rng)
+            question = f"Where does {who} {dict(_VERBS)[verb]} {what}?"
+            answer = f"{who} {verb} {what} {where}." if label == 0 else f"{rng.choice(_NAMES)} likes {rng.choice(_THINGS)}."
+            rows.append([str(i), question, answer, ("entailment", "not_entailment")[label]])
+        elif task == "RTE":
+            who, verb, what, where = _clause(rng)
+            hypothesis = f"{who} {verb} {what}." if label == 0 else f"{who} has never seen {what}."
+            rows.append([str(i), f"{who} {verb} {what} {where}.", hypothesis, ("entailment", "not_entailment")[label]])
+        elif task == "WNLI":
+            a, b = rng.sample(_NAMES, 2)
+            thing = rng.choice(_THINGS)
+            referent = a if label else b
+            rows.append([str(i), f"{a} gave {thing} to {b} because {a} was leaving.", f"{referent} was leaving.", str(label)])
+    return rows
+
+
+_HEADERS = {
+    "SST-2": ["sentence", "label"],
+    "MRPC": ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
+    "STS-B": ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"],
+    "QQP": ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+    "MNLI": ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"],
+    "MNLI-dev": ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "label2", "label3", "label4", "label5", "gold_label"],
+    "QNLI": ["index", "question", "sentence", "label"],
+    "RTE": ["index", "sentence1", "sentence2", "label"],
+    "WNLI": ["index", "sentence1", "sentence2", "label"],
+}
+
+
+def write_standin_tsvs(dest: Path, seed: int = 0) -> None:
+    """Generate all 9 tasks' train/dev TSVs in the official layouts (deterministic in ``seed``)."""
+    for task in TASKS.values():
+        for split in task.splits:
+            rng = random.Random(f"{seed}/{task.name}/{split}")
+            n = STANDIN_TRAIN_ROWS[task.name] if split == "train" else STANDIN_DEV_ROWS
+            rows = _standin_rows(task.name, n, rng, split)
+            header = None if not task.header else _HEADERS["MNLI-dev" if task.name == "MNLI" and split != "train" else task.name]
+            out = dest / task.name / f"{split}.tsv"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            lines = (["\t".join(header)] if header else []) + ["\t".join(r) for r in rows]
+            out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def build_standin_raw(dest: Path) -> Path:
+    version = {"generator": "glue-standin-v1", "train_rows": STANDIN_TRAIN_ROWS, "dev_rows": STANDIN_DEV_ROWS}
+    return build_once(dest, STAND_IN, version, write_standin_tsvs)
+
+
+def prepare(req: PrepareRequest) -> Manifest:
+    """``mmthesis data prepare glue --raw glue_data/`` (or ``--scale smoke`` for generated toy files)."""
+    folder = dataset_dir(prepared_name(NAME, req.scale), req.out_root)
+    if req.scale == "smoke" and req.raw is None:
+        raw = build_standin_raw(standin_dir(folder.name))
+        return prepare_from_raw(raw, folder, stand_in=STAND_IN, name=folder.name)
+    if req.raw is None:
+        raise DataMissingError("GLUE needs the official task files", f"run `{prepare_command(NAME, req.scale)}`")
+    return prepare_from_raw(req.raw, folder, name=folder.name)
+
+
+register(
+    DatasetSpec(
+        name=NAME,
+        kind="glue",
+        summary="GLUE's 9 tasks (train + dev) from the official TSVs, as JSON lines per task and split",
+        prepare=prepare,
+        raw_hint=RAW_HINT,
+        scales=("smoke", "full"),
+        stand_in={"smoke": STAND_IN},
+    )
+)

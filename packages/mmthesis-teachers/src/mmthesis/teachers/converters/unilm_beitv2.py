@@ -1,0 +1,88 @@
+"""unilm BEiTv2 pretraining checkpoints (``beit2/modeling_pretrain.py``) -> our ``BEiTv2`` (timm ``Beit``).
+
+unilm key                                           ours
+cls_token                                           model.cls_token
+patch_embed.proj.{weight,bias}                      model.patch_embed.proj.*
+rel_pos_bias.relative_position_bias_table (R, H)    model.rel_pos_bias.relative_position_bias_table
+blocks.{i}.gamma_1 / gamma_2                        model.blocks.{i}.gamma_1 / gamma_2   (LayerScale)
+blocks.{i}.norm1|norm2.{weight,bias}                model.blocks.{i}.norm1|norm2.*
+blocks.{i}.attn.qkv.weight, attn.q_bias, v_bias     model.blocks.{i}.attn.*  (k bias is a fixed zero buffer)
+blocks.{i}.attn.proj.*, mlp.fc1.*, mlp.fc2.*        model.blocks.{i}.*
+norm.{weight,bias}                                  model.norm.*
+
+Dropped (listed): ``mask_token`` and ``lm_head.*`` (masked-image-modelling
+head; the thesis deletes it), ``cls_pt_layers.*`` / ``cls_pt_norm.*`` /
+``cls_pt_lm_head.*`` (the CLS-pretraining "condenser" head of
+``VisionTransformerForMaskedImageModelingCLS``), and
+``rel_pos_bias.relative_position_index`` (a buffer timm recomputes; checked
+equal to ours when present). Per-block ``attn.relative_position_bias_table``
+(finetuned BEiT) or ``pos_embed`` are unexpected: a different model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from mmthesis.core.errors import CheckpointError
+from mmthesis.teachers.converters.common import Converted, block_ids, map_keys, shape
+
+FMT = "unilm_beitv2"
+BLOCK = r"(gamma_1|gamma_2|norm1\.(?:weight|bias)|norm2\.(?:weight|bias)|attn\.qkv\.weight|attn\.q_bias|attn\.v_bias" \
+        r"|attn\.proj\.(?:weight|bias)|mlp\.fc[12]\.(?:weight|bias))"
+RULES = [
+    (r"cls_token", "model.cls_token"),
+    (r"patch_embed\.proj\.(weight|bias)", r"model.patch_embed.proj.\1"),
+    (r"rel_pos_bias\.relative_position_bias_table", "model.rel_pos_bias.relative_position_bias_table"),
+    (rf"blocks\.(\d+)\.{BLOCK}", r"model.blocks.\1.\2"),
+    (r"norm\.(weight|bias)", r"model.norm.\1"),
+]
+DROPS = ("mask_token", "lm_head.", "cls_pt_layers.", "cls_pt_norm.", "cls_pt_lm_head.",
+         "rel_pos_bias.relative_position_index")
+
+
+def relative_position_index(grid: int) -> torch.Tensor:
+    """BEiT's index table (incl. the 3 CLS entries), as unilm's ``RelativePositionBias`` builds it."""
+    coords = torch.stack(torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
+    rel[:, :, 0] += grid - 1
+    rel[:, :, 1] += grid - 1
+    rel[:, :, 0] *= 2 * grid - 1
+    n = (2 * grid - 1) ** 2 + 3
+    idx = torch.zeros((grid * grid + 1,) * 2, dtype=rel.dtype)
+    idx[1:, 1:] = rel.sum(-1)
+    idx[0, 0:] = n - 3
+    idx[0:, 0] = n - 2
+    idx[0, 0] = n - 1
+    return idx
+
+
+def convert(sd: Mapping[str, Any]) -> Converted:
+    out = map_keys(FMT, sd, RULES, DROPS)
+    table = shape(sd, "rel_pos_bias.relative_position_bias_table", FMT)
+    proj = shape(sd, "patch_embed.proj.weight", FMT)
+    grid = (math.isqrt(table[0] - 3) + 1) // 2
+    if (2 * grid - 1) ** 2 + 3 != table[0]:
+        raise CheckpointError(f"{FMT} relative position table has {table[0]} rows, not a square window",
+                              "use a square-image BEiTv2 model")
+    idx = sd.get("rel_pos_bias.relative_position_index")
+    if isinstance(idx, torch.Tensor) and not idx.is_meta and not torch.equal(idx.long(), relative_position_index(grid)):
+        raise CheckpointError(f"{FMT} relative_position_index differs from BEiT's layout",
+                              "the checkpoint is not a standard BEiTv2 model")
+    d = shape(sd, "cls_token", FMT)[-1]
+    out.config = {
+        "embed_dim": d,
+        "num_heads": table[1],
+        "depth": len(block_ids(sd, "blocks.")),
+        "mlp_ratio": shape(sd, "blocks.0.mlp.fc1.weight", FMT)[0] / d,
+        "patch_size": proj[-1],
+        "in_chans": proj[1],
+        "img_size": grid * proj[-1],
+    }
+    if "blocks.0.gamma_1" not in sd:
+        out.notes.append("no LayerScale (gamma_1/gamma_2) in the checkpoint")
+        out.config["init_values"] = None
+    return out

@@ -9,10 +9,10 @@ import ast
 import importlib.metadata
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = {"core": 0, "data": 1, "teachers": 2, "students": 3, "eval": 4, "vae": 4, "cli": 5}

@@ -9,8 +9,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from mmthesis.data.datasets.shapes import ShapesConfig, prepare_shapes
 from PIL import Image
+
+from mmthesis.data.datasets.shapes import ShapesConfig, prepare_shapes
 
 SMALL_SHAPES = ShapesConfig(train=48, val=12, test=10, samples_per_shard=20)
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from mmthesis.core.errors import DataMissingError, UnknownNameError
 from mmthesis.core.paths import data_root
 from mmthesis.data.counts import TrainingExampleCount, count_training_examples
 from mmthesis.data.datasets import glue, imagenet, openwebtext
 from mmthesis.data.registry import PrepareRequest, get_dataset
-from PIL import Image
 
 
 def _jpeg(seed: int) -> bytes:
@@ -84,7 +85,7 @@ def test_missing_data_names_the_prepare_command(tmp_path: Path) -> None:
     assert info.value.fix == "run `mmthesis data prepare glue --scale smoke`"
     with pytest.raises(DataMissingError) as info:
         count_training_examples("imagenet", "full", root=tmp_path)
-    assert info.value.fix == "run `mmthesis data prepare imagenet --raw ILSVRC2012/ (train/<wnid>/*.JPEG, val/...)`"
+    assert info.value.fix == "run `mmthesis data prepare imagenet --raw /path/to/ILSVRC2012/`"
     with pytest.raises(DataMissingError, match="openwebtext-smoke"):
         count_training_examples("openwebtext", "smoke")  # default root = data_root() of the isolated home
 

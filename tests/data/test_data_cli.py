@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from mmthesis.cli import data_cmd
 from mmthesis.cli.errors import ErrorHandlingGroup
 from mmthesis.core.console import console
 from mmthesis.core.errors import MMThesisError, UnknownNameError
 from mmthesis.core.paths import data_root
 from mmthesis.data.registry import DatasetSpec, get_dataset
-from typer.testing import CliRunner
 
 root_app = typer.Typer(cls=ErrorHandlingGroup, no_args_is_help=True)
 root_app.add_typer(data_cmd.app, name="data")

@@ -13,12 +13,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from mmthesis.core.errors import DataMissingError
 from mmthesis.core.paths import raw_root
 from mmthesis.data.datasets import emoji
 from mmthesis.data.manifest import iter_split, read_manifest
 from mmthesis.data.registry import get_dataset, prepare_command
-from PIL import Image
 
 
 def test_registered() -> None:

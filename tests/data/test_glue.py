@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from mmthesis.core.errors import DataMissingError
 from mmthesis.core.paths import data_root, raw_root
 from mmthesis.data.datasets import glue

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from mmthesis.core.errors import DataMissingError
 from mmthesis.data import gpt2_bpe as g
 

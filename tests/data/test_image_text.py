@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
 from mmthesis.core.errors import DataMissingError
 from mmthesis.data.batch import Batch
 from mmthesis.data.image_text import ImageTextPairs, load_retrieval_split
@@ -15,8 +18,6 @@ from mmthesis.data.manifest import iter_split
 from mmthesis.data.sharding import finish_manifest, prepare_split
 from mmthesis.data.tokenizers import load_dataset_tokenizer, train_wordpiece
 from mmthesis.data.transforms import eval_transform, train_transform
-from PIL import Image
-from torch.utils.data import DataLoader
 
 
 def _samples(root: Path, split: str) -> list[dict]:

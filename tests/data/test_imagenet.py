@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from mmthesis.core.errors import DataMissingError, MMThesisError
 from mmthesis.core.paths import data_root, raw_root
 from mmthesis.data.datasets import emoji, imagenet
 from mmthesis.data.manifest import iter_split, read_manifest
 from mmthesis.data.registry import PrepareRequest, get_dataset, prepare_command
-from PIL import Image
 
 
 def jpeg(seed: int, size: int = 24, mode: str = "RGB") -> bytes:

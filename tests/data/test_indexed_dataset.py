@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from mmthesis.core.errors import DataMissingError
 from mmthesis.data import indexed_dataset as ix
 

@@ -7,6 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from mmthesis.core.errors import DataMissingError
 from mmthesis.core.io import sha256_file
 from mmthesis.data.manifest import Skipped, iter_split, read_manifest, read_shard, verify, write_shard

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from mmthesis.core.errors import DataMissingError, MMThesisError
 from mmthesis.core.paths import data_root, raw_root
 from mmthesis.data.datasets import openwebtext as owt

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from mmthesis.data.datasets import shapes
 from mmthesis.data.datasets.shapes import COLOURS, LABEL_NAMES, ShapesConfig, generate, prepare_shapes
 from mmthesis.data.manifest import iter_split, read_manifest, verify
 from mmthesis.data.registry import PrepareRequest, get_dataset
-from PIL import Image
 
 TINY = ShapesConfig(train=30, val=6, test=6, samples_per_shard=8)
 

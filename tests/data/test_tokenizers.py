@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mmthesis.core.errors import DataMissingError
 from mmthesis.data.tokenizers import SPECIAL_TOKENS, Tokenizer, bert_wordpiece, load_dataset_tokenizer, train_wordpiece
 

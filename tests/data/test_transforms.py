@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mmthesis.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalise, eval_transform, train_transform
 from PIL import Image
+
+from mmthesis.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalise, eval_transform, train_transform
 
 
 def _by_hand(rgb: tuple[int, int, int]) -> list[float]:

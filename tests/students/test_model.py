@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mmthesis.data.batch import Batch
-from mmthesis.students.recipes import load_recipe, recipe_names
 from mmthesis.students.lightning_module import VLDistillationModule, cosine_with_warmup
+from mmthesis.students.recipes import load_recipe, recipe_names
 
 
 def _batch(config, vocab=50, b=4, length=7):

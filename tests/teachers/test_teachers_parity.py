@@ -41,7 +41,7 @@ def test_data2vec2_image_parity(tmp_path: Path) -> None:
     assert ours.num_blocks == 6 and ours.prenet_depth == 2
     err = rel_err(o.last_hidden_state, r["x"])
     errs = [rel_err(a, b) for a, b in zip(o.layer_results[2:], r["layer_results"], strict=True)]
-    print(f"data2vec2_image max rel err: output {err:.2e}, layer_results {max(errs):.2e}")
+    print(f"data2vec2_image max rel err: output {err:.3e}, layer_results {max(errs):.3e}")
     assert err <= TOL and max(errs) <= TOL
 
 
@@ -262,3 +262,18 @@ def test_resnet50_full_size_key_map() -> None:
     conv = timm_cnn.convert_resnet(ref.state_dict())
     assert check(ours, conv).ok and not conv.unexpected
     assert conv.config["layers"] == (3, 4, 6, 3)
+
+
+@pytest.mark.slow
+def test_data2vec2_image_parity_full_size(tmp_path: Path) -> None:
+    """Full ViT-B/16 (2 prenet + 10 shared blocks) through a saved fairseq file: one 224px image."""
+    ref = randomize_(fr.image_model("base")).eval()
+    path = fairseq_save(tmp_path / "base_imagenet.pt", ref)
+    ours = load_teacher("data2vec2_image", path, size="base")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        r, o = ref(x), ours(x)
+    err = rel_err(o.last_hidden_state, r["x"])
+    assert o.last_hidden_state.shape == (1, 197, 768) and ours.num_blocks == 12
+    print(f"data2vec2_image full-size max rel err: {err:.3e}")
+    assert err <= TOL

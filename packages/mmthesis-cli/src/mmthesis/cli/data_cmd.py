@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+
 from mmthesis.core.console import console
 from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
 from mmthesis.core.paths import data_root
@@ -22,7 +24,6 @@ from mmthesis.data.registry import (
     prepare_command,
     prepared_name,
 )
-from rich.table import Table
 
 app = typer.Typer(help="Prepare, list, inspect and verify datasets (raw -> checksummed tar shards).", no_args_is_help=True)
 

@@ -20,8 +20,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from mmthesis.core.errors import DataMissingError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from mmthesis.core.errors import DataMissingError
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "gpt2"
 ENCODER_JSON = ASSETS / "encoder.json"

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
 from mmthesis.core.errors import DataMissingError
 from mmthesis.data.batch import Batch
 from mmthesis.data.manifest import iter_split, read_manifest
 from mmthesis.data.tokenizers import Tokenizer, load_dataset_tokenizer
-from PIL import Image
-from torch.utils.data import Dataset
 
 Transform = Callable[[Any], torch.Tensor]
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")

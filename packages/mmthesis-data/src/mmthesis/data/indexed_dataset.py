@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+
 from mmthesis.core.errors import DataMissingError
 
 MAGIC = b"MMIDIDX\x00\x00"

@@ -208,3 +208,20 @@ def verify(name: str, root: Path | None = None) -> list[str]:
             elif sha256_file(path) != shard["sha256"]:
                 problems.append(f"{split}: {shard['file']} checksum mismatch")
     return problems
+
+
+def already_prepared(folder: Path, config: dict[str, Any], required: tuple[str, ...] = ("tokenizer.json",)) -> Manifest | None:
+    """The complete, verified manifest in ``folder`` if it was prepared with ``config``, else None.
+
+    A different config, a missing ``required`` file, or a missing/modified shard means prepare
+    again (shards whose checksums still match are kept by ``prepare_shard``).
+    """
+    if not (folder / MANIFEST).is_file() or not all((folder / f).is_file() for f in required):
+        return None
+    try:
+        manifest = read_manifest(folder.name, folder.parent)
+    except DataMissingError:
+        return None
+    if manifest.config != config or verify(folder.name, folder.parent):
+        return None
+    return manifest

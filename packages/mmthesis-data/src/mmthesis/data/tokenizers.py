@@ -17,10 +17,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from mmthesis.core.errors import DataMissingError
-from mmthesis.core.io import atomic_write_text
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+from mmthesis.core.errors import DataMissingError
+from mmthesis.core.io import atomic_write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # trained vocabularies: ids 0..4 in this order
 TOKENIZER_FILE = "tokenizer.json"

@@ -28,13 +28,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from mmthesis.core.console import console
 from mmthesis.core.errors import DataMissingError
 from mmthesis.core.paths import raw_root
-from mmthesis.data.manifest import MANIFEST, Manifest, Sample, Skipped, dataset_dir, read_manifest, verify
+from mmthesis.data.manifest import Manifest, Sample, Skipped, already_prepared, dataset_dir
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, register
 from mmthesis.data.sharding import begin_preparation, finish_manifest, prepare_split
-from PIL import Image
 
 NAME = "emoji"
 PACKAGE = "emoji-datasource-twitter@16.0.0"
@@ -299,25 +300,13 @@ def _config(tarball: Path) -> dict[str, Any]:
     }
 
 
-def _already_prepared(folder: Path, config: dict[str, Any]) -> Manifest | None:
-    if not (folder / MANIFEST).is_file() or not (folder / "tokenizer.json").is_file():
-        return None
-    try:
-        manifest = read_manifest(folder.name, folder.parent)
-    except DataMissingError:
-        return None
-    if manifest.config != config or verify(folder.name, folder.parent):
-        return None  # different config, or a shard is missing/modified: prepare again (good shards are kept)
-    return manifest
-
-
 def prepare_from_tarball(tarball: Path, out_root: Path, workers: int = 1) -> Manifest:
     """Write ``out_root/emoji/``; returns the existing manifest unchanged if it has the same config."""
     from mmthesis.data.tokenizers import train_wordpiece
 
     folder = dataset_dir(NAME, out_root)
     config = _config(tarball)
-    if (existing := _already_prepared(folder, config)) is not None:
+    if (existing := already_prepared(folder, config)) is not None:
         console.print(f"{NAME}: already prepared at {folder}")
         return existing
     begin_preparation(folder, config)

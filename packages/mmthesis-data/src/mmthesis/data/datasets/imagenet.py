@@ -38,13 +38,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, UnidentifiedImageError
+
 from mmthesis.core.console import console
 from mmthesis.core.errors import DataMissingError, MMThesisError
 from mmthesis.data.manifest import MANIFEST, Manifest, Sample, Skipped, dataset_dir, read_manifest
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepare_command, prepared_name, register
 from mmthesis.data.sharding import finish_manifest, prepare_split
 from mmthesis.data.standins import build_once, standin_dir
-from PIL import Image, UnidentifiedImageError
 
 NAME = "imagenet"
 FORMAT_VERSION = 1

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from mmthesis.core.console import console, progress
 from mmthesis.core.errors import DataMissingError, MMThesisError
 from mmthesis.core.io import atomic_path, atomic_write_json, sha256_file, sha256_json

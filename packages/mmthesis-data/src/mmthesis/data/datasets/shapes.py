@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
+
 from mmthesis.core.console import console
-from mmthesis.core.errors import DataMissingError
-from mmthesis.data.manifest import MANIFEST, Manifest, Sample, dataset_dir, read_manifest, read_shard, verify
+from mmthesis.data.manifest import Manifest, Sample, already_prepared, dataset_dir, read_shard
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, register
 from mmthesis.data.sharding import begin_preparation, finish_manifest, prepare_split
-from PIL import Image, ImageDraw
 
 NAME = "shapes"
 FORMAT_VERSION = 1
@@ -215,25 +215,13 @@ def _iter_folder(folder: Path, splits: dict[str, dict[str, Any]], split: str) ->
         yield from read_shard(folder / shard["file"])
 
 
-def _already_prepared(folder: Path, config: dict[str, Any]) -> Manifest | None:
-    if not (folder / MANIFEST).is_file() or not (folder / "tokenizer.json").is_file():
-        return None
-    try:
-        manifest = read_manifest(folder.name, folder.parent)
-    except DataMissingError:
-        return None
-    if manifest.config != config or verify(folder.name, folder.parent):
-        return None  # different config, or a shard is missing/modified: prepare again (good shards are kept)
-    return manifest
-
-
 def prepare_shapes(out_root: Path, config: ShapesConfig | None = None, workers: int = 1) -> Manifest:
     """Generate ``out_root/shapes/``; an existing complete preparation with the same config is returned as is."""
     from mmthesis.data.tokenizers import train_wordpiece
 
     config = config or ShapesConfig()
     folder = dataset_dir(NAME, out_root)
-    if (existing := _already_prepared(folder, config.to_json())) is not None:
+    if (existing := already_prepared(folder, config.to_json())) is not None:
         console.print(f"{NAME}: already prepared at {folder}")
         return existing
     begin_preparation(folder, config.to_json())

@@ -25,7 +25,7 @@ from timm.models.beit import Block
 from torch import nn
 
 from mmthesis.students.config import ModelConfig
-from mmthesis.teachers import build_model, crop, load_teacher
+from mmthesis.teachers import build_model, crop, init_bert_params, load_teacher
 
 IMAGE_TYPE, TEXT_TYPE = 1, 0  # thesis code: nn.Embedding(2, D), index 1 = image, 0 = text
 
@@ -35,19 +35,6 @@ class StudentOutput:
     cls: torch.Tensor  # (B, D) shared-block CLS, not normalised
     fc1_cls: torch.Tensor | None  # (B, 4D) CLS of the shared block's fc1 pre-activation (§10 item 6)
     kd: torch.Tensor | None  # (B, D_teacher) regression-head output
-
-
-def _init_bert(module: nn.Module) -> None:
-    """``init_bert_params`` of the thesis code: normal(0, 0.02) weights, zero biases, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, std=0.02)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class SSMKE(nn.Module):
@@ -88,7 +75,7 @@ class SSMKE(nn.Module):
         self.kd_head = nn.Sequential(nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, kd_dim)) if kd_dim else None
         new_modules = [m for m in (self.token_type, self.shared, self.kd_head) if m is not None]
         for module in new_modules:
-            module.apply(_init_bert)
+            module.apply(init_bert_params)  # as the thesis code initialises its new layers
         self.shared.reset_parameters()  # LayerScale gammas back to their init value after init_bert
 
     @staticmethod

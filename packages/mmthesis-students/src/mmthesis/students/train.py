@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,8 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         deterministic=on_cpu,
         num_sanity_val_steps=0,
     )
+    # the frozen teacher is in eval mode on purpose (REFERENCE.md §10 item 16)
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     resume = ckpt_dir / "last.ckpt"
     with recorder:
         if resume.is_file():

@@ -9,6 +9,7 @@ arbitrary pickles (see ``safe_unpickle``).
 
 from mmthesis.teachers.base import TeacherModule
 from mmthesis.teachers.crop import crop, flattened_blocks
+from mmthesis.teachers.data2vec2 import init_bert_params
 from mmthesis.teachers.formats import detect_format
 from mmthesis.teachers.loading import Inspection, convert_checkpoint, inspect_checkpoint, load_teacher
 from mmthesis.teachers.output import TeacherOutput
@@ -27,6 +28,7 @@ __all__ = [
     "data2vec_target",
     "detect_format",
     "flattened_blocks",
+    "init_bert_params",
     "get_spec",
     "image_kd_layers",
     "inspect_checkpoint",

@@ -123,8 +123,8 @@ def _make_blocks(cfg: dict[str, Any], n: int) -> nn.ModuleList:
     )
 
 
-def _init_bert_params(module: nn.Module) -> None:
-    """fairseq ``init_bert_params``: N(0, 0.02) weights, zero biases (random-init smoke runs only)."""
+def init_bert_params(module: nn.Module) -> None:
+    """fairseq ``init_bert_params``: N(0, 0.02) weights, zero biases; the thesis code initialises its new layers with it."""
     if isinstance(module, nn.Linear):
         nn.init.normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -199,7 +199,7 @@ class Data2Vec2Image(_Data2Vec2Base):
         self.register_buffer("pos_embed", sincos_2d(d, grid).unsqueeze(0).to(torch.empty(0).device), persistent=True)
         self.pre_norm = nn.LayerNorm(d, eps=cfg["norm_eps"])
         self.blocks = _make_blocks(cfg, cfg["prenet_depth"] + cfg["depth"])
-        self.apply(_init_bert_params)
+        self.apply(init_bert_params)
         nn.init.normal_(self.cls_token)  # init_extra_token_zero: false
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
@@ -238,7 +238,7 @@ class Data2Vec2Text(_Data2Vec2Base):
         # context-encoder norm exists only when there are prenet blocks (text.py)
         self.pre_norm = nn.LayerNorm(d, eps=cfg["norm_eps"]) if cfg["prenet_depth"] > 0 else None
         self.blocks = _make_blocks(cfg, cfg["prenet_depth"] + cfg["depth"])
-        self.apply(_init_bert_params)
+        self.apply(init_bert_params)
 
     def forward(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> TeacherOutput:
         if padding_mask is None:

@@ -132,8 +132,16 @@ def _retrieval(spec: TableSpec, scale: str, runs_root: Path | None) -> tuple[Ren
     for row in rows:
         if row.quoted:
             notes.append(f"{row.name}: {row.quoted}.")
-    notes += [f"run record: {p}" for p in result_paths]
+    notes += [f"run record: {_home_relative(p)}" for p in result_paths]
     return RenderedTable(f"Table {spec.table}: {spec.title} (scale: {scale})", header, body, notes), data
+
+
+def _home_relative(path: str) -> str:
+    """Show run records as $MMTHESIS_HOME/... so rendered tables do not depend on the machine."""
+    from mmthesis.core.paths import mmthesis_home
+
+    home = str(mmthesis_home())
+    return "$MMTHESIS_HOME" + path[len(home) :] if path.startswith(home) else path
 
 
 def _num(v: float | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,15 @@ SAFETENSORS_SUFFIX = ".safetensors"
 def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
     """Write a state dict as safetensors, atomically. Shared/non-contiguous tensors are cloned."""
     path = Path(path)
-    tensors = {k: v.detach().contiguous().clone() if v.is_contiguous() is False or _shares_storage(v, state_dict) else v.detach() for k, v in state_dict.items()}
+    # safetensors refuses tensors that share memory (tied weights) or are non-contiguous: copy those
+    storage_uses = Counter(v.untyped_storage().data_ptr() for v in state_dict.values())
+    tensors = {
+        k: v.detach().contiguous().clone() if storage_uses[v.untyped_storage().data_ptr()] > 1 or not v.is_contiguous() else v.detach()
+        for k, v in state_dict.items()
+    }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=dict(metadata or {}))
     return path
-
-
-def _shares_storage(t: torch.Tensor, state_dict: Mapping[str, torch.Tensor]) -> bool:
-    ptr = t.untyped_storage().data_ptr()
-    return sum(1 for v in state_dict.values() if v.untyped_storage().data_ptr() == ptr) > 1
 
 
 def load_weights(path: str | os.PathLike[str], *, trust: bool = False, map_location: str = "cpu") -> dict[str, Any]:

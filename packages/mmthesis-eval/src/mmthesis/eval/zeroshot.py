@@ -1,0 +1,164 @@
+"""CLIP-style zero-shot classification with the thesis protocol (REFERENCE.md §5.4).
+
+Each class name is put into every prompt template (``{c}`` = class name), the
+prompts are encoded, the normalised prompt embeddings averaged and the mean
+re-normalised: that is the class prototype. Logits are 100 * image_emb @
+prototypes.T; top-1 and top-5 accuracy are reported in percent.
+
+ImageNet-1K uses the 1,000 OpenAI class names and the 80 OpenAI templates
+bundled in ``assets/imagenet1k.json`` (from the OpenAI CLIP repository, MIT).
+The smoke datasets (``shapes``, ``emoji``) have short label names such as
+"red circle"; for them ``SMOKE_TEMPLATES`` is used: three phrasings close to
+how their captions are written. It is a smoke-scale choice, not the thesis's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mmthesis.core.errors import DataMissingError
+from mmthesis.data.tokenizers import Tokenizer
+from mmthesis.eval.models import ImageTextModel, embed_in_batches
+from mmthesis.eval.retrieval import _rank
+
+LOGIT_SCALE = 100.0
+SMOKE_TEMPLATES = ("a photo of a {c}.", "{c}", "an emoji of {c}.")
+
+
+@lru_cache(maxsize=1)
+def _imagenet_asset() -> dict[str, Any]:
+    text = resources.files("mmthesis.eval").joinpath("assets/imagenet1k.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def imagenet_classnames() -> list[str]:
+    """The 1,000 OpenAI ImageNet-1K class names, index = ILSVRC2012 class id."""
+    return list(_imagenet_asset()["classnames"])
+
+
+def imagenet_templates() -> list[str]:
+    """The 80 OpenAI CLIP prompt templates for ImageNet (``{c}`` = class name)."""
+    return list(_imagenet_asset()["templates"])
+
+
+def templates_for(dataset: str) -> list[str]:
+    """The thesis's 80 templates for ImageNet datasets, the small smoke set otherwise."""
+    return imagenet_templates() if dataset.lower().startswith("imagenet") else list(SMOKE_TEMPLATES)
+
+
+def format_prompts(class_name: str, templates: list[str] | tuple[str, ...]) -> list[str]:
+    if not templates or any("{c}" not in t for t in templates):
+        raise ValueError("every prompt template must contain '{c}' (the class-name slot)")
+    return [t.replace("{c}", class_name) for t in templates]
+
+
+@torch.no_grad()
+def prototypes_from_prompt_embeddings(prompt_emb: torch.Tensor) -> torch.Tensor:
+    """(C, T, D) prompt embeddings -> (C, D) prototypes: normalise, mean over templates, re-normalise."""
+    if prompt_emb.ndim != 3:
+        raise ValueError(f"prompt embeddings must be (classes, templates, dim), got {tuple(prompt_emb.shape)}")
+    return F.normalize(F.normalize(prompt_emb.float(), dim=-1).mean(dim=1), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_classifier(
+    model: ImageTextModel,
+    class_names: list[str],
+    templates: list[str] | tuple[str, ...],
+    tokenizer: Tokenizer,
+    max_length: int = 64,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """(C, D) class prototypes from the text encoder (§5.4: all templates per class, averaged)."""
+    if not class_names:
+        raise ValueError("zero-shot classification needs at least one class name")
+    prompts = [p for name in class_names for p in format_prompts(name, templates)]
+    ids, mask = tokenizer.encode_batch(prompts, max_length)
+    emb = embed_in_batches(model.encode_text, ids, mask, batch_size=batch_size)
+    return prototypes_from_prompt_embeddings(emb.view(len(class_names), len(templates), -1))
+
+
+@torch.no_grad()
+def zero_shot_accuracy(
+    image_emb: torch.Tensor,
+    prototypes: torch.Tensor,
+    labels: torch.Tensor,
+    ks: tuple[int, ...] = (1, 5),
+    logit_scale: float = LOGIT_SCALE,
+) -> dict[str, float]:
+    """Top-k accuracy (percent) of logits = logit_scale * image_emb @ prototypes.T.
+
+    Ties are broken towards the lower class index (as in retrieval), so a result never depends
+    on sort stability. ``k`` larger than the number of classes is an error (it would be 100%).
+    """
+    n, c = image_emb.shape[0], prototypes.shape[0]
+    labels = labels.long().to(image_emb.device)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    if n and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"labels must lie in [0, {c}) (one prototype per class)")
+    if any(k < 1 or k > c for k in ks):
+        raise ValueError(f"every k must lie in [1, {c}] for {c} classes, got {ks}")
+    rank = _rank(logit_scale * image_emb.float() @ prototypes.float().t(), labels)
+    return {f"top{k}": 100.0 * int((rank < k).sum()) / max(n, 1) for k in ks}
+
+
+# ------------------------------------------------------------------------------ task on a trained run
+@dataclass
+class ZeroShotTaskConfig:
+    train_run: str  # config hash of the trained run (folder name)
+    recipe_run: str  # run name, e.g. s-smke-cdl-mb-smoke
+    dataset: str
+    split: str = "test"
+    templates: list[str] = field(default_factory=list)
+    logit_scale: float = LOGIT_SCALE
+    batch_size: int = 256
+    dataset_fingerprint: str = ""
+
+
+def evaluate_zero_shot(run: Path, dataset: str, split: str = "test", *, templates: list[str] | None = None, root: Path | None = None):
+    """Zero-shot top-1/top-5 of a trained run on a labelled image-text split (cached by config).
+
+    Class names are the split's ``label_names`` (the manifest's); images are resized as for retrieval.
+    """
+    from mmthesis.core.console import console
+    from mmthesis.core.results import RunRecorder, find_finished_run
+    from mmthesis.data.image_text import load_retrieval_split
+    from mmthesis.data.transforms import eval_transform
+    from mmthesis.students.train import check_data, load_trained
+
+    fingerprint = check_data([dataset])[dataset]
+    task = ZeroShotTaskConfig(
+        train_run=run.name,
+        recipe_run=run.parent.name,
+        dataset=dataset,
+        split=split,
+        templates=list(templates) if templates else templates_for(dataset),
+        dataset_fingerprint=fingerprint,
+    )
+    name = f"eval-zero-shot-{dataset}"
+    if (done := find_finished_run(name, task, root)) is not None:
+        return done
+    config, tokenizer, model = load_trained(run)
+    data = load_retrieval_split(dataset, split, eval_transform(config.model.img_size), tokenizer, max_length=config.data.max_text_length)
+    if data.labels is None or not data.label_names:
+        raise DataMissingError(f"dataset {dataset!r} split {split!r} has no class labels", "zero-shot needs a labelled dataset such as shapes or emoji")
+    with RunRecorder(name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}) as rec:
+        num_classes = len(data.label_names)
+        console.print(f"zero-shot on {dataset}/{split}: {data.num_images} images, {num_classes} classes x {len(task.templates)} templates")
+        with torch.inference_mode():
+            protos = zero_shot_classifier(model, data.label_names, task.templates, tokenizer, config.data.max_text_length, task.batch_size)
+            image_emb = embed_in_batches(model.encode_image, data.images, batch_size=task.batch_size)
+        ks = tuple(k for k in (1, 5) if k <= num_classes)
+        rec.result.metrics = zero_shot_accuracy(image_emb, protos, data.labels, ks, task.logit_scale)
+        rec.result.metrics.update({"images": data.num_images, "classes": num_classes, "templates": len(task.templates)})
+        rec.result.metrics["chance_top1"] = 100.0 / num_classes
+    return rec.result

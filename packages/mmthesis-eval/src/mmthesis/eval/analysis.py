@@ -22,7 +22,6 @@ the quantitative measures it lacked, all on normalised embeddings:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -115,37 +114,11 @@ def representation_analysis(image_emb: torch.Tensor, text_emb: torch.Tensor, cap
 
 
 # ------------------------------------------------------------------------------ task on a trained run
-@dataclass
-class AnalysisTaskConfig:
-    train_run: str
-    recipe_run: str
-    dataset: str
-    split: str = "test"
-    batch_size: int = 256
-    dataset_fingerprint: str = ""
-
-
 def evaluate_analysis(run: Path, dataset: str, split: str = "test", *, root: Path | None = None):
     """Representation analysis of a trained run on an image-text split (cached by config)."""
-    from mmthesis.core.console import console
-    from mmthesis.core.results import RunRecorder, find_finished_run
-    from mmthesis.data.image_text import load_retrieval_split
-    from mmthesis.data.transforms import eval_transform
-    from mmthesis.eval.models import embed_in_batches
-    from mmthesis.students.train import check_data, load_trained
+    from mmthesis.eval.tasks import evaluate_paired_embeddings
 
-    fingerprint = check_data([dataset])[dataset]
-    task = AnalysisTaskConfig(train_run=run.name, recipe_run=run.parent.name, dataset=dataset, split=split, dataset_fingerprint=fingerprint)
-    name = f"eval-analysis-{dataset}"
-    if (done := find_finished_run(name, task, root)) is not None:
-        return done
-    config, tokenizer, model = load_trained(run)
-    with RunRecorder(name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}) as rec:
-        data = load_retrieval_split(dataset, split, eval_transform(config.model.img_size), tokenizer, max_length=config.data.max_text_length)
-        console.print(f"representation analysis on {dataset}/{split}: {data.num_images} images x {data.num_captions} captions")
-        with torch.inference_mode():
-            image_emb = embed_in_batches(model.encode_image, data.images, batch_size=task.batch_size)
-            text_emb = embed_in_batches(model.encode_text, data.text_ids, data.text_padding_mask, batch_size=task.batch_size)
-        rec.result.metrics = representation_analysis(image_emb, text_emb, data.caption_image_index)
-        rec.result.metrics.update({"images": data.num_images, "captions": data.num_captions})
-    return rec.result
+    def metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, data) -> dict[str, float]:
+        return representation_analysis(image_emb, text_emb, data.caption_image_index)
+
+    return evaluate_paired_embeddings("analysis", run, dataset, split, metrics, root=root)

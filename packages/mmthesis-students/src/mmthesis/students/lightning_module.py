@@ -17,7 +17,8 @@ from torch import nn
 from mmthesis.core.errors import MMThesisError
 from mmthesis.data.batch import Batch
 from mmthesis.students.config import INIT_LOG_SCALE, VLRecipeConfig
-from mmthesis.students.losses import clip_contrastive_loss, contrastive_distillation_loss, mse_distillation_loss
+from mmthesis.students.distributed import global_clip_contrastive_loss
+from mmthesis.students.losses import contrastive_distillation_loss, mse_distillation_loss
 from mmthesis.students.memory_bank import TeacherMemoryBank
 from mmthesis.students.model import SSMKE
 from mmthesis.teachers import load_teacher
@@ -37,11 +38,15 @@ class VLDistillationModule(L.LightningModule):
         self.teacher = None
         kd_dim = None
         if config.loss.kd != "none":
-            self.teacher = load_teacher(t.name, path=t.checkpoint, size=m.size, img_size=m.img_size, patch_size=m.patch_size)
+            self.teacher = load_teacher(
+                t.name, path=t.checkpoint, size=m.size, img_size=m.img_size, patch_size=m.patch_size
+            )
             kd_dim = self.teacher.embed_dim
         self.student = SSMKE(m, vocab_size, kd_dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / m.itc_init_temperature)))
-        self.log_scale_fc1 = nn.Parameter(torch.tensor(math.log(1.0 / m.itc_init_temperature))) if m.itc_on_fc1 else None
+        self.log_scale_fc1 = (
+            nn.Parameter(torch.tensor(math.log(1.0 / m.itc_init_temperature))) if m.itc_on_fc1 else None
+        )
         kd_log_scale = torch.tensor(math.log(config.loss.kd_logit_scale))
         if config.loss.kd_learnable_scale:
             self.kd_log_scale = nn.Parameter(kd_log_scale)
@@ -59,17 +64,26 @@ class VLDistillationModule(L.LightningModule):
         return out.cls if self.config.teacher.final_norm else out.hidden_states[-1][:, 0]
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-rank losses. ITC is over the global batch (features all-gathered with gradient, §3.4), so
+        DDP's gradient average is the exact global-batch gradient (see ``students.distributed``).
+
+        Contrastive KD keeps the thesis code's reading (§10 item 8, the default): each rank scores its
+        *local* student vectors against its local teacher targets + the bank; the bank is then filled
+        with the all-gathered targets in ``training_step``. On one process both readings coincide.
+        """
         img = self.student.forward_image(batch.image)
         txt = self.student.forward_text(batch.text_ids, batch.text_padding_mask)
-        itc = clip_contrastive_loss(img.cls, txt.cls, self.log_scale)
+        itc = global_clip_contrastive_loss(img.cls, txt.cls, self.log_scale)
         if self.log_scale_fc1 is not None:
-            itc = 0.5 * (itc + clip_contrastive_loss(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1))
+            itc = 0.5 * (itc + global_clip_contrastive_loss(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1))
         out = {"itc": itc}
         kd_kind = self.config.loss.kd
         if kd_kind != "none":
             target = self.teacher_targets(batch.image).float()
             if kd_kind == "mse":
-                kd = 0.5 * (mse_distillation_loss(img.kd.float(), target) + mse_distillation_loss(txt.kd.float(), target))
+                kd = 0.5 * (
+                    mse_distillation_loss(img.kd.float(), target) + mse_distillation_loss(txt.kd.float(), target)
+                )
             else:
                 scale = self.kd_log_scale.exp()
                 bank = self.bank.bank if self.bank is not None and self.bank.size else None

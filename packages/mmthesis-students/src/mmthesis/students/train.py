@@ -29,6 +29,7 @@ from mmthesis.data.registry import prepare_command
 from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, train_wordpiece
 from mmthesis.data.transforms import train_transform
 from mmthesis.students.config import VLRecipeConfig
+from mmthesis.students.distributed import ResumableDataLoader, ResumableSampler, SeededSamples
 from mmthesis.students.lightning_module import VLDistillationModule
 
 WEIGHTS = "student.safetensors"
@@ -60,18 +61,115 @@ def build_tokenizer(config: VLRecipeConfig) -> Tokenizer:
 
 
 class LossHistory(Callback):
-    """Records every optimisation step's losses (for result.json and losses.csv)."""
+    """Records every optimisation step's losses (for result.json and losses.csv).
 
-    def __init__(self) -> None:
+    The rows are part of the checkpoint (``state_dict``), so a resumed run keeps the
+    curve up to its checkpoint; with ``path`` each row is also appended to the csv as
+    it comes (progress survives a kill; rows past the checkpoint are dropped on resume).
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
         self.rows: list[dict[str, float]] = []
+        self.path = path
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict["rows"]]
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.path is not None and trainer.is_global_zero:
+            # drop rows logged after the checkpoint we resumed from
+            if self.rows:
+                _write_losses(self.path, self.rows)
+            else:
+                self.path.unlink(missing_ok=True)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         metrics = trainer.callback_metrics
         row = {"step": float(trainer.global_step)}
         for key in ("train/loss", "train/itc", "train/kd"):
             if key in metrics:
                 row[key.split("/")[1]] = float(metrics[key])
         self.rows.append(row)
+        if self.path is not None and trainer.is_global_zero:
+            _append_loss_row(self.path, row)
+
+
+class ResumeDataOrder(Callback):
+    """Hands a ``ResumableDataLoader`` its checkpointed (epoch, batches) before its first batch is drawn.
+
+    Lightning 2.6 saves stateful-loader states with the fit loop and loads them in
+    ``FitLoop.setup_data``, but the LR scheduler's ``estimated_stepping_batches`` sets
+    the loader up *before* the checkpoint is restored, so that load never happens
+    (and the restored batch progress lags one batch behind a checkpoint saved in
+    ``on_train_batch_end``). So the saved state is taken from the checkpoint here.
+    """
+
+    def __init__(self) -> None:
+        self._state: list[dict[str, int]] = []
+
+    def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader", [])
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        if isinstance(loader, ResumableDataLoader) and len(self._state) == 1:
+            loader.load_state_dict(self._state[0])
+        self._state = []
+
+
+class RNGState(Callback):
+    """Saves the global RNG states in checkpoints and restores them right before the next step.
+
+    Restoring at the first ``on_train_batch_start`` (not at load time) makes anything
+    that draws random numbers between loading and training irrelevant; data
+    augmentation does not use the global RNG (``SeededSamples``), so these states
+    only drive the model (dropout, drop-path).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        # plain tensors / ints only, so the checkpoint also loads with torch.load(weights_only=True)
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        numpy_state = {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        }
+        state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._pending is None:
+            return
+        import random
+
+        import numpy as np
+
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -101,11 +199,12 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     d, t = config.data, config.train
     transform = train_transform(config.model.img_size, scale=tuple(d.crop_scale))
     datasets = [ImageTextPairs(n, "train", tokenizer, transform, max_length=d.max_text_length) for n in d.train]
-    train_set = torch.utils.data.ConcatDataset(datasets)
-    loader = torch.utils.data.DataLoader(
+    train_set = SeededSamples(torch.utils.data.ConcatDataset(datasets))
+    # data order = f(seed, epoch), sharded over ranks, resumable mid-epoch (exact resume)
+    loader = ResumableDataLoader(
         train_set,
         batch_size=d.batch_size,
-        shuffle=True,
+        sampler=ResumableSampler(len(train_set), t.seed),
         drop_last=True,
         num_workers=d.num_workers,
         collate_fn=datasets[0].collate,  # all parts share the tokenizer
@@ -114,13 +213,17 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     )
     module = VLDistillationModule(config, vocab_size=tokenizer.vocab_size)
     if config.model.size == "tiny":
-        console.print("[yellow]smoke scale:[/] encoders and teacher are tiny random-initialised models of the real architectures")
+        console.print(
+            "[yellow]smoke scale:[/] encoders and teacher are tiny random-initialised models of the real architectures"
+        )
 
     recorder = RunRecorder(name, scale, config, root=root, datasets=fingerprints)
     out_dir = recorder.dir
-    history = LossHistory()
+    history = LossHistory(out_dir / LOSSES)
     ckpt_dir = out_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=0)
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=0
+    )
     on_cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
     trainer = L.Trainer(
         accelerator="cpu" if on_cpu else t.accelerator,
@@ -131,7 +234,8 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         log_every_n_steps=t.log_every_n_steps,
         default_root_dir=str(out_dir),
         logger=False,
-        callbacks=[history, checkpoint],
+        callbacks=[history, RNGState(), ResumeDataOrder(), checkpoint],
+        use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         enable_model_summary=False,
         deterministic=on_cpu,
         num_sanity_val_steps=0,
@@ -142,7 +246,7 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     with recorder:
         if resume.is_file():
             console.print(f"resuming from {resume}")
-        trainer.fit(module, loader, ckpt_path=str(resume) if resume.is_file() else None)
+        trainer.fit(module, loader, ckpt_path=str(resume) if resume.is_file() else None, weights_only=True)
         save_weights(out_dir / WEIGHTS, module.student.state_dict(), {"recipe": config.recipe, "scale": scale})
         tokenizer.save(out_dir / TOKENIZER)
         atomic_write_text(out_dir / CONFIG, json.dumps(to_dict(config), indent=2))
@@ -150,8 +254,21 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         recorder.result.metrics = _summary(history.rows)
         recorder.result.metrics["parameters_student"] = float(sum(p.numel() for p in module.student.parameters()))
         if config.model.size == "tiny":
-            recorder.result.notes.append("smoke scale: tiny random-initialised encoders and teacher of the real architectures")
+            recorder.result.notes.append(
+                "smoke scale: tiny random-initialised encoders and teacher of the real architectures"
+            )
     return recorder.result
+
+
+def _append_loss_row(path: Path, row: dict[str, float]) -> None:
+    """Append one row (header first if the file is new); the final ``_write_losses`` rewrites atomically."""
+    new = not path.is_file() or path.stat().st_size == 0
+    keys = sorted(row, key=lambda k: (k != "step", k))
+    with path.open("a", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def _write_losses(path: Path, rows: list[dict[str, float]]) -> None:
@@ -185,5 +302,7 @@ def load_trained(run: Path) -> tuple[VLRecipeConfig, Tokenizer, torch.nn.Module]
     model = SSMKE(config.model, tokenizer.vocab_size, kd_dim, load_pretrained=False)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{run / WEIGHTS} does not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(
+            f"{run / WEIGHTS} does not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return config, tokenizer, model.eval()

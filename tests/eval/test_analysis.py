@@ -60,7 +60,9 @@ def test_swapped_query_retrieval_roles():
     txt = F.normalize(img[idx] + 0.6 * torch.randn(len(idx), 8, generator=g), dim=-1)
     got = swapped_query_retrieval(img, txt, idx)
     gallery = torch.arange(n, len(idx))  # every caption but each image's first
-    assert got == pytest.approx(got | {f"image_{k}": v for k, v in retrieval_recall(img, txt[gallery], idx[gallery]).items()})
+    assert got == pytest.approx(
+        got | {f"image_{k}": v for k, v in retrieval_recall(img, txt[gallery], idx[gallery]).items()}
+    )
     swapped = retrieval_recall(txt[:n], txt[gallery], idx[gallery])
     assert all(got[f"swapped_{k}"] == pytest.approx(v) for k, v in swapped.items())
     assert got["swap_images"] == n
@@ -75,7 +77,9 @@ def test_aligned_embeddings_score_better_than_random():
     n = 40
     img = F.normalize(torch.randn(n, 16, generator=g), dim=-1)
     idx = torch.arange(n).repeat(2)
-    aligned = representation_analysis(img, F.normalize(img[idx] + 0.1 * torch.randn(2 * n, 16, generator=g), dim=-1), idx)
+    aligned = representation_analysis(
+        img, F.normalize(img[idx] + 0.1 * torch.randn(2 * n, 16, generator=g), dim=-1), idx
+    )
     random = representation_analysis(img, F.normalize(torch.randn(2 * n, 16, generator=g), dim=-1), idx)
     assert aligned["paired_cos"] > 0.9 > 0.3 > random["paired_cos"]
     assert aligned["cka_paired"] > 0.9 and random["cka_paired"] < aligned["cka_paired"]
@@ -97,7 +101,9 @@ def tiny_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("MMTHESIS_HOME", str(home))
     get_dataset("shapes").prepare(PrepareRequest(out_root=data_root(), raw=None, scale="smoke"))
-    config = load_recipe("s-smke-cdl-mb", "smoke", ["data.train=[shapes]", "data.retrieval_eval=[shapes]", "train.max_steps=30"])
+    config = load_recipe(
+        "s-smke-cdl-mb", "smoke", ["data.train=[shapes]", "data.retrieval_eval=[shapes]", "train.max_steps=30"]
+    )
     train_recipe(config, "smoke")
     yield home, run_dir(run_name(config, "smoke"), config_hash(config))
     mp.undo()
@@ -133,7 +139,15 @@ def test_cli_zero_shot_analysis_and_linear_probe_write_finite_results(tiny_run, 
         assert 0.0 <= record["metrics"].get("top1", 0.0) <= 100.0
         # a second run reuses the cached result instead of evaluating again
         mtime = records[0].stat().st_mtime_ns
-        assert CliRunner().invoke(app, ["eval", "run", task, "--run", str(folder), "--dataset", "shapes"]).exit_code == 0
+        assert (
+            CliRunner().invoke(app, ["eval", "run", task, "--run", str(folder), "--dataset", "shapes"]).exit_code == 0
+        )
         assert records[0].stat().st_mtime_ns == mtime
     assert len(list((home / "cache" / "features").glob("*.safetensors"))) == 2  # train + test features
-    assert -1.0 <= json.loads(next((runs_root() / "eval-analysis-shapes").glob("*/result.json")).read_text())["metrics"]["cka_paired"] <= 1.0
+    assert (
+        -1.0
+        <= json.loads(next((runs_root() / "eval-analysis-shapes").glob("*/result.json")).read_text())["metrics"][
+            "cka_paired"
+        ]
+        <= 1.0
+    )

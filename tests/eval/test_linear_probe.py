@@ -11,7 +11,9 @@ from mmthesis.eval.linear_probe import fit_linear_probe, top1_accuracy
 def blobs(n_per, centers, noise, seed):
     g = torch.Generator().manual_seed(seed)
     c = torch.tensor(centers, dtype=torch.float64)
-    x = torch.cat([c[k] + noise * torch.randn(n_per, c.shape[1], generator=g, dtype=torch.float64) for k in range(len(c))])
+    x = torch.cat(
+        [c[k] + noise * torch.randn(n_per, c.shape[1], generator=g, dtype=torch.float64) for k in range(len(c))]
+    )
     y = torch.arange(len(c)).repeat_interleave(n_per)
     return x, y
 
@@ -64,11 +66,19 @@ def test_features_are_cached_under_their_key(tmp_path):
     first = cached_features(key, compute, tmp_path)
     assert model.calls == 3 and first["features"].shape == (5, 12)
     again = cached_features(key, compute, tmp_path)
-    assert model.calls == 3 and torch.equal(again["features"], first["features"]) and torch.equal(again["labels"], torch.arange(5))
+    assert (
+        model.calls == 3
+        and torch.equal(again["features"], first["features"])
+        and torch.equal(again["labels"], torch.arange(5))
+    )
     # any change of run, data, split, transform or kind is another key
-    others = {feature_key("run/abd", "fp1", "train", "Resize(2)"), feature_key("run/abc", "fp2", "train", "Resize(2)"),
-              feature_key("run/abc", "fp1", "test", "Resize(2)"), feature_key("run/abc", "fp1", "train", "Resize(3)"),
-              feature_key("run/abc", "fp1", "train", "Resize(2)", "patch-mean")}
+    others = {
+        feature_key("run/abd", "fp1", "train", "Resize(2)"),
+        feature_key("run/abc", "fp2", "train", "Resize(2)"),
+        feature_key("run/abc", "fp1", "test", "Resize(2)"),
+        feature_key("run/abc", "fp1", "train", "Resize(3)"),
+        feature_key("run/abc", "fp1", "train", "Resize(2)", "patch-mean"),
+    }
     assert key not in others and len(others) == 5
     assert [p.name for p in tmp_path.iterdir()] == [f"{key}.safetensors"]
     with pytest.raises(ValueError, match="image_encoder"):

@@ -36,7 +36,10 @@ def test_hand_made_three_classes():
     acc = zero_shot_accuracy(images, protos, labels, ks=(1, 2, 3))
     assert acc == {"top1": 50.0, "top2": 75.0, "top3": 100.0}
     # a tie is broken towards the lower class index
-    assert zero_shot_accuracy(torch.tensor([[1.0, 1.0, 0.0]]), protos, torch.tensor([1]), ks=(1, 2)) == {"top1": 0.0, "top2": 100.0}
+    assert zero_shot_accuracy(torch.tensor([[1.0, 1.0, 0.0]]), protos, torch.tensor([1]), ks=(1, 2)) == {
+        "top1": 0.0,
+        "top2": 100.0,
+    }
     with pytest.raises(ValueError, match="every k"):
         zero_shot_accuracy(images, protos, labels, ks=(1, 5))
     with pytest.raises(ValueError, match="labels must lie"):

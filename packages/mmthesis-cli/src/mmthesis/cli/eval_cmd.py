@@ -1,57 +1,145 @@
-"""`mmthesis eval`: evaluation tasks on trained runs."""
+"""`mmthesis eval`: evaluation tasks on any model.
+
+mmthesis eval list
+mmthesis eval TASK [TASK...] --model SPEC [--scale smoke] [--per-sample [FILE]]
+mmthesis eval run TASK --run DIR --dataset NAME      (earlier form, kept)
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import click
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
 from mmthesis.core.console import console
 from mmthesis.core.errors import UnknownNameError
 
-app = typer.Typer(no_args_is_help=True)
-
-TASKS = {
+LEGACY_TASKS = {
     "retrieval": "image-text retrieval R@1/5/10 both directions, all images x all captions (REFERENCE.md §5.1)",
     "zero-shot": "CLIP-style zero-shot top-1/top-5: prompt-averaged class prototypes, logits 100 * cos (REFERENCE.md §5.4)",
     "linear-probe": "logistic regression (L-BFGS, L2) on frozen, cached image features; train split -> test top-1 (REFERENCE.md §5.3)",
     "analysis": "paired vs unpaired cosine, modality gap, linear CKA, swapped-query retrieval (exposé question, REFERENCE.md §8)",
 }
-PLANNED = ("finetune", "glue", "robustness")
+EVALUATE = "evaluate"
+
+
+class TasksByDefault(TyperGroup):
+    """`mmthesis eval TASK...` runs tasks: a first argument that is no subcommand goes to `evaluate`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = [EVALUATE, *args]
+        return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [c for c in super().list_commands(ctx) if c != EVALUATE]
+
+
+app = typer.Typer(cls=TasksByDefault, no_args_is_help=True)
 
 
 @app.command("list")
-def list_tasks() -> None:
-    """List evaluation tasks (and those not there yet).
+def list_tasks(
+    protocol: str = typer.Option(None, "--protocol", help="Show only tasks of this protocol."),
+) -> None:
+    """List the registered evaluation tasks (versioned YAML files of mmthesis-eval).
 
-    Example: mmthesis eval list
+    Example: mmthesis eval list --protocol glue
     """
-    table = Table("task", "status", "protocol", title="Evaluation tasks")
-    for name, what in TASKS.items():
-        table.add_row(name, "[green]available[/]", what)
-    for name in PLANNED:
-        table.add_row(name, "[yellow]not there yet[/]", "planned (evaluation-harness issue)")
+    from mmthesis.eval.task_registry import all_tasks
+
+    table = Table(
+        "task",
+        "v",
+        "protocol",
+        "dataset/split",
+        "metrics",
+        "smoke scale",
+        title="Evaluation tasks (`mmthesis eval TASK --model SPEC`)",
+    )
+    table.columns[0].no_wrap = True
+    for name, t in all_tasks().items():
+        if protocol and t.protocol != protocol:
+            continue
+        smoke = t.at_scale("smoke")
+        table.add_row(
+            name,
+            str(t.version),
+            t.protocol,
+            f"{t.dataset}/{t.split}",
+            ", ".join(t.metrics),
+            f"{smoke.dataset}/{smoke.split}",
+        )
     console.print(table)
+
+
+@app.command(EVALUATE, hidden=True)
+def evaluate(
+    tasks: list[str] = typer.Argument(..., help="Task names, see `mmthesis eval list`."),
+    model: str = typer.Option(
+        ..., "--model", help="A run folder, run:NAME[/HASH], teacher:NAME[:CKPT] or open_clip:ARCH[:CKPT]."
+    ),
+    scale: str = typer.Option("full", "--scale", help="smoke | small | full: picks each task's data and sizes."),
+    per_sample: str = typer.Option(
+        None,
+        "--per-sample",
+        help="Also write per-sample rows (JSON lines) to this file ('-' = next to result.json).",
+        flag_value="-",
+    ),
+    out: Path = typer.Option(None, "--out", help="Also copy result.json here."),
+) -> None:
+    """Evaluate one model on tasks; writes result.json (provenance + per-task metrics).
+
+    Example: mmthesis eval retrieval-coco zero-shot-imagenet1k --model run:s-smke-cdl-mb-smoke --scale smoke
+    """
+    from mmthesis.core.io import atomic_write_json
+    from mmthesis.core.results import run_dir
+    from mmthesis.eval.harness import evaluate as run_tasks
+
+    sample_path = (
+        None if per_sample is None else (Path(per_sample) if per_sample != "-" else Path(".per-sample.pending"))
+    )
+    result = run_tasks(tasks, model, scale=scale, per_sample=sample_path)
+    folder = run_dir(result.name, result.config_hash)
+    if sample_path is not None and per_sample == "-":
+        final = folder / "per_sample.jsonl"
+        sample_path.replace(final)
+        sample_path = final
+    if out is not None:
+        atomic_write_json(out, result.to_json())
+    for name, metrics in result.metrics.items():
+        table = Table("metric", "value", title=f"{name} ({scale})")
+        for key, value in metrics.items():
+            shown = (
+                f"{value:.2f}"
+                if isinstance(value, float)
+                else (json.dumps(value)[:80] if isinstance(value, (dict, list)) else str(value))
+            )
+            table.add_row(key, shown)
+        console.print(table)
+    console.print(f"result: {folder / 'result.json'}" + (f"\nper-sample: {sample_path}" if sample_path else ""))
 
 
 @app.command("run")
 def run(
-    task: str = typer.Argument(..., help="Task name, see `mmthesis eval list`."),
+    task: str = typer.Argument(..., help="retrieval | zero-shot | linear-probe | analysis"),
     run_dir: Path = typer.Option(..., "--run", help="A finished training run folder (holds result.json)."),
     dataset: str = typer.Option(..., "--dataset", help="Prepared image-text dataset, e.g. shapes."),
     split: str = typer.Option("test", "--split"),
 ) -> None:
-    """Evaluate a trained run on a task; results are cached as result.json.
+    """Evaluate a trained run on one protocol and dataset (earlier form; `mmthesis eval TASK --model` is the general one).
 
     Example: mmthesis eval run retrieval --run .mmthesis/runs/s-smke-cdl-mb-smoke/<hash> --dataset shapes
-
-    zero-shot, linear-probe and analysis need a labelled or captioned split the same way
-    (linear-probe fits on the train split and scores --split).
     """
-    if task not in TASKS:
-        hint = "it is not there yet" if task in PLANNED else f"use one of: {', '.join(TASKS)}"
-        raise UnknownNameError(f"unknown or unavailable eval task {task!r}", hint)
+    if task not in LEGACY_TASKS:
+        raise UnknownNameError(
+            f"unknown eval task {task!r} for `eval run`",
+            f"use one of: {', '.join(LEGACY_TASKS)} (or `mmthesis eval TASK --model SPEC`)",
+        )
     result = _evaluate(task, run_dir, dataset, split)
     table = Table("metric", "value", title=f"{task} on {dataset}/{split}")
     for key, value in result.metrics.items():

@@ -33,14 +33,18 @@ from mmthesis.eval.retrieval import KS, retrieval_recall
 def _check_pairs(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor) -> torch.Tensor:
     index = caption_image_index.long()
     if image_emb.ndim != 2 or text_emb.ndim != 2 or image_emb.shape[1] != text_emb.shape[1]:
-        raise ValueError(f"need (N, D) image and (M, D) text embeddings, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+        raise ValueError(
+            f"need (N, D) image and (M, D) text embeddings, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+        )
     if index.shape != (text_emb.shape[0],) or (len(index) and (index.min() < 0 or index.max() >= image_emb.shape[0])):
         raise ValueError("caption_image_index must give each caption's image row")
     return index
 
 
 @torch.no_grad()
-def paired_cosine(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor) -> dict[str, float]:
+def paired_cosine(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor
+) -> dict[str, float]:
     """Mean cosine of (caption, own image) pairs and of (caption, other image) pairs.
 
     The unpaired mean uses sums, sum_{i,c} <x_i, t_c> = <sum x, sum t>, so no N x M matrix is built.
@@ -51,7 +55,10 @@ def paired_cosine(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image
     paired_sum = float((x[index] * t).sum())
     total = float(x.sum(0) @ t.sum(0))
     unpaired_count = n * m - m
-    out = {"paired_cos": paired_sum / m, "unpaired_cos": (total - paired_sum) / unpaired_count if unpaired_count else float("nan")}
+    out = {
+        "paired_cos": paired_sum / m,
+        "unpaired_cos": (total - paired_sum) / unpaired_count if unpaired_count else float("nan"),
+    }
     out["paired_minus_unpaired"] = out["paired_cos"] - out["unpaired_cos"]
     return out
 
@@ -59,7 +66,11 @@ def paired_cosine(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image
 @torch.no_grad()
 def modality_gap(image_emb: torch.Tensor, text_emb: torch.Tensor) -> float:
     """||mean(normalised image) - mean(normalised text)||_2."""
-    return float(torch.linalg.vector_norm(F.normalize(image_emb.double(), dim=-1).mean(0) - F.normalize(text_emb.double(), dim=-1).mean(0)))
+    return float(
+        torch.linalg.vector_norm(
+            F.normalize(image_emb.double(), dim=-1).mean(0) - F.normalize(text_emb.double(), dim=-1).mean(0)
+        )
+    )
 
 
 @torch.no_grad()
@@ -78,7 +89,9 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def swapped_query_retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]:
+def swapped_query_retrieval(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor, ks: tuple[int, ...] = KS
+) -> dict[str, float]:
     """Retrieval R@K with the image (``image_*``) and with its anchor caption in the image's role (``swapped_*``).
 
     Uses the images with >= 2 captions; their first caption is the anchor, the rest is the gallery.
@@ -103,7 +116,9 @@ def swapped_query_retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, cap
 
 
 @torch.no_grad()
-def representation_analysis(image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor) -> dict[str, float]:
+def representation_analysis(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor
+) -> dict[str, float]:
     """All measures above for one split (CKA over every (caption, own image) pair)."""
     index = _check_pairs(image_emb, text_emb, caption_image_index)
     out = paired_cosine(image_emb, text_emb, index)

@@ -24,14 +24,18 @@ FEATURE_KINDS = ("embedding", "patch-mean")
 
 def feature_key(run_id: str, dataset_fingerprint: str, split: str, transform: str, kind: str = "embedding") -> str:
     """Stable hash naming one cached feature file."""
-    return sha256_json({"run": run_id, "dataset": dataset_fingerprint, "split": split, "transform": transform, "kind": kind})[:24]
+    return sha256_json(
+        {"run": run_id, "dataset": dataset_fingerprint, "split": split, "transform": transform, "kind": kind}
+    )[:24]
 
 
 def feature_cache_dir() -> Path:
     return mmthesis_home() / "cache" / "features"
 
 
-def cached_features(key: str, compute: Callable[[], dict[str, torch.Tensor]], cache_dir: Path | None = None) -> dict[str, torch.Tensor]:
+def cached_features(
+    key: str, compute: Callable[[], dict[str, torch.Tensor]], cache_dir: Path | None = None
+) -> dict[str, torch.Tensor]:
     """Load the tensors stored under ``key``, or ``compute()`` them and store them (atomically)."""
     from safetensors.torch import load_file, save_file
 
@@ -63,6 +67,8 @@ def image_feature_fn(model: torch.nn.Module, kind: str) -> Callable[[torch.Tenso
 
 
 @torch.no_grad()
-def extract_image_features(model: torch.nn.Module, images: torch.Tensor, kind: str = "embedding", batch_size: int = 256) -> torch.Tensor:
+def extract_image_features(
+    model: torch.nn.Module, images: torch.Tensor, kind: str = "embedding", batch_size: int = 256
+) -> torch.Tensor:
     """(N, D) float32 features of ``images`` with the encoder frozen (no grad)."""
     return embed_in_batches(image_feature_fn(model, kind), images, batch_size=batch_size)

@@ -22,7 +22,14 @@ import numpy as np
 ACCURACY_TASKS = ("sst2", "qnli", "rte", "wnli")
 TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 # the one number per task that the thesis's GLUE tables show (and the GLUE score averages)
-PRIMARY = {"cola": "mcc", "stsb": "spearman", "mrpc": "f1", "qqp": "f1", "mnli": "accuracy_m", **{t: "accuracy" for t in ACCURACY_TASKS}}
+PRIMARY = {
+    "cola": "mcc",
+    "stsb": "spearman",
+    "mrpc": "f1",
+    "qqp": "f1",
+    "mnli": "accuracy_m",
+    **{t: "accuracy" for t in ACCURACY_TASKS},
+}
 
 
 def _pair(predictions: Sequence | np.ndarray, labels: Sequence | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,12 +103,17 @@ def task_metrics(task: str, predictions, labels) -> dict[str, float]:
     if task in ACCURACY_TASKS or task in ("mnlim", "mnlimm", "mnli_matched", "mnli_mismatched"):
         return {"accuracy": accuracy(predictions, labels)}
     if task == "mnli":
-        raise ValueError("MNLI has two dev sets: use mnli_metrics(matched_predictions, matched_labels, mismatched_predictions, mismatched_labels)")
+        raise ValueError(
+            "MNLI has two dev sets: use mnli_metrics(matched_predictions, matched_labels, mismatched_predictions, mismatched_labels)"
+        )
     raise ValueError(f"unknown GLUE task {task!r}; use one of {', '.join(TASKS)}")
 
 
 def mnli_metrics(pred_matched, labels_matched, pred_mismatched, labels_mismatched) -> dict[str, float]:
-    return {"accuracy_m": accuracy(pred_matched, labels_matched), "accuracy_mm": accuracy(pred_mismatched, labels_mismatched)}
+    return {
+        "accuracy_m": accuracy(pred_matched, labels_matched),
+        "accuracy_mm": accuracy(pred_mismatched, labels_mismatched),
+    }
 
 
 def glue_score(results: Mapping[str, Mapping[str, float]]) -> float:

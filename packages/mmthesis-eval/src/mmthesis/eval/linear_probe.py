@@ -76,7 +76,15 @@ def fit_linear_probe(
         raise ValueError(f"l2 must be >= 0, got {l2}")
     w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-14,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def objective() -> torch.Tensor:
         return F.cross_entropy(x @ w.t() + b, y) + 0.5 * l2 * (w * w).sum()
@@ -139,7 +147,9 @@ def evaluate_linear_probe(
     from mmthesis.students.train import check_data, load_trained
 
     fingerprint = check_data([dataset])[dataset]
-    task = LinearProbeTaskConfig(run.name, run.parent.name, dataset, train_split, test_split, feature, l2, dataset_fingerprint=fingerprint)
+    task = LinearProbeTaskConfig(
+        run.name, run.parent.name, dataset, train_split, test_split, feature, l2, dataset_fingerprint=fingerprint
+    )
     name = f"eval-linear-probe-{dataset}"
     if (done := find_finished_run(name, task, root)) is not None:
         return done
@@ -150,16 +160,26 @@ def evaluate_linear_probe(
         def compute() -> dict[str, torch.Tensor]:
             data = load_retrieval_split(dataset, split, transform, tokenizer, max_length=config.data.max_text_length)
             if data.labels is None:
-                raise DataMissingError(f"dataset {dataset!r} split {split!r} has no class labels", "a linear probe needs a labelled dataset such as shapes or emoji")
-            return {"features": extract_image_features(model, data.images, feature, task.batch_size), "labels": data.labels}
+                raise DataMissingError(
+                    f"dataset {dataset!r} split {split!r} has no class labels",
+                    "a linear probe needs a labelled dataset such as shapes or emoji",
+                )
+            return {
+                "features": extract_image_features(model, data.images, feature, task.batch_size),
+                "labels": data.labels,
+            }
 
         key = feature_key(f"{run.parent.name}/{run.name}", fingerprint, split, repr(transform), feature)
         return cached_features(key, compute)
 
     train, test = split_features(train_split), split_features(test_split)
-    with RunRecorder(name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}) as rec:
+    with RunRecorder(
+        name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}
+    ) as rec:
         num_classes = int(max(train["labels"].max(), test["labels"].max())) + 1
-        console.print(f"linear probe on {dataset}: {len(train['labels'])} train / {len(test['labels'])} test images, {num_classes} classes")
+        console.print(
+            f"linear probe on {dataset}: {len(train['labels'])} train / {len(test['labels'])} test images, {num_classes} classes"
+        )
         probe = fit_linear_probe(train["features"], train["labels"], num_classes, l2)
         rec.result.metrics = {
             "top1": top1_accuracy(probe, test["features"], test["labels"]),
@@ -168,6 +188,8 @@ def evaluate_linear_probe(
             "train_images": len(train["labels"]),
             "test_images": len(test["labels"]),
             "classes": num_classes,
-            "majority_top1": 100.0 * float(torch.bincount(test["labels"], minlength=num_classes).max()) / max(len(test["labels"]), 1),
+            "majority_top1": 100.0
+            * float(torch.bincount(test["labels"], minlength=num_classes).max())
+            / max(len(test["labels"]), 1),
         }
     return rec.result

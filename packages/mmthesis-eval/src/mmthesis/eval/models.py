@@ -21,7 +21,9 @@ class ImageTextModel(Protocol):
 
 
 @torch.no_grad()
-def embed_in_batches(fn, *tensors: torch.Tensor, batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
+def embed_in_batches(
+    fn, *tensors: torch.Tensor, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Apply ``fn`` over the first dimension of ``tensors`` in batches; returns the concatenated float32 result."""
     outs = []
     total = tensors[0].shape[0]

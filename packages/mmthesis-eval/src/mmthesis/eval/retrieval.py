@@ -50,24 +50,23 @@ def _captions_per_image(caption_image_index: torch.Tensor, num_images: int) -> t
         missing = int((counts == 0).nonzero()[0])
         raise ValueError(f"image {missing} has no caption; every image needs at least one")
     order = torch.argsort(caption_image_index, stable=True)
-    slot = torch.arange(len(order), device=order.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    slot = torch.arange(len(order), device=order.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
     table = torch.full((num_images, int(counts.max())), -1, dtype=torch.long, device=order.device)
     table[caption_image_index[order], slot] = order
     return table
 
 
 @torch.no_grad()
-def retrieval_recall(
-    image_emb: torch.Tensor,
-    text_emb: torch.Tensor,
-    caption_image_index: torch.Tensor,
-    ks: tuple[int, ...] = KS,
-    block_size: int = 1024,
-) -> dict[str, float]:
-    """R@K in percent for both directions plus ``mean`` (mean of all 2*len(ks) values, §5.1).
+def retrieval_ranks(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor, block_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based ranks: (N,) of each image's best-ranked own caption (I->T), (M,) of each caption's image (T->I).
 
     ``image_emb`` (N, D) and ``text_emb`` (M, D) should be L2-normalised (cosine scores);
-    ``caption_image_index`` (M,) gives each caption's image row.
+    ``caption_image_index`` (M,) gives each caption's image row. These are the per-sample
+    results behind R@K (R@K = share of ranks < K).
     """
     n, m = image_emb.shape[0], text_emb.shape[0]
     caption_image_index = caption_image_index.to(image_emb.device).long()
@@ -86,10 +85,31 @@ def retrieval_recall(
         stop = min(m, start + block_size)
         scores = text_emb[start:stop] @ image_emb.t()
         t2i_rank[start:stop] = _rank(scores, caption_image_index[start:stop])
+    return i2t_best, t2i_rank
+
+
+def recall_from_ranks(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """R@K in percent for both directions plus ``mean`` (mean of all 2*len(ks) values, §5.1)."""
     out: dict[str, float] = {}
     for k in ks:
-        out[f"i2t_r{k}"] = 100.0 * int((i2t_best < k).sum()) / n
+        out[f"i2t_r{k}"] = 100.0 * int((i2t_rank < k).sum()) / len(i2t_rank)
     for k in ks:
-        out[f"t2i_r{k}"] = 100.0 * int((t2i_rank < k).sum()) / m
+        out[f"t2i_r{k}"] = 100.0 * int((t2i_rank < k).sum()) / len(t2i_rank)
     out["mean"] = sum(out.values()) / len(out)
     return out
+
+
+@torch.no_grad()
+def retrieval_recall(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    caption_image_index: torch.Tensor,
+    ks: tuple[int, ...] = KS,
+    block_size: int = 1024,
+) -> dict[str, float]:
+    """R@K in percent for both directions plus ``mean`` (mean of all 2*len(ks) values, §5.1).
+
+    ``image_emb`` (N, D) and ``text_emb`` (M, D) should be L2-normalised (cosine scores);
+    ``caption_image_index`` (M,) gives each caption's image row.
+    """
+    return recall_from_ranks(*retrieval_ranks(image_emb, text_emb, caption_image_index, block_size), ks)

@@ -51,17 +51,25 @@ def evaluate_paired_embeddings(
     retrieval and representation analysis share the loading, embedding and caching.
     """
     fingerprint = check_data([dataset])[dataset]
-    task = RetrievalTaskConfig(train_run=run.name, recipe_run=run.parent.name, dataset=dataset, split=split, dataset_fingerprint=fingerprint)
+    task = RetrievalTaskConfig(
+        train_run=run.name, recipe_run=run.parent.name, dataset=dataset, split=split, dataset_fingerprint=fingerprint
+    )
     name = f"eval-{kind}-{dataset}"
     if (done := find_finished_run(name, task, root)) is not None:
         return done
     config, tokenizer, model = load_trained(run)
-    with RunRecorder(name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}) as rec:
-        data = load_retrieval_split(dataset, split, eval_transform(config.model.img_size), tokenizer, max_length=config.data.max_text_length)
+    with RunRecorder(
+        name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}
+    ) as rec:
+        data = load_retrieval_split(
+            dataset, split, eval_transform(config.model.img_size), tokenizer, max_length=config.data.max_text_length
+        )
         console.print(f"{kind} on {dataset}/{split}: {data.num_images} images x {data.num_captions} captions")
         with torch.inference_mode():
             image_emb = embed_in_batches(model.encode_image, data.images, batch_size=task.batch_size)
-            text_emb = embed_in_batches(model.encode_text, data.text_ids, data.text_padding_mask, batch_size=task.batch_size)
+            text_emb = embed_in_batches(
+                model.encode_text, data.text_ids, data.text_padding_mask, batch_size=task.batch_size
+            )
         rec.result.metrics = metrics(image_emb, text_emb, data)
         rec.result.metrics.update({"images": data.num_images, "captions": data.num_captions})
     return rec.result

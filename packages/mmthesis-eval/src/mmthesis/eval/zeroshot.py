@@ -124,7 +124,9 @@ class ZeroShotTaskConfig:
     dataset_fingerprint: str = ""
 
 
-def evaluate_zero_shot(run: Path, dataset: str, split: str = "test", *, templates: list[str] | None = None, root: Path | None = None):
+def evaluate_zero_shot(
+    run: Path, dataset: str, split: str = "test", *, templates: list[str] | None = None, root: Path | None = None
+):
     """Zero-shot top-1/top-5 of a trained run on a labelled image-text split (cached by config).
 
     Class names are the split's ``label_names`` (the manifest's); images are resized as for retrieval.
@@ -148,14 +150,25 @@ def evaluate_zero_shot(run: Path, dataset: str, split: str = "test", *, template
     if (done := find_finished_run(name, task, root)) is not None:
         return done
     config, tokenizer, model = load_trained(run)
-    data = load_retrieval_split(dataset, split, eval_transform(config.model.img_size), tokenizer, max_length=config.data.max_text_length)
+    data = load_retrieval_split(
+        dataset, split, eval_transform(config.model.img_size), tokenizer, max_length=config.data.max_text_length
+    )
     if data.labels is None or not data.label_names:
-        raise DataMissingError(f"dataset {dataset!r} split {split!r} has no class labels", "zero-shot needs a labelled dataset such as shapes or emoji")
-    with RunRecorder(name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}) as rec:
+        raise DataMissingError(
+            f"dataset {dataset!r} split {split!r} has no class labels",
+            "zero-shot needs a labelled dataset such as shapes or emoji",
+        )
+    with RunRecorder(
+        name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}
+    ) as rec:
         num_classes = len(data.label_names)
-        console.print(f"zero-shot on {dataset}/{split}: {data.num_images} images, {num_classes} classes x {len(task.templates)} templates")
+        console.print(
+            f"zero-shot on {dataset}/{split}: {data.num_images} images, {num_classes} classes x {len(task.templates)} templates"
+        )
         with torch.inference_mode():
-            protos = zero_shot_classifier(model, data.label_names, task.templates, tokenizer, config.data.max_text_length, task.batch_size)
+            protos = zero_shot_classifier(
+                model, data.label_names, task.templates, tokenizer, config.data.max_text_length, task.batch_size
+            )
             image_emb = embed_in_batches(model.encode_image, data.images, batch_size=task.batch_size)
         ks = tuple(k for k in (1, 5) if k <= num_classes)
         rec.result.metrics = zero_shot_accuracy(image_emb, protos, data.labels, ks, task.logit_scale)

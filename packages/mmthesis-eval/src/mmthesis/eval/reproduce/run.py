@@ -52,7 +52,9 @@ def _inventory(spec: TableSpec, scale: str) -> tuple[RenderedTable, dict[str, An
             missing.append(e)
     if missing:
         fixes = " && ".join(f"`{e.fix.removeprefix('run ').strip('`')}`" if e.fix else e.message for e in missing)
-        raise DataMissingError(f"{spec_label(spec)} at scale {scale} needs {len(missing)} unprepared dataset(s)", f"run {fixes}")
+        raise DataMissingError(
+            f"{spec_label(spec)} at scale {scale} needs {len(missing)} unprepared dataset(s)", f"run {fixes}"
+        )
     header = ["Dataset", f"{spec.value_header} (published)", f"{spec.value_header} (reproduced, {scale})", "Note"]
     body, data = [], {}
     for row in rows:
@@ -64,12 +66,18 @@ def _inventory(spec: TableSpec, scale: str) -> tuple[RenderedTable, dict[str, An
         else:
             value = sum(counts[n].examples for n in row.sum_of)
             cell = f"{value:,}"
-            note = "sum of the rows above" + (" (stand-ins: not comparable to the published total)" if scale != "full" else "")
+            note = "sum of the rows above" + (
+                " (stand-ins: not comparable to the published total)" if scale != "full" else ""
+            )
         data[row.name] = {"published": row.published.value, "reproduced": value}
         body.append([row.name, row.published.display, cell, note])
-    notes = [f"Scale: {scale}. Published values from the thesis (spec {Path(spec.path).name}); reproduced values counted from the prepared data by `mmthesis.data.counts`."]
+    notes = [
+        f"Scale: {scale}. Published values from the thesis (spec {Path(spec.path).name}); reproduced values counted from the prepared data by `mmthesis.data.counts`."
+    ]
     if scale != "full":
-        notes.append("At this scale every dataset is a small stand-in in the real raw layout, counted by the same code as the real data.")
+        notes.append(
+            "At this scale every dataset is a small stand-in in the real raw layout, counted by the same code as the real data."
+        )
     notes += [f"{r.name}: {r.note}" for r in rows if r.note and (scale == "full" or r.dataset is None)]
     return RenderedTable(f"Table {spec.table}: {spec.title} (scale: {scale})", header, body, notes), data
 
@@ -108,11 +116,15 @@ def _retrieval(spec: TableSpec, scale: str, runs_root: Path | None) -> tuple[Ren
     body = []
     data: dict[str, Any] = {}
     for row in rows:
-        pub = ["published"] + [_num(v) for d, _ in datasets for v in row.published.get(d.key, [None] * len(spec.metrics))]
+        pub = ["published"] + [
+            _num(v) for d, _ in datasets for v in row.published.get(d.key, [None] * len(spec.metrics))
+        ]
         body.append([row.name, *pub])
         data[row.name] = {"published": row.published}
         if row.recipe:
-            rep = [f"reproduced ({scale})"] + [_num(measured[row.name].get(d.key, {}).get(m)) for d, _ in datasets for m in spec.metrics]
+            rep = [f"reproduced ({scale})"] + [
+                _num(measured[row.name].get(d.key, {}).get(m)) for d, _ in datasets for m in spec.metrics
+            ]
             body.append([row.name, *rep])
             data[row.name]["reproduced"] = measured[row.name]
         else:
@@ -120,7 +132,9 @@ def _retrieval(spec: TableSpec, scale: str, runs_root: Path | None) -> tuple[Ren
     notes = [f"Scale: {scale}. Published values from the thesis (spec {Path(spec.path).name}); '-' = not reported."]
     if scale == "smoke":
         mapping = ", ".join(f"{actual} stands in for {d.name}" for d, actual in datasets if actual)
-        notes.append(f"Smoke scale: {mapping}; tiny random-initialised models of the real architectures, trained for seconds on CPU. Numbers show the pipeline works; they are not comparable to the published ones.")
+        notes.append(
+            f"Smoke scale: {mapping}; tiny random-initialised models of the real architectures, trained for seconds on CPU. Numbers show the pipeline works; they are not comparable to the published ones."
+        )
         first = next(iter(measured.values()), {})
         for d, actual in datasets:
             metrics = first.get(d.key, {})

@@ -69,7 +69,10 @@ def specs_dir() -> Path:
         return Path(env)
     root = repo_root()
     if root is None:
-        raise DataMissingError("cannot find the reproductions/ specs folder", "set MMTHESIS_REPRODUCTIONS to the checkout's reproductions/ folder")
+        raise DataMissingError(
+            "cannot find the reproductions/ specs folder",
+            "set MMTHESIS_REPRODUCTIONS to the checkout's reproductions/ folder",
+        )
     return root / "reproductions"
 
 

@@ -1,0 +1,142 @@
+"""One evaluation session: a loaded model, the data it reads, and the embedding cache.
+
+Embeddings of a (model, dataset, split, modality, corruption) are computed
+once and stored with ``features.cached_features`` under a key of the model's
+weight fingerprint, the dataset's manifest fingerprint, the split, the image
+transform and the corruption, so a second task on the same data (retrieval,
+then analysis, then a robustness curve's clean point) never re-encodes it, in
+this process or the next. Decoded splits are memoised for the session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmthesis.core.console import progress
+from mmthesis.data.image_text import RetrievalSplit, decode_split, load_retrieval_split
+from mmthesis.data.tokenizers import load_dataset_tokenizer
+from mmthesis.eval.adapters import LoadedModel
+from mmthesis.eval.corruptions import corrupt_image, corrupt_text
+from mmthesis.eval.data_access import LabelledImages, PreparedDataset, load_labelled_images, resolve_dataset
+from mmthesis.eval.features import cached_features, feature_key
+
+Corruption = tuple[str, float, int]  # (kind, strength, seed)
+
+
+@dataclass
+class EvalContext:
+    loaded: LoadedModel
+    scale: str = "full"
+    batch_size: int = 256
+    show_progress: bool = True
+    _datasets: dict[str, PreparedDataset] = field(default_factory=dict)
+    _splits: dict[tuple[str, str], RetrievalSplit] = field(default_factory=dict)
+    _raw: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
+    _labelled: dict[tuple[str, str], LabelledImages] = field(default_factory=dict)
+
+    # -- data ---------------------------------------------------------------------------------
+    def dataset(self, name: str) -> PreparedDataset:
+        if name not in self._datasets:
+            self._datasets[name] = resolve_dataset(name, self.scale)
+        return self._datasets[name]
+
+    def tokenizer(self, dataset: str) -> Any:
+        return self.loaded.tokenizer or load_dataset_tokenizer(self.dataset(dataset).folder)
+
+    def retrieval_split(self, dataset: str, split: str) -> RetrievalSplit:
+        key = (dataset, split)
+        if key not in self._splits:
+            self.loaded.require("image")
+            folder = self.dataset(dataset).folder
+            self._splits[key] = load_retrieval_split(
+                folder, split, self.loaded.image_transform, self.tokenizer(dataset), self.loaded.max_text_length
+            )
+        return self._splits[key]
+
+    def raw_images(self, dataset: str, split: str) -> list[np.ndarray]:
+        """uint8 images in the rows of ``retrieval_split`` (first occurrence of each image id)."""
+        key = (dataset, split)
+        if key not in self._raw:
+            decoded = decode_split(self.dataset(dataset).folder, split)
+            first: dict[str, np.ndarray] = {}
+            for image_id, image in zip(decoded.image_ids, decoded.images, strict=True):
+                first.setdefault(image_id, image)
+            self._raw[key] = [first[i] for i in self.retrieval_split(dataset, split).image_ids]
+        return self._raw[key]
+
+    def labelled_images(self, dataset: str, split: str) -> LabelledImages:
+        key = (dataset, split)
+        if key not in self._labelled:
+            self._labelled[key] = load_labelled_images(self.dataset(dataset), split)
+        return self._labelled[key]
+
+    # -- embeddings ---------------------------------------------------------------------------
+    def _key(self, dataset: str, split: str, kind: str, corruption: Corruption | None) -> str:
+        tag = kind if corruption is None else f"{kind}/{corruption[0]}@{corruption[1]:g}/seed{corruption[2]}"
+        transform = (
+            repr(self.loaded.image_transform) if kind.startswith("image") else f"text/max{self.loaded.max_text_length}"
+        )
+        return feature_key(self.loaded.fingerprint, self.dataset(dataset).fingerprint, split, transform, tag)
+
+    def _embed(self, fn, *tensors: torch.Tensor, what: str) -> torch.Tensor:
+        outs, total = [], tensors[0].shape[0]
+        with progress(transient=True) as bar, torch.inference_mode():
+            task = bar.add_task(what, total=total, visible=self.show_progress)
+            for start in range(0, total, self.batch_size):
+                outs.append(fn(*(t[start : start + self.batch_size] for t in tensors)).float().cpu())
+                bar.advance(task, min(self.batch_size, total - start))
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    def image_embeddings(self, dataset: str, split: str, corruption: Corruption | None = None) -> torch.Tensor:
+        """(N, D) normalised image embeddings of the split's images (optionally corrupted), cached."""
+        self.loaded.require("image")
+
+        def compute() -> dict[str, torch.Tensor]:
+            images = (
+                self.retrieval_split(dataset, split).images
+                if corruption is None
+                else self._corrupted_images(dataset, split, corruption)
+            )
+            return {"emb": self._embed(self.loaded.model.encode_image, images, what=f"images {dataset}/{split}")}
+
+        return cached_features(self._key(dataset, split, "image-embedding", corruption), compute)["emb"]
+
+    def text_embeddings(self, dataset: str, split: str, corruption: Corruption | None = None) -> torch.Tensor:
+        """(M, D) normalised caption embeddings (optionally corrupted token ids), cached."""
+        self.loaded.require("text")
+
+        def compute() -> dict[str, torch.Tensor]:
+            data = self.retrieval_split(dataset, split)
+            ids, mask = data.text_ids, data.text_padding_mask
+            if corruption is not None:
+                g = torch.Generator().manual_seed(corruption[2])
+                ids, mask = corrupt_text(ids, mask, corruption[0], corruption[1], g)
+            return {"emb": self._embed(self.loaded.model.encode_text, ids, mask, what=f"captions {dataset}/{split}")}
+
+        return cached_features(self._key(dataset, split, "text-embedding", corruption), compute)["emb"]
+
+    def _corrupted_images(self, dataset: str, split: str, corruption: Corruption) -> torch.Tensor:
+        """Corrupt each uint8 image in [0, 1] pixel space (seed = corruption seed + row), then transform."""
+        kind, strength, seed = corruption
+        out = []
+        for row, array in enumerate(self.raw_images(dataset, split)):
+            pixels = torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+            damaged = corrupt_image(pixels, kind, strength, torch.Generator().manual_seed(seed * 1_000_003 + row))
+            as_uint8 = (damaged * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            out.append(self.loaded.image_transform(Image.fromarray(as_uint8)))
+        return torch.stack(out)
+
+    def embed_texts(self, texts: list[str], dataset: str, corruption: Corruption | None = None) -> torch.Tensor:
+        """Normalised embeddings of free texts (zero-shot prompts), not cached (they are few)."""
+        self.loaded.require("text")
+        ids, mask = self.tokenizer(dataset).encode_batch(texts, self.loaded.max_text_length)
+        if corruption is not None:
+            ids, mask = corrupt_text(
+                ids, mask, corruption[0], corruption[1], torch.Generator().manual_seed(corruption[2])
+            )
+        return self._embed(self.loaded.model.encode_text, ids, mask, what="prompts")

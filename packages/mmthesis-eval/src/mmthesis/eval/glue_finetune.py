@@ -1,0 +1,183 @@
+"""GLUE finetuning of a text encoder (REFERENCE.md §5.3 "Text", Table 34).
+
+Model: encoder -> CLS -> pooler (Linear D->D + tanh) -> dropout -> Linear
+(C classes; 1 output with MSE for STS-B). Sentence pairs are encoded BERT
+style, ``[CLS] a [SEP] b [SEP]`` truncated longest-first, with token-type ids
+(passed to BERT encoders, whose token-type embeddings are trained). No layer
+decay; AdamW with weight decay on all parameters; linear ("polynomial", power
+1) decay after a linear warmup (transformers' schedule). Scores are the
+official corpus-level metrics of ``glue_metrics`` on the dev set(s); MNLI
+reports matched and mismatched accuracy.
+
+Deviation noted in the result: the thesis re-attaches the *pretrained*
+``bert-base-uncased`` pooler; the mmthesis BERT converter drops the pooler,
+so the pooler here starts random.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmthesis.core.errors import ConfigError
+from mmthesis.core.paths import data_root
+from mmthesis.data.datasets.glue import TASKS, read_rows
+from mmthesis.eval.context import EvalContext
+from mmthesis.eval.glue_metrics import mnli_metrics, task_metrics
+from mmthesis.eval.protocols import TaskOutput, params_of, register
+from mmthesis.eval.task_registry import ResolvedTask
+
+
+@dataclass
+class GlueParams:
+    task: str  # official folder name: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI
+    epochs: int = 10
+    max_steps: int = -1
+    batch_size: int = 32
+    lr: float = 2e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    weight_decay: float = 0.1
+    warmup_fraction: float = 0.1
+    head_dropout: float = 0.1
+    max_length: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} is not a GLUE task; use one of {', '.join(TASKS)}")
+
+
+def encode_pairs(
+    tokenizer, first: list[str], second: list[str | None], max_length: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, padding_mask, token_type_ids) of ``[CLS] a [SEP] (b [SEP])``, truncated longest-first."""
+    a = [e.ids for e in tokenizer.hf.encode_batch(first, add_special_tokens=False)]
+    b = [
+        e.ids if s is not None else None
+        for e, s in zip(
+            tokenizer.hf.encode_batch([s or "" for s in second], add_special_tokens=False), second, strict=True
+        )
+    ]
+    seqs, types = [], []
+    for x, y in zip(a, b, strict=True):
+        x, y = list(x), (list(y) if y is not None else None)
+        budget = max_length - (3 if y is not None else 2)
+        while len(x) + len(y or []) > budget:  # longest first, as BERT's encode_plus
+            (x if y is None or len(x) >= len(y) else y).pop()
+        seq = [tokenizer.cls_id, *x, tokenizer.sep_id] + ([*y, tokenizer.sep_id] if y is not None else [])
+        seqs.append(seq)
+        types.append([0] * (len(x) + 2) + ([1] * (len(y) + 1) if y is not None else []))
+    ids, mask = tokenizer.pad(seqs)
+    token_types = torch.zeros_like(ids)
+    for row, t in enumerate(types):
+        token_types[row, : len(t)] = torch.tensor(t)
+    return ids, mask, token_types
+
+
+class TextClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, outputs: int, dropout: float) -> None:
+        super().__init__()
+        self.backbone = backbone
+        dim = int(backbone.embed_dim)
+        self.pooler = nn.Sequential(nn.Linear(dim, dim), nn.Tanh())
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, outputs)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
+        hf = getattr(self.backbone, "model", None)
+        if hf is not None and hasattr(getattr(hf, "embeddings", None), "token_type_embeddings"):
+            hidden = hf(input_ids=ids, attention_mask=(~mask).long(), token_type_ids=token_types).last_hidden_state
+        else:
+            hidden = self.backbone(ids, mask).last_hidden_state
+        return self.head(self.dropout(self.pooler(hidden[:, 0])))
+
+
+def _rows(folder: Path, task: str, split: str):
+    rows = read_rows(folder, task, split)
+    return [r["sentence1"] for r in rows], [r.get("sentence2") for r in rows], [r["label"] for r in rows]
+
+
+@register("glue")
+def run_glue(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
+    from transformers import get_polynomial_decay_schedule_with_warmup
+
+    p = params_of(GlueParams, task)
+    ctx.loaded.require("text_backbone")
+    tokenizer = ctx.loaded.tokenizer
+    if tokenizer is None or not hasattr(tokenizer, "hf"):
+        raise ConfigError(
+            f"model {ctx.loaded.spec} has no WordPiece tokenizer for GLUE",
+            "use an mmthesis run or a BERT teacher with its vocab.txt",
+        )
+    spec = TASKS[p.task]
+    regression = not spec.label_names
+    folder = data_root() / ctx.dataset(task.dataset).folder
+    s1, s2, labels = _rows(folder, p.task, task.train_split or "train")
+    ids, mask, types = encode_pairs(tokenizer, s1, s2, p.max_length)
+    y = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)
+
+    torch.manual_seed(p.seed)
+    backbone = copy.deepcopy(ctx.loaded.text_backbone)
+    if hasattr(backbone, "_frozen"):
+        backbone._frozen = False
+    backbone.requires_grad_(True)
+    model = TextClassifier(backbone, 1 if regression else len(spec.label_names), p.head_dropout)
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=tuple(p.betas), eps=p.eps, weight_decay=p.weight_decay)
+    per_epoch = -(-len(y) // p.batch_size)
+    total = p.max_steps if p.max_steps > 0 else p.epochs * per_epoch
+    sched = get_polynomial_decay_schedule_with_warmup(opt, int(p.warmup_fraction * total), total, lr_end=0.0, power=1.0)
+    g = torch.Generator().manual_seed(p.seed)
+    losses: list[float] = []
+    model.train()
+    while len(losses) < total:
+        order = torch.randperm(len(y), generator=g)
+        for start in range(0, len(y), p.batch_size):
+            if len(losses) >= total:
+                break
+            b = order[start : start + p.batch_size]
+            out = model(ids[b], mask[b], types[b])
+            loss = F.mse_loss(out.squeeze(-1), y[b]) if regression else F.cross_entropy(out, y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+
+    model.eval()
+
+    def predict(split: str):
+        d1, d2, dl = _rows(folder, p.task, split)
+        i, m, t = encode_pairs(tokenizer, d1, d2, p.max_length)
+        with torch.inference_mode():
+            out = torch.cat([model(i[k : k + 256], m[k : k + 256], t[k : k + 256]) for k in range(0, len(dl), 256)])
+        return (out.squeeze(-1) if regression else out.argmax(-1)).numpy(), dl
+
+    dev = [task.split] if spec.name != "MNLI" else list(spec.dev)
+    preds = {s: predict(s) for s in dev}
+    if spec.name == "MNLI":
+        metrics = mnli_metrics(*preds[dev[0]], *preds[dev[1]])
+    else:
+        metrics = task_metrics(spec.hf, *preds[task.split])
+    metrics = {k: 100.0 * v for k, v in metrics.items()}  # percent, as GLUE tables report
+    metrics |= {
+        "train_loss_first": losses[0],
+        "train_loss_last": losses[-1],
+        "steps": len(losses),
+        "train_rows": len(y),
+    }
+    rows = [
+        {"split": s, "index": i, "label": lab, "prediction": float(q) if regression else int(q)}
+        for s, (q_all, l_all) in preds.items()
+        for i, (q, lab) in enumerate(zip(q_all, l_all, strict=True))
+    ]
+    return TaskOutput(
+        metrics,
+        rows,
+        notes=["pooler initialised randomly (the thesis re-attaches bert-base-uncased's pretrained pooler)"],
+    )

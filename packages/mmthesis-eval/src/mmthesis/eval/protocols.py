@@ -1,0 +1,248 @@
+"""Protocol runners: a resolved task + an evaluation context -> metrics (and per-sample rows).
+
+Each runner validates the task's ``params`` into a typed dataclass (unknown
+keys are errors), takes embeddings from the context's cache and calls the
+pure metric functions (``retrieval``, ``zeroshot``, ``linear_probe``,
+``analysis``), so the numbers are the ones those modules' tests check.
+Finetuning, GLUE and robustness live in their own modules and register here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mmthesis.core.config import from_dict
+from mmthesis.core.errors import ConfigError, DataMissingError
+from mmthesis.eval.analysis import representation_analysis
+from mmthesis.eval.context import EvalContext
+from mmthesis.eval.linear_probe import DEFAULT_L2, fit_linear_probe, top1_accuracy
+from mmthesis.eval.retrieval import KS, _rank, recall_from_ranks, retrieval_ranks
+from mmthesis.eval.task_registry import ResolvedTask
+from mmthesis.eval.tasks import chance_recall_at_1
+from mmthesis.eval.zeroshot import (
+    LOGIT_SCALE,
+    SMOKE_TEMPLATES,
+    format_prompts,
+    imagenet_classnames,
+    imagenet_templates,
+    prototypes_from_prompt_embeddings,
+)
+
+
+@dataclass
+class TaskOutput:
+    metrics: dict[str, Any]
+    per_sample: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+Runner = Callable[[EvalContext, ResolvedTask], TaskOutput]
+RUNNERS: dict[str, Runner] = {}
+
+
+def register(protocol: str) -> Callable[[Runner], Runner]:
+    def wrap(fn: Runner) -> Runner:
+        RUNNERS[protocol] = fn
+        return fn
+
+    return wrap
+
+
+def params_of(cls: type, task: ResolvedTask):
+    try:
+        return from_dict(cls, task.params, prefix="params.")
+    except ConfigError as e:
+        raise ConfigError(f"task {task.name}: {e.message}", e.fix) from e
+
+
+# ------------------------------------------------------------------------------ retrieval
+@dataclass
+class RetrievalParams:
+    ks: list[int] = field(default_factory=lambda: list(KS))
+
+
+def retrieval_metrics(
+    ctx: EvalContext, task: ResolvedTask, image_emb: torch.Tensor, text_emb: torch.Tensor, ks: tuple[int, ...]
+):
+    data = ctx.retrieval_split(task.dataset, task.split)
+    i2t, t2i = retrieval_ranks(image_emb, text_emb, data.caption_image_index)
+    return data, i2t, t2i, recall_from_ranks(i2t, t2i, ks)
+
+
+@register("retrieval")
+def run_retrieval(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
+    p = params_of(RetrievalParams, task)
+    image_emb = ctx.image_embeddings(task.dataset, task.split)
+    text_emb = ctx.text_embeddings(task.dataset, task.split)
+    data, i2t, t2i, metrics = retrieval_metrics(ctx, task, image_emb, text_emb, tuple(p.ks))
+    metrics |= chance_recall_at_1(data.caption_image_index, data.num_images) | {
+        "images": data.num_images,
+        "captions": data.num_captions,
+    }
+    rows = [{"id": i, "direction": "i2t", "rank": int(r)} for i, r in zip(data.image_ids, i2t.tolist(), strict=True)]
+    rows += [{"id": c, "direction": "t2i", "rank": int(r)} for c, r in zip(data.caption_ids, t2i.tolist(), strict=True)]
+    return TaskOutput(metrics, rows)
+
+
+# ------------------------------------------------------------------------------ zero-shot
+@dataclass
+class ZeroShotParams:
+    classnames: str = "dataset"  # "imagenet1k" (bundled OpenAI names) or "dataset" (the manifest's label names)
+    templates: str = "smoke"  # "imagenet80" (the 80 OpenAI templates, §5.4) or "smoke"
+    logit_scale: float = LOGIT_SCALE
+    ks: list[int] = field(default_factory=lambda: [1, 5])
+
+    def __post_init__(self) -> None:
+        if self.classnames not in ("imagenet1k", "dataset"):
+            raise ValueError("classnames must be imagenet1k or dataset")
+        if self.templates not in ("imagenet80", "smoke"):
+            raise ValueError("templates must be imagenet80 or smoke")
+
+
+def zero_shot_setup(ctx: EvalContext, task: ResolvedTask, p: ZeroShotParams):
+    """Labelled images of the split and (class names, templates) of the task."""
+    images = ctx.labelled_images(task.dataset, task.split)
+    names = imagenet_classnames() if p.classnames == "imagenet1k" else images.label_names
+    templates = imagenet_templates() if p.templates == "imagenet80" else list(SMOKE_TEMPLATES)
+    if int(images.labels.max()) >= len(names):
+        raise DataMissingError(
+            f"dataset {task.dataset!r} has labels beyond its {len(names)} class names", "re-prepare the dataset"
+        )
+    return images, names, templates
+
+
+def labelled_image_embeddings(ctx: EvalContext, task: ResolvedTask, corruption=None) -> torch.Tensor:
+    """Embeddings of the split's labelled images (cached like the retrieval ones)."""
+    from mmthesis.eval.features import cached_features
+
+    images = ctx.labelled_images(task.dataset, task.split)
+
+    def compute():
+        from PIL import Image
+
+        from mmthesis.eval.corruptions import corrupt_image
+
+        tensors = []
+        for row, array in enumerate(images.images):
+            if corruption is not None:
+                pixels = torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+                pixels = corrupt_image(
+                    pixels, corruption[0], corruption[1], torch.Generator().manual_seed(corruption[2] * 1_000_003 + row)
+                )
+                array = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            tensors.append(ctx.loaded.image_transform(Image.fromarray(array)))
+        return {
+            "emb": ctx._embed(
+                ctx.loaded.model.encode_image, torch.stack(tensors), what=f"images {task.dataset}/{task.split}"
+            )
+        }
+
+    return cached_features(ctx._key(task.dataset, task.split, "labelled-image-embedding", corruption), compute)["emb"]
+
+
+def zero_shot_scores(ctx, task, p, image_emb, names, templates, labels, text_corruption=None):
+    prompts = [t for name in names for t in format_prompts(name, templates)]
+    prompt_emb = ctx.embed_texts(prompts, task.dataset, text_corruption)
+    protos = prototypes_from_prompt_embeddings(prompt_emb.view(len(names), len(templates), -1))
+    rank = _rank(p.logit_scale * image_emb.float() @ protos.t(), labels)
+    ks = [k for k in p.ks if k <= len(names)]
+    return rank, {f"top{k}": 100.0 * int((rank < k).sum()) / len(rank) for k in ks}
+
+
+@register("zero-shot")
+def run_zero_shot(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
+    p = params_of(ZeroShotParams, task)
+    images, names, templates = zero_shot_setup(ctx, task, p)
+    image_emb = labelled_image_embeddings(ctx, task)
+    rank, metrics = zero_shot_scores(ctx, task, p, image_emb, names, templates, images.labels)
+    metrics |= {
+        "images": len(images.ids),
+        "classes": len(names),
+        "templates": len(templates),
+        "chance_top1": 100.0 / len(names),
+    }
+    rows = [
+        {"id": i, "label": int(y), "rank_of_label": int(r)}
+        for i, y, r in zip(images.ids, images.labels.tolist(), rank.tolist(), strict=True)
+    ]
+    return TaskOutput(metrics, rows)
+
+
+# ------------------------------------------------------------------------------ linear probe
+@dataclass
+class LinearProbeParams:
+    feature: str = "patch-mean"  # §5.3: mean of the image encoder's patch tokens; "embedding" for any model
+    l2: float = DEFAULT_L2
+
+
+@register("linear-probe")
+def run_linear_probe(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
+    from mmthesis.eval.features import cached_features, image_feature_fn
+
+    p = params_of(LinearProbeParams, task)
+    if task.train_split is None:
+        raise ConfigError(f"task {task.name} needs train_split", "add train_split to its YAML")
+    if p.feature == "patch-mean":
+        ctx.loaded.require("image_backbone")
+        backbone = ctx.loaded.image_backbone
+        fn = lambda x: backbone(x).last_hidden_state[:, 1:].mean(dim=1)  # noqa: E731
+    else:
+        fn = image_feature_fn(ctx.loaded.model, p.feature)
+
+    def features(split: str) -> dict[str, torch.Tensor]:
+        def compute():
+            from PIL import Image
+
+            data = ctx.labelled_images(task.dataset, split)
+            images = torch.stack([ctx.loaded.image_transform(Image.fromarray(a)) for a in data.images])
+            return {"features": ctx._embed(fn, images, what=f"features {task.dataset}/{split}"), "labels": data.labels}
+
+        return cached_features(ctx._key(task.dataset, split, f"image-{p.feature}", None), compute)
+
+    train, test = features(task.train_split), features(task.split)
+    classes = int(max(train["labels"].max(), test["labels"].max())) + 1
+    probe = fit_linear_probe(train["features"], train["labels"], classes, p.l2)
+    metrics = {
+        "top1": top1_accuracy(probe, test["features"], test["labels"]),
+        "train_top1": top1_accuracy(probe, train["features"], train["labels"]),
+        "train_loss": probe.converged_loss,
+        "train_images": len(train["labels"]),
+        "test_images": len(test["labels"]),
+        "classes": classes,
+        "majority_top1": 100.0 * float(torch.bincount(test["labels"], minlength=classes).max()) / len(test["labels"]),
+    }
+    preds = probe.predict(test["features"]).tolist()
+    rows = [
+        {"index": i, "label": int(y), "prediction": int(q)}
+        for i, (y, q) in enumerate(zip(test["labels"].tolist(), preds, strict=True))
+    ]
+    return TaskOutput(metrics, rows)
+
+
+# ------------------------------------------------------------------------------ analysis
+@dataclass
+class AnalysisParams:
+    pass
+
+
+@register("analysis")
+def run_analysis(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
+    params_of(AnalysisParams, task)
+    data = ctx.retrieval_split(task.dataset, task.split)
+    metrics = representation_analysis(
+        ctx.image_embeddings(task.dataset, task.split),
+        ctx.text_embeddings(task.dataset, task.split),
+        data.caption_image_index,
+    )
+    return TaskOutput(metrics)
+
+
+def runner(protocol: str) -> Runner:
+    # the modules below register themselves on import
+    from mmthesis.eval import finetune, glue_finetune, robustness  # noqa: F401
+
+    return RUNNERS[protocol]

@@ -1,0 +1,47 @@
+"""A small prepared shapes dataset and a tiny *random* S-SMKE run folder (real architecture, no training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mmthesis.core.checkpoint import save_weights
+from mmthesis.core.config import config_hash, to_dict
+from mmthesis.core.io import atomic_write_text
+from mmthesis.core.paths import data_root
+from mmthesis.core.results import RunRecorder, run_dir
+from mmthesis.data.datasets.shapes import ShapesConfig, prepare_shapes
+from mmthesis.data.tokenizers import load_dataset_tokenizer
+from mmthesis.students.model import SSMKE
+from mmthesis.students.recipes import load_recipe
+from mmthesis.students.train import CONFIG, TOKENIZER, WEIGHTS, run_name
+
+SMALL_SHAPES = ShapesConfig(train=240, val=12, test=48, samples_per_shard=200)
+
+
+@pytest.fixture(scope="module")
+def eval_home(tmp_path_factory):
+    """MMTHESIS_HOME with shapes prepared and a finished tiny random run; yields (home, run folder)."""
+    home = tmp_path_factory.mktemp("eval_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMTHESIS_HOME", str(home))
+    prepare_shapes(data_root(), SMALL_SHAPES)
+    config = load_recipe("s-smke-cdl-mb", "smoke", ["data.train=[shapes]", "data.retrieval_eval=[shapes]"])
+    tokenizer = load_dataset_tokenizer("shapes")
+    torch.manual_seed(0)
+    model = SSMKE(config.model, tokenizer.vocab_size, None, load_pretrained=False)
+    folder = run_dir(run_name(config, "smoke"), config_hash(config))
+    with RunRecorder(run_name(config, "smoke"), "smoke", config):
+        save_weights(folder / WEIGHTS, model.state_dict())
+        tokenizer.save(folder / TOKENIZER)
+        atomic_write_text(folder / CONFIG, json.dumps(to_dict(config)))
+    yield home, folder
+    mp.undo()
+
+
+@pytest.fixture
+def in_eval_home(eval_home, monkeypatch):
+    monkeypatch.setenv("MMTHESIS_HOME", str(eval_home[0]))
+    return eval_home

@@ -87,7 +87,7 @@ def evaluate(
     per_sample: str = typer.Option(
         None,
         "--per-sample",
-        help="Also write per-sample rows (JSON lines) to this file ('-' = next to result.json).",
+        help="Also write per-sample rows (JSON lines) to FILE ('-' = per_sample.jsonl next to result.json).",
         flag_value="-",
     ),
     out: Path = typer.Option(None, "--out", help="Also copy result.json here."),

@@ -65,7 +65,13 @@ GOOD = [
     _entry("1F600", "GRINNING FACE", ["grinning"], "Smileys & Emotion", "face-smiling"),
     _entry("1F603", "SMILING FACE WITH OPEN MOUTH", ["smiley"], "Smileys & Emotion", "face-smiling"),
     _entry("1F604", "SMILING FACE WITH OPEN MOUTH AND SMILING EYES", ["smile"], "Smileys & Emotion", "face-smiling"),
-    _entry("1F601", "GRINNING FACE WITH SMILING EYES", ["grin", "grinning_face_with_smiling_eyes"], "Smileys & Emotion", "face-smiling"),
+    _entry(
+        "1F601",
+        "GRINNING FACE WITH SMILING EYES",
+        ["grin", "grinning_face_with_smiling_eyes"],
+        "Smileys & Emotion",
+        "face-smiling",
+    ),
     _entry("1F436", "DOG FACE", ["dog"], "Animals & Nature", "animal-mammal"),
     _entry("1F431", "CAT FACE", ["cat"], "Animals & Nature", "animal-mammal"),
     _entry("1F42D", "MOUSE FACE", ["mouse"], "Animals & Nature", "animal-mammal"),
@@ -81,7 +87,10 @@ ENTRIES = [*GOOD, MISSING_PNG, CORRUPT_PNG, NO_CAPTION]
 def build_tarball(path: Path, entries: list[dict] | None = None, extra: dict[str, bytes] | None = None) -> Path:
     """A tarball in the npm package's layout (package/emoji.json + package/img/twitter/64/*.png)."""
     entries = ENTRIES if entries is None else entries
-    files: dict[str, bytes] = {"package/package.json": b'{"name": "emoji-datasource-twitter"}', "package/emoji.json": json.dumps(entries).encode()}
+    files: dict[str, bytes] = {
+        "package/package.json": b'{"name": "emoji-datasource-twitter"}',
+        "package/emoji.json": json.dumps(entries).encode(),
+    }
     for i, e in enumerate(entries):
         if e is MISSING_PNG:
             continue
@@ -105,5 +114,10 @@ def mini_tarball(tmp_path: Path) -> Path:
 def mini() -> SimpleNamespace:
     """The miniature tarball's records and builders (fixtures, not imports: other test folders have conftests too)."""
     return SimpleNamespace(
-        GOOD=GOOD, MISSING_PNG=MISSING_PNG, CORRUPT_PNG=CORRUPT_PNG, NO_CAPTION=NO_CAPTION, build_tarball=build_tarball, rgba_png=rgba_png
+        GOOD=GOOD,
+        MISSING_PNG=MISSING_PNG,
+        CORRUPT_PNG=CORRUPT_PNG,
+        NO_CAPTION=NO_CAPTION,
+        build_tarball=build_tarball,
+        rgba_png=rgba_png,
     )

@@ -34,7 +34,11 @@ def test_imagenet_counts_decodable_train_images(tmp_path: Path) -> None:
     imagenet.prepare_from_raw(raw, tmp_path / "root" / "imagenet", samples_per_shard=2)
     c = count_training_examples("imagenet", "full", root=tmp_path / "root")
     assert c == TrainingExampleCount(
-        dataset="imagenet", examples=4, unit="images", detail={"split": "train", "classes": 3, "shards": 3, "skipped": 1, "val_images": 1}, stand_in=None
+        dataset="imagenet",
+        examples=4,
+        unit="images",
+        detail={"split": "train", "classes": 3, "shards": 3, "skipped": 1, "val_images": 1},
+        stand_in=None,
     )
 
 

@@ -123,7 +123,9 @@ def test_missing_raw_names_the_layout(monkeypatch: pytest.MonkeyPatch) -> None:
         scales=("small", "full"),
     )
     monkeypatch.setattr(data_cmd, "get_dataset", lambda name: spec if name == "needs-raw" else get_dataset(name))
-    monkeypatch.setattr("mmthesis.data.registry.get_dataset", lambda name: spec if name == "needs-raw" else get_dataset(name))
+    monkeypatch.setattr(
+        "mmthesis.data.registry.get_dataset", lambda name: spec if name == "needs-raw" else get_dataset(name)
+    )
     result = run("prepare", "needs-raw")
     assert result.exit_code == 2
     assert "coco/ (train2014/, val2014/, dataset_coco.json)" in result.output and "--raw" in result.output

@@ -35,7 +35,9 @@ def test_sha1_is_checked_by_default(mini_tarball: Path) -> None:
         emoji.ensure_tarball(mini_tarball)
     assert emoji.ensure_tarball(mini_tarball, expected_sha1=None) == mini_tarball
     actual = hashlib.sha1(mini_tarball.read_bytes()).hexdigest()
-    assert emoji.ensure_tarball(mini_tarball.parent, expected_sha1=actual) == mini_tarball  # a folder holding it works too
+    assert (
+        emoji.ensure_tarball(mini_tarball.parent, expected_sha1=actual) == mini_tarball
+    )  # a folder holding it works too
 
 
 def test_missing_raw_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -76,9 +78,17 @@ def test_iter_records_parses_and_reports_skips(mini: SimpleNamespace, mini_tarba
     records = list(emoji.iter_records(mini_tarball, on_skip=skipped.append))
     # NO_CAPTION has an image: it is a record here; prepare() skips it for lack of captions
     assert [r.id for r in records] == [e["unified"].lower() for e in (*mini.GOOD, mini.NO_CAPTION)]
-    assert {(s.id, s.reason) for s in skipped} == {(mini.MISSING_PNG["unified"].lower(), "no image"), (mini.CORRUPT_PNG["unified"].lower(), "corrupt PNG")}
+    assert {(s.id, s.reason) for s in skipped} == {
+        (mini.MISSING_PNG["unified"].lower(), "no image"),
+        (mini.CORRUPT_PNG["unified"].lower(), "corrupt PNG"),
+    }
     first = records[0]
-    assert (first.name, first.short_names, first.category, first.subcategory) == ("GRINNING FACE", ("grinning",), "Smileys & Emotion", "face-smiling")
+    assert (first.name, first.short_names, first.category, first.subcategory) == (
+        "GRINNING FACE",
+        ("grinning",),
+        "Smileys & Emotion",
+        "face-smiling",
+    )
     assert Image.open(io.BytesIO(first.png)).size == (64, 64)
 
 
@@ -107,7 +117,9 @@ def test_not_a_tarball_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_captions_are_lowercased_name_plus_short_names_deduplicated() -> None:
-    rec = emoji.EmojiRecord("1f601", "GRINNING FACE WITH SMILING EYES", ("grin", "grinning_face_with_smiling_eyes"), "c", "s", b"")
+    rec = emoji.EmojiRecord(
+        "1f601", "GRINNING FACE WITH SMILING EYES", ("grin", "grinning_face_with_smiling_eyes"), "c", "s", b""
+    )
     assert emoji.captions(rec) == ["grinning face with smiling eyes", "grin"]
     rec = emoji.EmojiRecord("1f98a", "FOX FACE", ("fox_face", "fox"), "c", "s", b"")
     assert emoji.captions(rec) == ["fox face", "fox"]
@@ -128,7 +140,11 @@ def test_split_is_deterministic_and_roughly_80_10_10() -> None:
     splits = [emoji.split_of(i) for i in ids]
     assert splits == [emoji.split_of(i) for i in ids]
     counts = Counter(splits)
-    assert 0.77 < counts["train"] / 5000 < 0.83 and 0.08 < counts["val"] / 5000 < 0.12 and 0.08 < counts["test"] / 5000 < 0.12
+    assert (
+        0.77 < counts["train"] / 5000 < 0.83
+        and 0.08 < counts["val"] / 5000 < 0.12
+        and 0.08 < counts["test"] / 5000 < 0.12
+    )
 
 
 def test_prepare_miniature(mini: SimpleNamespace, mini_tarball: Path, tmp_path: Path) -> None:
@@ -137,7 +153,9 @@ def test_prepare_miniature(mini: SimpleNamespace, mini_tarball: Path, tmp_path: 
     assert manifest.skipped == {"corrupt PNG": 1, "no caption": 1, "no image": 1}
     assert sum(manifest.samples(s) for s in ("train", "val", "test")) == len(mini.GOOD)
     assert manifest.stats["images"] == len(mini.GOOD)
-    n_pairs = sum(len(emoji.captions(emoji.EmojiRecord("", e["name"], tuple(e["short_names"]), "", "", b""))) for e in mini.GOOD)
+    n_pairs = sum(
+        len(emoji.captions(emoji.EmojiRecord("", e["name"], tuple(e["short_names"]), "", "", b""))) for e in mini.GOOD
+    )
     assert manifest.stats["pairs"] == n_pairs == sum(manifest.splits[s]["pairs"] for s in manifest.splits)
     assert manifest.stats["label_names"] == ["Animals & Nature", "Smileys & Emotion"]
     assert (out / "emoji" / "tokenizer.json").is_file()
@@ -154,7 +172,9 @@ def test_prepare_miniature(mini: SimpleNamespace, mini_tarball: Path, tmp_path: 
             assert (im.mode, im.size) == ("RGB", (64, 64))
 
 
-def test_prepare_is_idempotent_and_repairs(mini_tarball: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_is_idempotent_and_repairs(
+    mini_tarball: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "prepared"
     first = emoji.prepare_from_tarball(mini_tarball, out)
     files = sorted(p for p in (out / "emoji").rglob("*") if p.is_file())
@@ -188,6 +208,8 @@ def test_real_package_prepares(tmp_path: Path) -> None:
     assert counts == {"train": 1543, "val": 193, "test": 175}
     assert manifest.stats["images"] == 1911 and manifest.stats["pairs"] == 2890
     assert len(manifest.stats["label_names"]) == 10
-    grinning = next(s for s in iter_split("emoji", emoji.split_of("1f600"), tmp_path / "prepared") if s["__key__"] == "1f600")
+    grinning = next(
+        s for s in iter_split("emoji", emoji.split_of("1f600"), tmp_path / "prepared") if s["__key__"] == "1f600"
+    )
     assert grinning["json"]["captions"] == ["grinning face", "grinning"]
     assert grinning["json"]["label_name"] == "Smileys & Emotion"

@@ -16,7 +16,22 @@ from mmthesis.data.registry import PrepareRequest, get_dataset
 
 def mnli_row(i: int, s1: str, s2: str, gold: str, dev: bool) -> str:
     labels = [gold] * (5 if dev else 1)
-    return "\t".join([str(i), str(31193 + i), f"{31193 + i}n", "government", f"( ( {s1} ) )", f"( ( {s2} ) )", f"(ROOT (S {s1}))", f"(ROOT (S {s2}))", s1, s2, *labels, gold])
+    return "\t".join(
+        [
+            str(i),
+            str(31193 + i),
+            f"{31193 + i}n",
+            "government",
+            f"( ( {s1} ) )",
+            f"( ( {s2} ) )",
+            f"(ROOT (S {s1}))",
+            f"(ROOT (S {s2}))",
+            s1,
+            s2,
+            *labels,
+            gold,
+        ]
+    )
 
 
 MNLI_HEAD = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1"
@@ -60,18 +75,46 @@ FILES: dict[str, bytes] = {
     "MNLI/train.tsv": "\n".join(
         [
             f"{MNLI_HEAD}\tgold_label",
-            mnli_row(0, "Conceptually cream skimming has two basic dimensions.", "Product and geography are what make cream skimming work.", "neutral", False),
-            mnli_row(1, "you know during the season and i guess at at your level", "You lose the things to the following level.", "entailment", False),
-            mnli_row(2, "One of our number will carry out your instructions minutely.", "A member of my team will execute your orders.", "contradiction", False),
+            mnli_row(
+                0,
+                "Conceptually cream skimming has two basic dimensions.",
+                "Product and geography are what make cream skimming work.",
+                "neutral",
+                False,
+            ),
+            mnli_row(
+                1,
+                "you know during the season and i guess at at your level",
+                "You lose the things to the following level.",
+                "entailment",
+                False,
+            ),
+            mnli_row(
+                2,
+                "One of our number will carry out your instructions minutely.",
+                "A member of my team will execute your orders.",
+                "contradiction",
+                False,
+            ),
             mnli_row(3, "An unlabelled pair.", "It has no gold label.", "-", False),
         ]
     ).encode()
     + b"\n",
     "MNLI/dev_matched.tsv": (
-        f"{MNLI_HEAD}\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label\n" + mnli_row(0, "The new rights are nice enough", "Everyone really likes the newest benefits", "neutral", True) + "\n"
+        f"{MNLI_HEAD}\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label\n"
+        + mnli_row(0, "The new rights are nice enough", "Everyone really likes the newest benefits", "neutral", True)
+        + "\n"
     ).encode(),
     "MNLI/dev_mismatched.tsv": (
-        f"{MNLI_HEAD}\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label\n" + mnli_row(0, "Your contribution helped make it possible.", "Your contributions were of no help.", "contradiction", True) + "\n"
+        f"{MNLI_HEAD}\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label\n"
+        + mnli_row(
+            0,
+            "Your contribution helped make it possible.",
+            "Your contributions were of no help.",
+            "contradiction",
+            True,
+        )
+        + "\n"
     ).encode(),
     "QNLI/train.tsv": b"index\tquestion\tsentence\tlabel\n0\tWhen did the third Digimon series begin?\tUnlike the two seasons before it, Digimon Tamers takes a darker approach.\tnot_entailment\n1\tWhich missile batteries often have individual launchers?\tWhen MANPADS is operated by specialists, batteries may have several dozen teams.\tentailment\n",
     "QNLI/dev.tsv": b"index\tquestion\tsentence\tlabel\n0\tWhat came into force after the new constitution was herald?\tAs of that day, the new constitution heralding the Second Republic came into force.\tentailment\n",
@@ -98,21 +141,53 @@ def test_registered() -> None:
 def test_official_tsvs(tmp_path: Path) -> None:
     folder = tmp_path / "out" / "glue"
     m = glue.prepare_from_raw(write_raw(tmp_path / "glue_data"), folder)
-    assert m.stats["train_rows"] == {"CoLA": 5, "SST-2": 3, "MRPC": 2, "STS-B": 2, "QQP": 2, "MNLI": 3, "QNLI": 2, "RTE": 1, "WNLI": 3}
+    assert m.stats["train_rows"] == {
+        "CoLA": 5,
+        "SST-2": 3,
+        "MRPC": 2,
+        "STS-B": 2,
+        "QQP": 2,
+        "MNLI": 3,
+        "QNLI": 2,
+        "RTE": 1,
+        "WNLI": 3,
+    }
     assert m.stats["train_total"] == 23
     assert m.skipped == {"bad label": 3, "blank line": 1, "invalid utf-8": 1, "nul byte": 1, "wrong column count": 2}
     assert m.samples("MNLI/dev_matched") == 1 and m.samples("MNLI/dev_mismatched") == 1 and m.samples("CoLA/dev") == 2
     cola = glue.read_rows(folder, "CoLA", "train")
-    assert cola[0] == {"idx": 0, "sentence1": "Our friends won't buy this analysis, let alone the next one we propose.", "sentence2": None, "label": 1}
+    assert cola[0] == {
+        "idx": 0,
+        "sentence1": "Our friends won't buy this analysis, let alone the next one we propose.",
+        "sentence2": None,
+        "label": 1,
+    }
     assert [r["label"] for r in cola] == [1, 1, 0, 1, 1]
-    assert cola[3]["sentence1"] == '"Hello, he said.' and cola[4]["idx"] == 4  # QUOTE_NONE: the quote does not swallow the next row
+    assert (
+        cola[3]["sentence1"] == '"Hello, he said.' and cola[4]["idx"] == 4
+    )  # QUOTE_NONE: the quote does not swallow the next row
     skipped = {s["id"]: s["reason"] for s in m.split("CoLA/train")["shards"][0]["skipped"]}
-    assert skipped == {"CoLA/train.tsv:6": "wrong column count", "CoLA/train.tsv:7": "bad label", "CoLA/train.tsv:8": "nul byte", "CoLA/train.tsv:9": "invalid utf-8", "CoLA/train.tsv:10": "blank line"}
-    assert glue.read_rows(folder, "CoLA", "dev")[0]["sentence1"] == "The weights made the rope stretch over the pulley."  # CRLF stripped
+    assert skipped == {
+        "CoLA/train.tsv:6": "wrong column count",
+        "CoLA/train.tsv:7": "bad label",
+        "CoLA/train.tsv:8": "nul byte",
+        "CoLA/train.tsv:9": "invalid utf-8",
+        "CoLA/train.tsv:10": "blank line",
+    }
+    assert (
+        glue.read_rows(folder, "CoLA", "dev")[0]["sentence1"] == "The weights made the rope stretch over the pulley."
+    )  # CRLF stripped
     mrpc = glue.read_rows(folder, "MRPC", "train")  # header with a BOM, quotes kept verbatim
-    assert mrpc[0]["sentence1"].startswith('Amrozi accused his brother , whom he called " the witness "') and [r["label"] for r in mrpc] == [1, 0]
+    assert mrpc[0]["sentence1"].startswith('Amrozi accused his brother , whom he called " the witness "') and [
+        r["label"] for r in mrpc
+    ] == [1, 0]
     assert [r["label"] for r in glue.read_rows(folder, "STS-B", "train")] == [5.0, 3.8]
-    assert glue.read_rows(folder, "SST-2", "train")[0] == {"idx": 0, "sentence1": "hide new secretions from the parental units ", "sentence2": None, "label": 0}
+    assert glue.read_rows(folder, "SST-2", "train")[0] == {
+        "idx": 0,
+        "sentence1": "hide new secretions from the parental units ",
+        "sentence2": None,
+        "label": 0,
+    }
     mnli = glue.read_rows(folder, "MNLI", "train")
     assert [r["label"] for r in mnli] == [1, 0, 2]  # HF order: entailment, neutral, contradiction
     assert mnli[0]["sentence2"] == "Product and geography are what make cream skimming work."
@@ -179,7 +254,11 @@ def test_hf_parquet_snapshot(tmp_path: Path) -> None:
             hf_split = split.replace("dev", "validation")
             n = 3 if split == "train" else 1
             table = {c: [f"{task.hf} {c} {i}" for i in range(n)] for c in cols}
-            table["label"] = [2.5 * (i % 3) for i in range(n)] if not task.label_names else [i % len(task.label_names) for i in range(n)]
+            table["label"] = (
+                [2.5 * (i % 3) for i in range(n)]
+                if not task.label_names
+                else [i % len(task.label_names) for i in range(n)]
+            )
             if task.hf == "qqp" and split == "train":
                 table["label"][2] = 7  # out of range -> skipped
             table["idx"] = list(range(n))

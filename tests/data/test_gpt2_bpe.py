@@ -33,7 +33,14 @@ def test_known_gpt2_ids(bpe: g.GPT2BPE) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Grüße aus Hannover! naïve café", "日本語のテキスト 👋🏽 emoji, ZWJ 👩‍👩‍👧", "  leading and trailing  ", "tabs\tand\nnewlines\r\n", "é" * 50, ""],
+    [
+        "Grüße aus Hannover! naïve café",
+        "日本語のテキスト 👋🏽 emoji, ZWJ 👩‍👩‍👧",
+        "  leading and trailing  ",
+        "tabs\tand\nnewlines\r\n",
+        "é" * 50,
+        "",
+    ],
 )
 def test_round_trip_is_lossless(bpe: g.GPT2BPE, text: str) -> None:
     ids = bpe.encode(text)

@@ -47,7 +47,9 @@ def test_pair_image_and_text_are_the_stored_ones(shapes_root: Path) -> None:
 
 def test_collate_makes_a_batch(shapes_root: Path) -> None:
     ds = ImageTextPairs("shapes", "train", None, train_transform(32), max_length=8, root=shapes_root)
-    loader = DataLoader(ds, batch_size=16, shuffle=True, collate_fn=ds.collate, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        ds, batch_size=16, shuffle=True, collate_fn=ds.collate, generator=torch.Generator().manual_seed(0)
+    )
     batch = next(iter(loader))
     assert isinstance(batch, Batch) and len(batch) == 16
     assert batch.image.shape == (16, 3, 32, 32) and batch.image.dtype == torch.float32
@@ -60,7 +62,9 @@ def test_collate_makes_a_batch(shapes_root: Path) -> None:
     assert (batch.text_ids[torch.arange(16), lengths - 1] == ds.tokenizer.sep_id).all()
     assert batch.label.shape == (16,) and batch.label.dtype == torch.long
     assert all(i.startswith(j + "_") for i, j in zip(batch.id, batch.image_id, strict=True))
-    fixed = ImageTextPairs("shapes", "train", None, eval_transform(32), max_length=20, root=shapes_root, pad_to_max_length=True)
+    fixed = ImageTextPairs(
+        "shapes", "train", None, eval_transform(32), max_length=20, root=shapes_root, pad_to_max_length=True
+    )
     assert fixed.collate([fixed[0], fixed[1]]).text_ids.shape == (2, 20)
 
 

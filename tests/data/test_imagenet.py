@@ -45,7 +45,9 @@ def make_raw(root: Path) -> dict[str, bytes]:
     good = {
         "n01440764_10026": write(root / "train/n01440764/n01440764_10026.JPEG", jpeg(1)),
         "n01440764_10027": write(root / "train/n01440764/n01440764_10027.JPEG", jpeg(2, mode="CMYK")),
-        "n01440764_2933": write(root / "train/n01440764/n01440764_2933.JPEG", png(3)),  # ImageNet really has a PNG named .JPEG
+        "n01440764_2933": write(
+            root / "train/n01440764/n01440764_2933.JPEG", png(3)
+        ),  # ImageNet really has a PNG named .JPEG
         "n02102040_1": write(root / "train/n02102040/n02102040_1.JPEG", jpeg(4)),
         "n02102040_2": write(root / "train/n02102040/n02102040_2.JPEG", jpeg(5, size=40)),
     }
@@ -82,7 +84,13 @@ def test_train_and_flat_val_with_kaggle_solution_csv(tmp_path: Path) -> None:
     assert manifest.stats["classes"] == ["n01440764", "n02102040"]
     assert manifest.samples("train") == 5 and manifest.samples("val") == 2
     assert len(manifest.split("train")["shards"]) == 4  # 8 items in groups of 2
-    assert manifest.skipped == {"class not in train/": 1, "corrupt or truncated image": 1, "empty file": 1, "no label": 1, "not an image": 1}
+    assert manifest.skipped == {
+        "class not in train/": 1,
+        "corrupt or truncated image": 1,
+        "empty file": 1,
+        "no label": 1,
+        "not an image": 1,
+    }
     assert manifest.stats["val_layout"] == "flat + LOC_val_solution.csv"
 
     samples = {s["__key__"]: s for s in iter_split("imagenet", "train", tmp_path / "out")}
@@ -163,7 +171,9 @@ def test_rerun_reuses_and_resumes_identically(tmp_path: Path) -> None:
     (out / "manifest.json").unlink()
     (out / "train/shard-000001.tar").unlink()
     resumed = imagenet.prepare_from_raw(tmp_path / "raw", out, samples_per_shard=3)
-    assert [s["sha256"] for s in resumed.split("train")["shards"]] == [s["sha256"] for s in first.split("train")["shards"]]
+    assert [s["sha256"] for s in resumed.split("train")["shards"]] == [
+        s["sha256"] for s in first.split("train")["shards"]
+    ]
 
 
 def test_verify_image_reasons() -> None:

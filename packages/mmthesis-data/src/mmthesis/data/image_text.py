@@ -50,12 +50,17 @@ class DecodedSplit:
 def _decode_image(sample: dict[str, Any], name: str) -> np.ndarray:
     key = next((k for k in IMAGE_KEYS if k in sample), None)
     if key is None:
-        raise DataMissingError(f"dataset {name!r}: sample {sample['__key__']!r} has no image", f"re-run `mmthesis data prepare {name}`")
+        raise DataMissingError(
+            f"dataset {name!r}: sample {sample['__key__']!r} has no image", f"re-run `mmthesis data prepare {name}`"
+        )
     try:
         with Image.open(io.BytesIO(sample[key])) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except Exception as e:  # PIL raises several types for bad bytes
-        raise DataMissingError(f"dataset {name!r}: image of sample {sample['__key__']!r} is corrupt ({e})", f"run `mmthesis data verify {name}`") from e
+        raise DataMissingError(
+            f"dataset {name!r}: image of sample {sample['__key__']!r} is corrupt ({e})",
+            f"run `mmthesis data verify {name}`",
+        ) from e
 
 
 def decode_split(name: str, split: str, root: Path | None = None) -> DecodedSplit:
@@ -76,7 +81,9 @@ def decode_split(name: str, split: str, root: Path | None = None) -> DecodedSpli
         label = meta.get("label")
         out.labels.append(int(label) if label is not None else None)
     if not out.image_ids:
-        raise DataMissingError(f"dataset {name!r} split {split!r} has no image-caption samples", f"re-run `mmthesis data prepare {name}`")
+        raise DataMissingError(
+            f"dataset {name!r} split {split!r} has no image-caption samples", f"re-run `mmthesis data prepare {name}`"
+        )
     return out
 
 
@@ -102,7 +109,9 @@ class ImageTextPairs(Dataset):
         self.transform = transform
         self.max_length = max_length
         self.pad_to_max_length = pad_to_max_length
-        self.pairs: list[tuple[int, int]] = [(row, k) for row, caps in enumerate(self.data.captions) for k in range(len(caps))]
+        self.pairs: list[tuple[int, int]] = [
+            (row, k) for row, caps in enumerate(self.data.captions) for k in range(len(caps))
+        ]
         flat = [self.data.captions[row][k] for row, k in self.pairs]
         self.text_ids = self.tokenizer.encode_ids(flat, max_length)
 
@@ -133,7 +142,9 @@ class ImageTextPairs(Dataset):
         }
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> Batch:
-        ids, mask = self.tokenizer.pad([e["text_ids"] for e in examples], self.max_length if self.pad_to_max_length else None)
+        ids, mask = self.tokenizer.pad(
+            [e["text_ids"] for e in examples], self.max_length if self.pad_to_max_length else None
+        )
         labels = [e["label"] for e in examples]
         return Batch(
             id=[e["id"] for e in examples],

@@ -119,7 +119,9 @@ class MMapIndexedDatasetBuilder:
     starts with 0 and gets the running sequence count at each document end).
     """
 
-    def __init__(self, prefix: str | os.PathLike[str], dtype: type[np.generic] = np.uint16, document_index: bool = False) -> None:
+    def __init__(
+        self, prefix: str | os.PathLike[str], dtype: type[np.generic] = np.uint16, document_index: bool = False
+    ) -> None:
         self.prefix = Path(prefix)
         self.dtype = np.dtype(dtype)
         dtype_code(self.dtype)  # fail early on an unsupported dtype
@@ -216,7 +218,9 @@ class MMapIndexedDatasetBuilder:
     def __enter__(self) -> MMapIndexedDatasetBuilder:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             if not self._closed:
                 self.finalize()
@@ -255,7 +259,10 @@ class MMapIndexedDataset:
         elif len(header) == 34:
             (n_docs,) = struct.unpack_from("<Q", header, 26)
             if size != 34 + 12 * n + 8 * n_docs:
-                raise DataMissingError(f"{idx} has {size} bytes, which fits neither the fairseq nor the Megatron layout for {n} sequences", fix)
+                raise DataMissingError(
+                    f"{idx} has {size} bytes, which fits neither the fairseq nor the Megatron layout for {n} sequences",
+                    fix,
+                )
             offset = 34
         else:
             raise DataMissingError(f"{idx} is truncated ({size} bytes for {n} sequences)", fix)

@@ -66,7 +66,9 @@ class Manifest:
 
     def split(self, split: str) -> dict[str, Any]:
         if split not in self.splits:
-            raise DataMissingError(f"dataset {self.name!r} has no split {split!r}", f"available splits: {', '.join(self.splits)}")
+            raise DataMissingError(
+                f"dataset {self.name!r} has no split {split!r}", f"available splits: {', '.join(self.splits)}"
+            )
         return self.splits[split]
 
     def shard_paths(self, root: Path, split: str) -> list[Path]:
@@ -145,7 +147,9 @@ def read_shard(path: Path) -> Iterator[Sample]:
                     continue
                 key, _, ext = member.name.partition(".")
                 if "/" in member.name or member.name.startswith(".."):
-                    raise DataMissingError(f"shard {path} has an unsafe member name {member.name!r}", "re-prepare the dataset")
+                    raise DataMissingError(
+                        f"shard {path} has an unsafe member name {member.name!r}", "re-prepare the dataset"
+                    )
                 f = tar.extractfile(member)
                 data = f.read() if f is not None else b""
                 if current is None or current["__key__"] != key:
@@ -167,6 +171,7 @@ def iter_split(name: str, split: str, root: Path | None = None) -> Iterator[Samp
         yield from read_shard(path)
 
 
+PARTLY_SKIPPED = "__skipped__"  # optional sample entry: list[Skipped] of dropped parts, counted, not written
 SampleFn = Callable[[Any], "Sample | Skipped"]
 
 
@@ -188,6 +193,8 @@ def prepare_shard(folder: Path, rel_file: str, items: list[Any], make_sample: Sa
         if isinstance(result, Skipped):
             skipped.append({"id": result.id, "reason": result.reason})
         else:
+            # a kept sample may carry parts that were dropped (e.g. one bad caption of five)
+            skipped.extend({"id": p.id, "reason": p.reason} for p in result.pop(PARTLY_SKIPPED, ()))
             samples.append(result)
     count, size = write_shard(path, samples)
     record = ShardRecord(file=rel_file, sha256=sha256_file(path), samples=count, bytes=size, skipped=skipped)
@@ -210,7 +217,9 @@ def verify(name: str, root: Path | None = None) -> list[str]:
     return problems
 
 
-def already_prepared(folder: Path, config: dict[str, Any], required: tuple[str, ...] = ("tokenizer.json",)) -> Manifest | None:
+def already_prepared(
+    folder: Path, config: dict[str, Any], required: tuple[str, ...] = ("tokenizer.json",)
+) -> Manifest | None:
     """The complete, verified manifest in ``folder`` if it was prepared with ``config``, else None.
 
     A different config, a missing ``required`` file, or a missing/modified shard means prepare

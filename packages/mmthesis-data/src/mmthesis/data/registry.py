@@ -25,8 +25,7 @@ _BUILTIN_MODULES = (
     "mmthesis.data.datasets.imagenet",
     "mmthesis.data.datasets.openwebtext",
     "mmthesis.data.datasets.glue",
-    "mmthesis.data.datasets.coco",
-    "mmthesis.data.datasets.flickr30k",
+    "mmthesis.data.datasets.karpathy",  # coco, flickr30k
     "mmthesis.data.datasets.cc",
     "mmthesis.data.datasets.cifar",
 )

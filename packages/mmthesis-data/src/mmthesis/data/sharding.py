@@ -44,7 +44,10 @@ def prepare_split(
 ) -> dict[str, Any]:
     """Write ``folder/split/shard-NNNNNN.tar`` from ``items``; returns the split's manifest entry."""
     (folder / split).mkdir(parents=True, exist_ok=True)
-    jobs = ((folder, f"{split}/shard-{k:06d}.tar", chunk, make_sample) for k, chunk in enumerate(_chunks(items, samples_per_shard)))
+    jobs = (
+        (folder, f"{split}/shard-{k:06d}.tar", chunk, make_sample)
+        for k, chunk in enumerate(_chunks(items, samples_per_shard))
+    )
     records: list[ShardRecord] = []
     n_shards = None if total is None else -(-total // samples_per_shard)
     with progress() as bar:
@@ -87,6 +90,8 @@ def begin_preparation(folder: Path, config: dict[str, Any]) -> None:
             previous = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("config")
     except (ValueError, AttributeError):
         previous = {"unreadable": True}
+    for stale in folder.glob("*/.shard-*.tmp"):  # temp files of a killed run: never valid output
+        stale.unlink()
     if previous is not None and previous != wanted:
         for path in folder.glob("*/shard-*.tar*"):
             path.unlink()
@@ -94,12 +99,20 @@ def begin_preparation(folder: Path, config: dict[str, Any]) -> None:
     atomic_write_json(marker, wanted)
 
 
-def finish_manifest(folder: Path, name: str, splits: dict[str, dict[str, Any]], config: dict[str, Any], stats: dict[str, Any] | None = None) -> Manifest:
+def finish_manifest(
+    folder: Path,
+    name: str,
+    splits: dict[str, dict[str, Any]],
+    config: dict[str, Any],
+    stats: dict[str, Any] | None = None,
+) -> Manifest:
     """Assemble and atomically write the manifest that marks the dataset complete."""
     reasons: Counter[str] = Counter()
     for info in splits.values():
         for shard in info["shards"]:
             reasons.update(s["reason"] for s in shard.get("skipped", []))
-    manifest = Manifest(name=name, splits=splits, config=config, stats=dict(stats or {}), skipped=dict(sorted(reasons.items())))
+    manifest = Manifest(
+        name=name, splits=splits, config=config, stats=dict(stats or {}), skipped=dict(sorted(reasons.items()))
+    )
     write_manifest(folder, manifest)
     return manifest

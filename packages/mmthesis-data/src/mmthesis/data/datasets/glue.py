@@ -106,13 +106,45 @@ TASKS: dict[str, Task] = {
         Task("MRPC", "mrpc", ("#1 String", "#2 String"), "Quality", ("not_equivalent", "equivalent"), _BIN),
         Task("STS-B", "stsb", ("sentence1", "sentence2"), "score", (), ()),
         Task("QQP", "qqp", ("question1", "question2"), "is_duplicate", ("not_duplicate", "duplicate"), _BIN),
-        Task("MNLI", "mnli", ("sentence1", "sentence2"), "gold_label", ("entailment", "neutral", "contradiction"), ("entailment", "neutral", "contradiction"), dev=("dev_matched", "dev_mismatched")),
-        Task("QNLI", "qnli", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
-        Task("RTE", "rte", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("entailment", "not_entailment")),
+        Task(
+            "MNLI",
+            "mnli",
+            ("sentence1", "sentence2"),
+            "gold_label",
+            ("entailment", "neutral", "contradiction"),
+            ("entailment", "neutral", "contradiction"),
+            dev=("dev_matched", "dev_mismatched"),
+        ),
+        Task(
+            "QNLI",
+            "qnli",
+            ("question", "sentence"),
+            "label",
+            ("entailment", "not_entailment"),
+            ("entailment", "not_entailment"),
+        ),
+        Task(
+            "RTE",
+            "rte",
+            ("sentence1", "sentence2"),
+            "label",
+            ("entailment", "not_entailment"),
+            ("entailment", "not_entailment"),
+        ),
         Task("WNLI", "wnli", ("sentence1", "sentence2"), "label", ("not_entailment", "entailment"), _BIN),
     )
 }
-HF_TEXT = {"cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"), "stsb": ("sentence1", "sentence2"), "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"), "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2")}
+HF_TEXT = {
+    "cola": ("sentence",),
+    "sst2": ("sentence",),
+    "mrpc": ("sentence1", "sentence2"),
+    "stsb": ("sentence1", "sentence2"),
+    "qqp": ("question1", "question2"),
+    "mnli": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"),
+    "rte": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
+}
 
 
 @dataclasses.dataclass
@@ -222,7 +254,10 @@ def _layout(raw: Path) -> str:
         return "tsv"
     if any(list((raw / t.hf).glob("*.parquet")) for t in TASKS.values() if (raw / t.hf).is_dir()):
         return "parquet"
-    raise DataMissingError(f"{raw} holds neither GLUE task folders (CoLA/, SST-2/, ...) nor HF parquet folders (cola/, sst2/, ...)", f"pass --raw with {RAW_HINT}")
+    raise DataMissingError(
+        f"{raw} holds neither GLUE task folders (CoLA/, SST-2/, ...) nor HF parquet folders (cola/, sst2/, ...)",
+        f"pass --raw with {RAW_HINT}",
+    )
 
 
 def _sources(raw: Path, layout: str, task: Task, split: str) -> list[Path]:
@@ -241,12 +276,20 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
         try:
             import pyarrow  # noqa: F401
         except ImportError as e:
-            raise DataMissingError(f"{raw} is an HF parquet snapshot, and reading it needs pyarrow", "`pip install pyarrow`, or pass the official GLUE TSV folder") from e
+            raise DataMissingError(
+                f"{raw} is an HF parquet snapshot, and reading it needs pyarrow",
+                "`pip install pyarrow`, or pass the official GLUE TSV folder",
+            ) from e
     missing = [f"{t.name}/{s}" for t in TASKS.values() for s in t.splits if not _sources(raw, layout, t, s)]
     if missing:
-        raise DataMissingError(f"GLUE raw at {raw} lacks {', '.join(missing)}", f"download all 9 tasks (GLUE's download_glue_data.py --tasks all) and pass --raw with {RAW_HINT}")
+        raise DataMissingError(
+            f"GLUE raw at {raw} lacks {', '.join(missing)}",
+            f"download all 9 tasks (GLUE's download_glue_data.py --tasks all) and pass --raw with {RAW_HINT}",
+        )
     config = {"format_version": FORMAT_VERSION, "raw": str(raw.resolve()), "layout": layout, "stand_in": stand_in}
-    inputs = {f"{t.name}/{s}": [sha256_file(p) for p in _sources(raw, layout, t, s)] for t in TASKS.values() for s in t.splits}
+    inputs = {
+        f"{t.name}/{s}": [sha256_file(p) for p in _sources(raw, layout, t, s)] for t in TASKS.values() for s in t.splits
+    }
     config["inputs_sha256"] = inputs
     if (folder / MANIFEST).is_file():
         try:
@@ -269,8 +312,19 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
             reasons.update(s.reason for s in result.skipped)
             listed = [{"id": s.id, "reason": s.reason} for s in result.skipped[:MAX_LISTED_SKIPS]]
             path = folder / rel
-            shard = {"file": rel, "sha256": sha256_file(path), "samples": result.rows, "bytes": path.stat().st_size, "skipped": listed}
-            splits[f"{task.name}/{split}"] = {"samples": result.rows, "skipped": len(result.skipped), "task": task.name, "shards": [shard]}
+            shard = {
+                "file": rel,
+                "sha256": sha256_file(path),
+                "samples": result.rows,
+                "bytes": path.stat().st_size,
+                "skipped": listed,
+            }
+            splits[f"{task.name}/{split}"] = {
+                "samples": result.rows,
+                "skipped": len(result.skipped),
+                "task": task.name,
+                "shards": [shard],
+            }
     train_rows = {t.name: splits[f"{t.name}/train"]["samples"] for t in TASKS.values()}
     stats = {
         "tasks": list(TASKS),
@@ -282,7 +336,9 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
     }
     manifest = Manifest(name=name, splits=splits, config=config, stats=stats, skipped=dict(sorted(reasons.items())))
     write_manifest(folder, manifest)
-    console.print(f"{name}: prepared {stats['train_total']:,} training rows over {len(TASKS)} tasks ({sum(reasons.values())} rows skipped) at {folder}")
+    console.print(
+        f"{name}: prepared {stats['train_total']:,} training rows over {len(TASKS)} tasks ({sum(reasons.values())} rows skipped) at {folder}"
+    )
     return manifest
 
 
@@ -297,12 +353,38 @@ def read_rows(folder: Path, task: str, split: str) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- smoke stand-in
 
-STANDIN_TRAIN_ROWS = {"CoLA": 40, "SST-2": 48, "MRPC": 32, "STS-B": 36, "QQP": 44, "MNLI": 60, "QNLI": 40, "RTE": 28, "WNLI": 24}
+STANDIN_TRAIN_ROWS = {
+    "CoLA": 40,
+    "SST-2": 48,
+    "MRPC": 32,
+    "STS-B": 36,
+    "QQP": 44,
+    "MNLI": 60,
+    "QNLI": 40,
+    "RTE": 28,
+    "WNLI": 24,
+}
 STANDIN_DEV_ROWS = 12
 
 _NAMES = ["Anna", "Ben", "Carla", "David", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jonas"]
-_THINGS = ["the book", "a bicycle", "the old map", "a red kite", "the letter", "a small boat", "the piano", "a garden chair"]
-_VERBS = [("reads", "read"), ("repairs", "repair"), ("paints", "paint"), ("sells", "sell"), ("finds", "find"), ("carries", "carry")]
+_THINGS = [
+    "the book",
+    "a bicycle",
+    "the old map",
+    "a red kite",
+    "the letter",
+    "a small boat",
+    "the piano",
+    "a garden chair",
+]
+_VERBS = [
+    ("reads", "read"),
+    ("repairs", "repair"),
+    ("paints", "paint"),
+    ("sells", "sell"),
+    ("finds", "find"),
+    ("carries", "carry"),
+]
 _PLACES = ["in the park", "at the station", "near the river", "in the kitchen", "on the roof", "at school"]
 _GOOD = ["wonderful", "delightful", "moving", "clever", "charming"]
 _BAD = ["dull", "tedious", "clumsy", "forgettable", "painful"]
@@ -350,21 +432,44 @@ def _standin_rows(task: str, n: int, rng: random.Random, split: str) -> list[lis
             s2 = _paraphrase(s1) if i % 3 else _sentence(rng)
             common = len(set(s1.split()) & set(s2.split())) / len(set(s1.split()) | set(s2.split()))
             score = round(5.0 * common, 3)
-            rows.append([str(i), "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", s1, s2, f"{score:.3f}"])
+            rows.append(
+                [str(i), "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", s1, s2, f"{score:.3f}"]
+            )
         elif task == "MNLI":
             gold = ("entailment", "neutral", "contradiction")[i % 3]
             who, verb, what, where = _clause(rng)
             premise = f"{who} {verb} {what} {where}."
-            hypothesis = {"entailment": f"{who} {verb} {what}.", "neutral": f"{who} {verb} {what} every day.", "contradiction": f"{who} never {verb} anything."}[gold]
+            hypothesis = {
+                "entailment": f"{who} {verb} {what}.",
+                "neutral": f"{who} {verb} {what} every day.",
+                "contradiction": f"{who} never {verb} anything.",
+            }[gold]
             p1, p2 = _parse(premise)
             h1, h2 = _parse(hypothesis)
             genre = rng.choice(["fiction", "government", "slate", "telephone", "travel"])
             labels = [gold] if split == "train" else [gold] * 5
-            rows.append([str(i), str(1000 + i), f"{1000 + i}{'enc'[i % 3]}", genre, p1, h1, p2, h2, premise, hypothesis, *labels, gold])
+            rows.append(
+                [
+                    str(i),
+                    str(1000 + i),
+                    f"{1000 + i}{'enc'[i % 3]}",
+                    genre,
+                    p1,
+                    h1,
+                    p2,
+                    h2,
+                    premise,
+                    hypothesis,
+                    *labels,
+                    gold,
+                ]
+            )
         elif task == "QNLI":
             who, verb, what, where = _clause(rng)
             question = f"Where does {who} {dict(_VERBS)[verb]} {what}?"
-            answer = f"{who} {verb} {what} {where}." if label == 0 else f"{rng.choice(_NAMES)} likes {rng.choice(_THINGS)}."
+            answer = (
+                f"{who} {verb} {what} {where}." if label == 0 else f"{rng.choice(_NAMES)} likes {rng.choice(_THINGS)}."
+            )
             rows.append([str(i), question, answer, ("entailment", "not_entailment")[label]])
         elif task == "RTE":
             who, verb, what, where = _clause(rng)
@@ -374,17 +479,60 @@ def _standin_rows(task: str, n: int, rng: random.Random, split: str) -> list[lis
             a, b = rng.sample(_NAMES, 2)
             thing = rng.choice(_THINGS)
             referent = a if label else b
-            rows.append([str(i), f"{a} gave {thing} to {b} because {a} was leaving.", f"{referent} was leaving.", str(label)])
+            rows.append(
+                [str(i), f"{a} gave {thing} to {b} because {a} was leaving.", f"{referent} was leaving.", str(label)]
+            )
     return rows
 
 
 _HEADERS = {
     "SST-2": ["sentence", "label"],
     "MRPC": ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
-    "STS-B": ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"],
+    "STS-B": [
+        "index",
+        "genre",
+        "filename",
+        "year",
+        "old_index",
+        "source1",
+        "source2",
+        "sentence1",
+        "sentence2",
+        "score",
+    ],
     "QQP": ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
-    "MNLI": ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"],
-    "MNLI-dev": ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "label2", "label3", "label4", "label5", "gold_label"],
+    "MNLI": [
+        "index",
+        "promptID",
+        "pairID",
+        "genre",
+        "sentence1_binary_parse",
+        "sentence2_binary_parse",
+        "sentence1_parse",
+        "sentence2_parse",
+        "sentence1",
+        "sentence2",
+        "label1",
+        "gold_label",
+    ],
+    "MNLI-dev": [
+        "index",
+        "promptID",
+        "pairID",
+        "genre",
+        "sentence1_binary_parse",
+        "sentence2_binary_parse",
+        "sentence1_parse",
+        "sentence2_parse",
+        "sentence1",
+        "sentence2",
+        "label1",
+        "label2",
+        "label3",
+        "label4",
+        "label5",
+        "gold_label",
+    ],
     "QNLI": ["index", "question", "sentence", "label"],
     "RTE": ["index", "sentence1", "sentence2", "label"],
     "WNLI": ["index", "sentence1", "sentence2", "label"],
@@ -398,7 +546,11 @@ def write_standin_tsvs(dest: Path, seed: int = 0) -> None:
             rng = random.Random(f"{seed}/{task.name}/{split}")
             n = STANDIN_TRAIN_ROWS[task.name] if split == "train" else STANDIN_DEV_ROWS
             rows = _standin_rows(task.name, n, rng, split)
-            header = None if not task.header else _HEADERS["MNLI-dev" if task.name == "MNLI" and split != "train" else task.name]
+            header = (
+                None
+                if not task.header
+                else _HEADERS["MNLI-dev" if task.name == "MNLI" and split != "train" else task.name]
+            )
             out = dest / task.name / f"{split}.tsv"
             out.parent.mkdir(parents=True, exist_ok=True)
             lines = (["\t".join(header)] if header else []) + ["\t".join(r) for r in rows]

@@ -90,8 +90,14 @@ def find_root(raw: Path) -> Path:
         if (candidate / "train").is_dir():
             return candidate
     if not raw.exists():
-        raise DataMissingError(f"ImageNet raw folder {raw} does not exist", f"pass --raw with the folder holding train/<wnid>/*.JPEG ({RAW_HINT})")
-    raise DataMissingError(f"{raw} has no train/ folder of ImageNet class folders", f"pass --raw with the folder holding train/<wnid>/*.JPEG ({RAW_HINT})")
+        raise DataMissingError(
+            f"ImageNet raw folder {raw} does not exist",
+            f"pass --raw with the folder holding train/<wnid>/*.JPEG ({RAW_HINT})",
+        )
+    raise DataMissingError(
+        f"{raw} has no train/ folder of ImageNet class folders",
+        f"pass --raw with the folder holding train/<wnid>/*.JPEG ({RAW_HINT})",
+    )
 
 
 def _class_folders(split_dir: Path) -> list[os.DirEntry[str]]:
@@ -110,10 +116,20 @@ def list_train(root: Path) -> tuple[list[str], list[ImageItem]]:
     folders = _class_folders(train)
     if not folders:
         tars = [e.name for e in _files(train) if e.name.endswith(".tar")]
-        fix = "extract each class tar into train/<wnid>/ (e.g. `for f in *.tar; do mkdir ${f%.tar}; tar -xf $f -C ${f%.tar}; done`)" if tars else f"pass --raw with the folder holding train/<wnid>/*.JPEG ({RAW_HINT})"
-        raise DataMissingError(f"{train} has no class folders" + (f" (found {len(tars)} .tar files)" if tars else ""), fix)
+        fix = (
+            "extract each class tar into train/<wnid>/ (e.g. `for f in *.tar; do mkdir ${f%.tar}; tar -xf $f -C ${f%.tar}; done`)"
+            if tars
+            else f"pass --raw with the folder holding train/<wnid>/*.JPEG ({RAW_HINT})"
+        )
+        raise DataMissingError(
+            f"{train} has no class folders" + (f" (found {len(tars)} .tar files)" if tars else ""), fix
+        )
     wnids = [f.name for f in folders]
-    items = [ImageItem(e.path, sample_key(Path(e.name).stem), Path(e.name).stem, wnid, label) for label, wnid in enumerate(wnids) for e in _files(train / wnid)]
+    items = [
+        ImageItem(e.path, sample_key(Path(e.name).stem), Path(e.name).stem, wnid, label)
+        for label, wnid in enumerate(wnids)
+        for e in _files(train / wnid)
+    ]
     return wnids, items
 
 
@@ -195,7 +211,10 @@ def _check_unique_keys(items: list[ImageItem | Skipped], split: str) -> None:
     for item in items:
         if isinstance(item, ImageItem):
             if item.key in seen:
-                raise MMThesisError(f"{split}: two files map to sample key {item.key!r}: {seen[item.key]} and {item.path}", "rename one of them (file stems must be unique within a split)")
+                raise MMThesisError(
+                    f"{split}: two files map to sample key {item.key!r}: {seen[item.key]} and {item.path}",
+                    "rename one of them (file stems must be unique within a split)",
+                )
             seen[item.key] = item.path
 
 
@@ -235,10 +254,23 @@ def make_sample(item: ImageItem | Skipped) -> Sample | Skipped:
     return {"__key__": item.key, ext: data, "cls": str(item.label), "json": {"id": item.id, "wnid": item.wnid}}
 
 
-def prepare_from_raw(raw: Path, folder: Path, *, workers: int = 1, samples_per_shard: int = SAMPLES_PER_SHARD, stand_in: str | None = None, name: str = NAME) -> Manifest:
+def prepare_from_raw(
+    raw: Path,
+    folder: Path,
+    *,
+    workers: int = 1,
+    samples_per_shard: int = SAMPLES_PER_SHARD,
+    stand_in: str | None = None,
+    name: str = NAME,
+) -> Manifest:
     """Prepare ``raw`` (official layout) into ``folder``; reuses a finished preparation with the same config."""
     root = find_root(raw)
-    config = {"format_version": FORMAT_VERSION, "raw": str(root.resolve()), "samples_per_shard": samples_per_shard, "stand_in": stand_in}
+    config = {
+        "format_version": FORMAT_VERSION,
+        "raw": str(root.resolve()),
+        "samples_per_shard": samples_per_shard,
+        "stand_in": stand_in,
+    }
     if (folder / MANIFEST).is_file():
         try:
             existing = read_manifest(folder.name, folder.parent)
@@ -256,7 +288,16 @@ def prepare_from_raw(raw: Path, folder: Path, *, workers: int = 1, samples_per_s
     for split, items in (("train", train_items), ("val", val_items)):
         if split == "val" and not items:
             continue
-        splits[split] = prepare_split(folder, split, items, make_sample, samples_per_shard=samples_per_shard, workers=workers, total=len(items), description=f"{name}/{split}")
+        splits[split] = prepare_split(
+            folder,
+            split,
+            items,
+            make_sample,
+            samples_per_shard=samples_per_shard,
+            workers=workers,
+            total=len(items),
+            description=f"{name}/{split}",
+        )
     stats = {
         "classes": wnids,
         "num_classes": len(wnids),
@@ -266,7 +307,9 @@ def prepare_from_raw(raw: Path, folder: Path, *, workers: int = 1, samples_per_s
     }
     manifest = finish_manifest(folder, name, splits, config, stats)
     skipped = sum(info["skipped"] for info in splits.values())
-    console.print(f"{name}: prepared {', '.join(f'{s} {n}' for s, n in stats['images'].items())} images ({skipped} skipped) at {folder}")
+    console.print(
+        f"{name}: prepared {', '.join(f'{s} {n}' for s, n in stats['images'].items())} images ({skipped} skipped) at {folder}"
+    )
     return manifest
 
 
@@ -299,7 +342,9 @@ def build_standin_raw(tarball: Path, dest: Path) -> Path:
         for record in emoji.iter_records(tarball):
             by_class[_slug(record.category)].append(record)
         if not by_class:
-            raise DataMissingError(f"{tarball} yielded no emoji images", "pass the genuine emoji tarball (`mmthesis data prepare emoji`)")
+            raise DataMissingError(
+                f"{tarball} yielded no emoji images", "pass the genuine emoji tarball (`mmthesis data prepare emoji`)"
+            )
         for slug, records in sorted(by_class.items()):
             ordered = sorted(records, key=lambda r: hashlib.sha1(r.id.encode("utf-8")).hexdigest())
             k = val_count(len(ordered))
@@ -323,10 +368,19 @@ def prepare(req: PrepareRequest) -> Manifest:
 
             tarball = emoji.ensure_tarball(raw)
             raw = build_standin_raw(tarball, standin_dir(folder.name))
-            return prepare_from_raw(raw, folder, workers=req.workers, samples_per_shard=SAMPLES_PER_SHARD, stand_in=STAND_IN, name=folder.name)
+            return prepare_from_raw(
+                raw,
+                folder,
+                workers=req.workers,
+                samples_per_shard=SAMPLES_PER_SHARD,
+                stand_in=STAND_IN,
+                name=folder.name,
+            )
         return prepare_from_raw(raw, folder, workers=req.workers, name=folder.name)
     if req.raw is None:
-        raise DataMissingError("ImageNet-1k needs your download of ILSVRC2012", f"run `{prepare_command(NAME, req.scale)}`")
+        raise DataMissingError(
+            "ImageNet-1k needs your download of ILSVRC2012", f"run `{prepare_command(NAME, req.scale)}`"
+        )
     return prepare_from_raw(req.raw, folder, workers=req.workers, name=folder.name)
 
 

@@ -91,15 +91,25 @@ class OpenWebTextConfig:
 
     def __post_init__(self) -> None:
         if set(self.train_chunks) & set(self.valid_chunks):
-            raise MMThesisError(f"train_chunks {self.train_chunks} and valid_chunks {self.valid_chunks} overlap", "give each chunk to one split")
+            raise MMThesisError(
+                f"train_chunks {self.train_chunks} and valid_chunks {self.valid_chunks} overlap",
+                "give each chunk to one split",
+            )
         if not self.train_chunks or min((*self.train_chunks, *self.valid_chunks)) < 1:
-            raise MMThesisError("chunks are numbered from 1 and train_chunks must not be empty", "use e.g. train_chunks=(1, 2, 3, 4, 5, 6)")
+            raise MMThesisError(
+                "chunks are numbered from 1 and train_chunks must not be empty",
+                "use e.g. train_chunks=(1, 2, 3, 4, 5, 6)",
+            )
         if self.slice_tokens < 1:
             raise MMThesisError(f"slice_tokens must be positive, got {self.slice_tokens}", "use 256 (the thesis)")
 
     def output_config(self) -> dict[str, Any]:
         """The part of the config that determines the prepared files."""
-        return {"train_chunks": list(self.train_chunks), "valid_chunks": list(self.valid_chunks), "slice_tokens": self.slice_tokens}
+        return {
+            "train_chunks": list(self.train_chunks),
+            "valid_chunks": list(self.valid_chunks),
+            "slice_tokens": self.slice_tokens,
+        }
 
 
 def count_slices(tokens: int, slice_tokens: int = SLICE_TOKENS) -> int:
@@ -128,7 +138,9 @@ def find_chunks(raw: Path) -> tuple[str, dict[int, Path]]:
     fix = f"pass --raw with {RAW_HINT}, or a folder of chunk sub-folders of .txt documents"
     if not raw.is_dir():
         raise DataMissingError(f"OpenWebText raw folder {raw} does not exist", fix)
-    tars = sorted(p for p in raw.iterdir() if p.is_file() and p.name.startswith("urlsf_subset") and p.name.endswith(".tar"))
+    tars = sorted(
+        p for p in raw.iterdir() if p.is_file() and p.name.startswith("urlsf_subset") and p.name.endswith(".tar")
+    )
     if tars:
         return "urlsf_subset tars", {k: p for k, p in enumerate(tars, 1)}
     folders = sorted(p for p in raw.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -238,7 +250,9 @@ class SplitResult:
     other_skipped: dict[str, int]
 
 
-def _flush(docs: list[list[str]], builder: MMapIndexedDatasetBuilder, bpe: GPT2BPE, dictionary: FairseqDictionary) -> None:
+def _flush(
+    docs: list[list[str]], builder: MMapIndexedDatasetBuilder, bpe: GPT2BPE, dictionary: FairseqDictionary
+) -> None:
     flat = [line for doc in docs for line in doc]
     encoded = bpe.encode_batch(flat) if flat else []
     i = 0
@@ -250,7 +264,9 @@ def _flush(docs: list[list[str]], builder: MMapIndexedDatasetBuilder, bpe: GPT2B
     docs.clear()
 
 
-def encode_split(chunks: dict[int, Path], wanted: tuple[int, ...], prefix: Path, config: OpenWebTextConfig, label: str) -> SplitResult:
+def encode_split(
+    chunks: dict[int, Path], wanted: tuple[int, ...], prefix: Path, config: OpenWebTextConfig, label: str
+) -> SplitResult:
     """Stream the wanted chunks into ``prefix.bin``/``prefix.idx`` (written atomically at the end)."""
     bpe, dictionary = gpt2_bpe(), fairseq_dictionary()
     stats = RawStats()
@@ -319,7 +335,9 @@ def _split_done(folder: Path, split: str, key: dict[str, Any]) -> dict[str, Any]
     return record["entry"]
 
 
-def prepare_from_raw(raw: Path, folder: Path, config: OpenWebTextConfig | None = None, *, stand_in: str | None = None, name: str = NAME) -> Manifest:
+def prepare_from_raw(
+    raw: Path, folder: Path, config: OpenWebTextConfig | None = None, *, stand_in: str | None = None, name: str = NAME
+) -> Manifest:
     """Prepare ``raw`` into ``folder`` (resumable per split); returns the written manifest."""
     config = config or OpenWebTextConfig()
     layout, chunks = find_chunks(raw)
@@ -356,7 +374,11 @@ def prepare_from_raw(raw: Path, folder: Path, config: OpenWebTextConfig | None =
         if not wanted:
             continue
         sources = {str(k): [str(chunks[k]), *_fingerprint(chunks[k])] for k in wanted}
-        key = {"config": sha256_json(manifest_config), "split": split, "sources": sources}  # JSON-shaped: compared with the sidecar
+        key = {
+            "config": sha256_json(manifest_config),
+            "split": split,
+            "sources": sources,
+        }  # JSON-shaped: compared with the sidecar
         entry = _split_done(folder, split, key)
         if entry is None:
             result = encode_split(chunks, wanted, folder / split, config, f"{name}/{split}")
@@ -370,7 +392,10 @@ def prepare_from_raw(raw: Path, folder: Path, config: OpenWebTextConfig | None =
                 "lines_removed": result.lines_removed,
                 "other_skipped": result.other_skipped,
                 "skipped": sum(result.lines_removed.values()) + sum(result.other_skipped.values()),
-                "shards": [_file_record(folder, f"{split}.bin", result.sequences), _file_record(folder, f"{split}.idx", result.sequences)],
+                "shards": [
+                    _file_record(folder, f"{split}.bin", result.sequences),
+                    _file_record(folder, f"{split}.idx", result.sequences),
+                ],
             }
             atomic_write_json(folder / f"{split}.json", {"key": key, "entry": entry})
         splits[split] = entry
@@ -387,11 +412,19 @@ def prepare_from_raw(raw: Path, folder: Path, config: OpenWebTextConfig | None =
         "dtype": np.dtype(best_fitting_int_dtype(len(fairseq_dictionary()))).name,
         "stand_in": stand_in,
     }
-    manifest = Manifest(name=name, splits=splits, config=manifest_config, stats=stats, skipped={r: n for r, n in sorted(removed_total.items()) if n})
+    manifest = Manifest(
+        name=name,
+        splits=splits,
+        config=manifest_config,
+        stats=stats,
+        skipped={r: n for r, n in sorted(removed_total.items()) if n},
+    )
     write_manifest(folder, manifest)
     console.print(
         f"{name}: prepared "
-        + ", ".join(f"{s} {e['tokens']:,} tokens / {e['samples']:,} slices of {config.slice_tokens}" for s, e in splits.items())
+        + ", ".join(
+            f"{s} {e['tokens']:,} tokens / {e['samples']:,} slices of {config.slice_tokens}" for s, e in splits.items()
+        )
         + f" at {folder}"
     )
     return manifest
@@ -410,7 +443,10 @@ def standin_documents() -> dict[str, str]:
     try:
         from pydoc_data.topics import topics
     except ImportError as e:  # some distributions strip pydoc_data
-        raise DataMissingError("this Python has no pydoc_data (needed for the OpenWebText smoke stand-in)", f"install the full CPython standard library, or run `{prepare_command(NAME, 'full')}`") from e
+        raise DataMissingError(
+            "this Python has no pydoc_data (needed for the OpenWebText smoke stand-in)",
+            f"install the full CPython standard library, or run `{prepare_command(NAME, 'full')}`",
+        ) from e
     return dict(topics)
 
 
@@ -437,7 +473,9 @@ def prepare(req: PrepareRequest, config: OpenWebTextConfig | None = None) -> Man
         raw = build_standin_raw(standin_dir(folder.name))
         return prepare_from_raw(raw, folder, config, stand_in=STAND_IN, name=folder.name)
     if req.raw is None:
-        raise DataMissingError("OpenWebText needs your download of the corpus", f"run `{prepare_command(NAME, req.scale)}`")
+        raise DataMissingError(
+            "OpenWebText needs your download of the corpus", f"run `{prepare_command(NAME, req.scale)}`"
+        )
     return prepare_from_raw(req.raw, folder, config, name=folder.name)
 
 

@@ -109,7 +109,9 @@ def _pair_captions(a: str, b: str, rel: str) -> list[str]:
 _SS = 4  # supersampling factor: draw large, downsample, for anti-aliased edges
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, int, int]) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, int, int]
+) -> None:
     cx, cy, r = cx * _SS, cy * _SS, r * _SS
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
@@ -156,9 +158,20 @@ def generate(config: ShapesConfig, split: str, index: int) -> tuple[bytes, dict[
             if other != main:
                 break
         rel = RELATIONS[rng.integers(len(RELATIONS))]
-        pos_main, pos_other = {"left": ("left", "right"), "right": ("right", "left"), "above": ("top", "bottom"), "below": ("bottom", "top")}[rel]
+        pos_main, pos_other = {
+            "left": ("left", "right"),
+            "right": ("right", "left"),
+            "above": ("top", "bottom"),
+            "below": ("bottom", "top"),
+        }[rel]
         b = f"{other[0]} {other[1]}"
-        _draw_shape(draw, other[1], *_centre(rng, pos_other, size), size * rng.uniform(0.14, 0.2), _jitter(rng, COLOURS[other[0]]))
+        _draw_shape(
+            draw,
+            other[1],
+            *_centre(rng, pos_other, size),
+            size * rng.uniform(0.14, 0.2),
+            _jitter(rng, COLOURS[other[0]]),
+        )
         _draw_shape(draw, main[1], *_centre(rng, pos_main, size), radius, _jitter(rng, COLOURS[main[0]]))
         captions = _pair_captions(a, b, rel)
         layout = {"objects": [a, b], "relation": rel}
@@ -204,7 +217,11 @@ def _stats(folder: Path, config: ShapesConfig, splits: dict[str, dict[str, Any]]
     return {
         "images": len(n_caps),
         "pairs": sum(n_caps),
-        "captions_per_image": {"mean": round(sum(n_caps) / max(len(n_caps), 1), 3), "min": min(n_caps, default=0), "max": max(n_caps, default=0)},
+        "captions_per_image": {
+            "mean": round(sum(n_caps) / max(len(n_caps), 1), 3),
+            "min": min(n_caps, default=0),
+            "max": max(n_caps, default=0),
+        },
         "avg_caption_words": round(sum(words) / max(len(words), 1), 3),
         "label_names": LABEL_NAMES,
     }

@@ -1,0 +1,160 @@
+"""COCO 2014 and Flickr30k with Karpathy's split files (``dataset_coco.json``, ``dataset_flickr30k.json``).
+
+The split file lists every image with ``split`` (train / restval / val / test),
+``filename`` (COCO also ``filepath``: train2014 or val2014), ``sentences``
+(``raw`` captions) and an id (COCO ``cocoid``, Flickr30k the file stem).
+As in the thesis code, ``restval`` is merged into ``train`` (COCO 113,287
+training images); ``val`` and ``test`` are kept (COCO 5k test, Flickr30k 1k
+test) and load through ``image_text.load_retrieval_split``.
+
+The split file is read whole (it is metadata, ~140 MB for COCO); images are
+streamed into shards by ``captioned.prepare_captioned``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mmthesis.core.errors import DataMissingError
+from mmthesis.data.datasets.captioned import CaptionedImage, prepare_captioned
+from mmthesis.data.manifest import Manifest, dataset_dir
+from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepared_name, register
+
+FORMAT_VERSION = 1
+SPLIT_OF = {"train": "train", "restval": "train", "val": "val", "test": "test"}  # Karpathy split -> prepared split
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class KarpathyLayout:
+    name: str
+    split_file: str
+    image_dirs: tuple[str, ...]  # folders (relative to --raw) searched for the images
+    raw_hint: str
+
+
+COCO = KarpathyLayout("coco", "dataset_coco.json", ("",), "coco/ (train2014/, val2014/, dataset_coco.json)")
+FLICKR = KarpathyLayout(
+    "flickr30k",
+    "dataset_flickr30k.json",
+    ("flickr30k-images", "flickr30k_images", "images", ""),
+    "flickr30k/ (flickr30k-images/, dataset_flickr30k.json)",
+)
+
+
+def find_split_file(raw: Path, layout: KarpathyLayout) -> Path:
+    for candidate in (
+        raw / layout.split_file,
+        raw / "karpathy" / layout.split_file,
+        raw / "annotations" / layout.split_file,
+    ):
+        if candidate.is_file():
+            return candidate
+    raise DataMissingError(
+        f"{raw} has no Karpathy split file {layout.split_file}",
+        f"put {layout.split_file} (from Karpathy's caption_datasets.zip) into {raw}",
+    )
+
+
+def read_split_file(path: Path) -> list[dict[str, Any]]:
+    fix = f"replace {path} with the original file from Karpathy's caption_datasets.zip"
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataMissingError(f"{path} is not valid JSON ({e})", fix) from e
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise DataMissingError(f"{path} has no 'images' list", fix)
+    return images
+
+
+def _image_id(entry: dict[str, Any], layout: KarpathyLayout) -> str:
+    if layout.name == "coco" and "cocoid" in entry:
+        return str(entry["cocoid"])
+    return Path(str(entry.get("filename", ""))).stem
+
+
+def _image_dir(raw: Path, layout: KarpathyLayout) -> Path:
+    for d in layout.image_dirs:
+        if d and (raw / d).is_dir():
+            return raw / d
+    return raw
+
+
+def items(raw: Path, layout: KarpathyLayout, entries: list[dict[str, Any]], split: str) -> Iterator[CaptionedImage]:
+    """The items of one prepared split, in split-file order (entries of unknown splits are ignored)."""
+    image_dir = _image_dir(raw, layout)
+    for entry in entries:
+        if not isinstance(entry, dict) or SPLIT_OF.get(entry.get("split", "")) != split:
+            continue
+        filename = str(entry.get("filename", ""))
+        path = image_dir / str(entry.get("filepath", "")) / filename
+        captions = tuple(s.get("raw", "") for s in entry.get("sentences", []) if isinstance(s, dict))
+        extra = (("filename", filename), ("karpathy_split", entry["split"]))
+        yield CaptionedImage(str(path), _image_id(entry, layout), captions, extra)
+
+
+def prepare_karpathy(
+    raw: Path, folder: Path, layout: KarpathyLayout, *, workers: int = 1, samples_per_shard: int = 1000
+) -> Manifest:
+    """Prepare ``raw`` (images + Karpathy split file) into ``folder`` (train = train + restval, val, test)."""
+    raw = Path(raw).expanduser()
+    if not raw.is_dir():
+        raise DataMissingError(f"{layout.name} raw folder {raw} does not exist", f"pass --raw with {layout.raw_hint}")
+    split_file = find_split_file(raw, layout)
+    entries = read_split_file(split_file)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "raw": str(raw.resolve()),
+        "split_file": split_file.name,
+        "splits": "train = train + restval; val; test",
+    }
+    totals = {
+        s: sum(1 for e in entries if isinstance(e, dict) and SPLIT_OF.get(e.get("split", "")) == s) for s in SPLITS
+    }
+    splits = {s: items(raw, layout, entries, s) for s in SPLITS if totals[s]}
+    if not splits:
+        raise DataMissingError(
+            f"{split_file} lists no image of split train/restval/val/test", "use the original Karpathy split file"
+        )
+    return prepare_captioned(
+        folder.name, folder, config, splits, workers=workers, samples_per_shard=samples_per_shard, totals=totals
+    )
+
+
+def _prepare_fn(layout: KarpathyLayout):  # noqa: ANN202 - a PrepareRequest -> Manifest closure
+    def prepare(req: PrepareRequest) -> Manifest:
+        if req.raw is None:
+            raise DataMissingError(
+                f"{layout.name} needs your download",
+                f"run `mmthesis data prepare {layout.name} --raw /path/to/{layout.raw_hint.split()[0]}`",
+            )
+        return prepare_karpathy(
+            req.raw, dataset_dir(prepared_name(layout.name, req.scale), req.out_root), layout, workers=req.workers
+        )
+
+    return prepare
+
+
+register(
+    DatasetSpec(
+        name="coco",
+        kind="image-text",
+        summary="MSCOCO 2014 captions, Karpathy splits (train+restval / val / 5k test)",
+        prepare=_prepare_fn(COCO),
+        raw_hint=COCO.raw_hint,
+    )
+)
+register(
+    DatasetSpec(
+        name="flickr30k",
+        kind="image-text",
+        summary="Flickr30k captions, Karpathy splits (29k train / 1k val / 1k test)",
+        prepare=_prepare_fn(FLICKR),
+        raw_hint=FLICKR.raw_hint,
+    )
+)

@@ -1,0 +1,141 @@
+"""COCO / Flickr30k from Karpathy split files: planted bad items, splits, retrieval loading, stats."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmthesis.core.errors import DataMissingError
+from mmthesis.data.datasets import karpathy
+from mmthesis.data.image_text import load_retrieval_split
+from mmthesis.data.manifest import iter_split, read_manifest, verify
+from mmthesis.data.tokenizers import train_wordpiece
+from mmthesis.data.transforms import eval_transform
+
+
+def jpeg(seed: int, size: int = 20) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def caps(i: int, n: int = 5) -> list[dict]:
+    return [{"raw": f"photo {i} caption {k} of a thing", "tokens": []} for k in range(n)]
+
+
+def build_coco(raw: Path) -> dict[str, int]:
+    """Karpathy COCO layout: 12 train, 4 restval, 4 val, 6 test + planted bad entries; returns expected counts."""
+    images = []
+    cocoid = 1000
+
+    def add(split: str, *, data: bytes | None = None, sentences: list | None = None, cid: int | None = None) -> None:
+        nonlocal cocoid
+        cid = cocoid if cid is None else cid
+        cocoid += 1
+        folder = "val2014" if split in ("val", "test", "restval") else "train2014"
+        name = f"COCO_{folder}_{cid:012d}.jpg"
+        if data is not None:
+            (raw / folder).mkdir(parents=True, exist_ok=True)
+            (raw / folder / name).write_bytes(data)
+        images.append(
+            {
+                "filepath": folder,
+                "filename": name,
+                "split": split,
+                "cocoid": cid,
+                "sentences": sentences if sentences is not None else caps(cid),
+            }
+        )
+
+    for i in range(12):
+        add("train", data=jpeg(i))
+    for i in range(4):
+        add("restval", data=jpeg(100 + i))
+    for i in range(4):
+        add("val", data=jpeg(200 + i))
+    for i in range(6):
+        add("test", data=jpeg(300 + i))
+    # planted bad items (train): missing file, zero bytes, truncated, not an image, no captions, duplicate id
+    add("train")  # file missing
+    add("train", data=b"")
+    add("train", data=jpeg(7)[:200])
+    add("train", data=b"hello, not a jpeg")
+    add("train", data=jpeg(8), sentences=[{"raw": "\x00bad"}, {"raw": "   "}])
+    add("train", data=jpeg(9), cid=1000)  # duplicate of the first train image
+    # caption-level problems on a kept test image: NUL byte dropped, very long caption truncated
+    add("test", data=jpeg(400), sentences=[{"raw": "a good caption"}, {"raw": "nul\x00inside"}, {"raw": "long " * 400}])
+    (raw / "dataset_coco.json").write_text(json.dumps({"dataset": "coco", "images": images}))
+    return {"train": 16, "val": 4, "test": 7}
+
+
+def test_coco_karpathy(tmp_path: Path) -> None:
+    raw = tmp_path / "coco"
+    expected = build_coco(raw)
+    folder = tmp_path / "out" / "coco"
+    manifest = karpathy.prepare_karpathy(raw, folder, karpathy.COCO, samples_per_shard=5)
+    assert {s: manifest.samples(s) for s in ("train", "val", "test")} == expected
+    assert manifest.skipped == {
+        "caption truncated": 1,
+        "corrupt or truncated image": 1,
+        "duplicate id": 1,
+        "empty file": 1,
+        "missing file": 1,
+        "NUL byte in caption": 1,  # the dropped caption of a kept image
+        "no valid caption": 1,  # an image whose captions are all bad: one reason for the item
+        "not an image": 1,
+    }
+    assert manifest.stats["pairs"] == {"train": 80, "val": 20, "test": 32}
+    assert manifest.stats["avg_captions_per_image"]["train"] == 5.0
+    assert verify("coco", folder.parent) == []
+    train = list(iter_split("coco", "train", folder.parent))
+    assert [s["json"]["id"] for s in train][:2] == ["1000", "1001"]
+    assert {s["json"]["karpathy_split"] for s in train} == {"train", "restval"}
+    assert train[0]["jpg"] == (raw / "train2014" / "COCO_train2014_000000001000.jpg").read_bytes()
+    long = next(s for s in iter_split("coco", "test", folder.parent) if s["json"]["id"] == "1032")
+    assert long["json"]["captions"][0] == "a good caption" and len(long["json"]["captions"]) == 2
+    assert len(long["json"]["captions"][1]) == 1000
+
+    tok = train_wordpiece([c for s in train for c in s["json"]["captions"]], 200)
+    split = load_retrieval_split("coco", "test", eval_transform(32), tok, root=folder.parent)
+    assert split.num_images == 7 and split.num_captions == 32
+    assert split.images.shape == (7, 3, 32, 32)
+    assert split.caption_image_index.tolist()[:6] == [0, 0, 0, 0, 0, 1]
+    assert split.text_ids.shape[1] <= 64
+
+
+def test_flickr30k_and_resume_reuse(tmp_path: Path) -> None:
+    raw = tmp_path / "flickr30k"
+    (raw / "flickr30k-images").mkdir(parents=True)
+    images = []
+    for i, split in enumerate(["train"] * 6 + ["val"] * 2 + ["test"] * 3):
+        name = f"{1000 + i}.jpg"
+        (raw / "flickr30k-images" / name).write_bytes(jpeg(i))
+        images.append({"filename": name, "imgid": i, "split": split, "sentences": caps(i)})
+    (raw / "dataset_flickr30k.json").write_text(json.dumps({"dataset": "flickr30k", "images": images}))
+    out = tmp_path / "out"
+    manifest = karpathy.prepare_karpathy(raw, out / "flickr30k", karpathy.FLICKR, samples_per_shard=4)
+    assert (manifest.samples("train"), manifest.samples("val"), manifest.samples("test")) == (6, 2, 3)
+    assert manifest.skipped == {}
+    assert [s["json"]["id"] for s in iter_split("flickr30k", "test", out)] == ["1008", "1009", "1010"]
+    before = (out / "flickr30k" / "manifest.json").read_bytes()
+    again = karpathy.prepare_karpathy(raw, out / "flickr30k", karpathy.FLICKR, samples_per_shard=4)
+    assert again == read_manifest("flickr30k", out)
+    assert (out / "flickr30k" / "manifest.json").read_bytes() == before
+
+
+def test_bad_raw_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataMissingError, match="does not exist"):
+        karpathy.prepare_karpathy(tmp_path / "nope", tmp_path / "out" / "coco", karpathy.COCO)
+    (tmp_path / "coco").mkdir()
+    with pytest.raises(DataMissingError, match="no Karpathy split file dataset_coco.json"):
+        karpathy.prepare_karpathy(tmp_path / "coco", tmp_path / "out" / "coco", karpathy.COCO)
+    (tmp_path / "coco" / "dataset_coco.json").write_bytes(b"\xff\xfe{not json")
+    with pytest.raises(DataMissingError, match="not valid JSON"):
+        karpathy.prepare_karpathy(tmp_path / "coco", tmp_path / "out" / "coco", karpathy.COCO)
+    assert not (tmp_path / "out" / "coco" / "manifest.json").exists()

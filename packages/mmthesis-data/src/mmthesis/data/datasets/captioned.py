@@ -90,8 +90,9 @@ def make_sample(item: CaptionedImage | Skipped) -> Sample | Skipped:
             dropped.append(Skipped(item.id, TRUNCATED))
             text = text[:MAX_CAPTION_CHARS]
         captions.append(text)
-    if not captions:
-        return Skipped(item.id, NO_CAPTION)
+    if not captions:  # one reason per skipped item: the captions' own if they agree
+        reasons = {d.reason for d in dropped}
+        return Skipped(item.id, reasons.pop() if len(reasons) == 1 else NO_CAPTION)
     try:
         data = Path(item.path).read_bytes()
     except FileNotFoundError:

@@ -25,12 +25,19 @@ from mmthesis.data.registry import (
     prepared_name,
 )
 
-app = typer.Typer(help="Prepare, list, inspect and verify datasets (raw -> checksummed tar shards).", no_args_is_help=True)
+app = typer.Typer(
+    help="Prepare, list, inspect and verify datasets (raw -> checksummed tar shards).", no_args_is_help=True
+)
 
 SCALES = ("smoke", "small", "full")
 
-ScaleOpt = Annotated[str | None, typer.Option("--scale", help="smoke | small | full (default: full, or the only scale the dataset has)")]
-RootOpt = Annotated[Path | None, typer.Option("--root", help="prepared datasets root (default: $MMTHESIS_DATA_ROOT or $MMTHESIS_HOME/data)")]
+ScaleOpt = Annotated[
+    str | None, typer.Option("--scale", help="smoke | small | full (default: full, or the only scale the dataset has)")
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option("--root", help="prepared datasets root (default: $MMTHESIS_DATA_ROOT or $MMTHESIS_HOME/data)"),
+]
 
 
 def resolve_scale(spec: DatasetSpec, scale: str | None) -> str:
@@ -40,7 +47,9 @@ def resolve_scale(spec: DatasetSpec, scale: str | None) -> str:
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}", f"use one of: {', '.join(SCALES)}")
     if scale not in spec.scales:
-        raise MMThesisError(f"dataset {spec.name!r} has no {scale!r} scale", f"use --scale {' or --scale '.join(spec.scales)}")
+        raise MMThesisError(
+            f"dataset {spec.name!r} has no {scale!r} scale", f"use --scale {' or --scale '.join(spec.scales)}"
+        )
     return scale
 
 
@@ -92,7 +101,9 @@ def list_datasets(root: RootOpt = None) -> None:
 def prepare(
     name: Annotated[str, typer.Argument(help="dataset name (see `mmthesis data list`)")],
     raw: Annotated[Path | None, typer.Option("--raw", help="the raw download, in the publisher's layout")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="prepared datasets root (default: $MMTHESIS_HOME/data)")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="prepared datasets root (default: $MMTHESIS_HOME/data)")
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="parallel worker processes")] = 1,
     scale: ScaleOpt = None,
 ) -> None:
@@ -104,7 +115,9 @@ def prepare(
     spec = get_dataset(name)
     scale = resolve_scale(spec, scale)
     if raw is None and spec.needs_raw(scale):
-        raise DataMissingError(f"dataset {name!r} needs its raw files ({spec.raw_hint})", f"run `{prepare_command(name, scale)}`")
+        raise DataMissingError(
+            f"dataset {name!r} needs its raw files ({spec.raw_hint})", f"run `{prepare_command(name, scale)}`"
+        )
     if raw is not None and not spec.raw_hint and scale not in spec.stand_in:
         raise MMThesisError(f"dataset {name!r} is generated and takes no --raw", f"run `mmthesis data prepare {name}`")
     if raw is not None and not raw.exists():
@@ -121,6 +134,46 @@ def _stats_rows(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k} {v}" for k, v in value.items())
     return str(value)
+
+
+def _table4_row(manifest: Manifest) -> str | None:
+    """The thesis's Table 4 columns for an image-text training split (None for other datasets)."""
+    st = manifest.stats
+    if not isinstance(st.get("pairs"), dict) or "train" not in st["pairs"] or not isinstance(st.get("images"), dict):
+        return None
+    unit = st.get("caption_length_unit", "words")
+    return (
+        f"Table 4 row (train): avg caption length {st['avg_caption_words']['train']} ({unit}), "
+        f"captions per image {st['avg_captions_per_image']['train']}, images {st['images']['train']}, image-text pairs {st['pairs']['train']}"
+    )
+
+
+@app.command("download")
+def download_cmd(
+    name: Annotated[str, typer.Argument(help="cc3m or cc12m")],
+    raw: Annotated[Path, typer.Option("--raw", help="folder holding the dataset's TSV; images go to RAW/images/")],
+    workers: Annotated[int, typer.Option("--workers", min=1, help="concurrent requests")] = 32,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="only the first N rows (the thesis tried the first 3M of CC12M)"),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds per request")] = 5.0,
+    retries: Annotated[int, typer.Option("--retries", min=1, help="attempts per URL")] = 3,
+) -> None:
+    """Download the images of a URL-list dataset (resumable; failures logged in RAW/download-*/failures.jsonl).
+
+    Example: mmthesis data download cc3m --raw /data/cc3m --workers 64
+    """
+    from mmthesis.data.datasets import cc
+
+    layouts = {"cc3m": cc.CC3M, "cc12m": cc.CC12M}
+    if name not in layouts:
+        raise MMThesisError(f"dataset {name!r} has no downloader", f"use one of: {', '.join(layouts)}")
+    report = cc.download_cc(raw, layouts[name], workers=workers, limit=limit, timeout=timeout, retries=retries)
+    console.print(
+        f"{name}: {report.downloaded} downloaded, {report.already_present} already present, failed: {dict(report.failed) or 'none'}"
+    )
+    console.print(f"next: `mmthesis data prepare {name} --raw {raw}`")
 
 
 @app.command("stats")
@@ -143,7 +196,14 @@ def stats(
     for split in _ordered_splits(manifest):
         info = manifest.splits[split]
         mb = sum(s["bytes"] for s in info["shards"]) / 1e6
-        splits.add_row(split, str(info["samples"]), *(str(info.get(k, "")) for k in extra), str(info.get("skipped", 0)), str(len(info["shards"])), f"{mb:.1f}")
+        splits.add_row(
+            split,
+            str(info["samples"]),
+            *(str(info.get(k, "")) for k in extra),
+            str(info.get("skipped", 0)),
+            str(len(info["shards"])),
+            f"{mb:.1f}",
+        )
     console.print(splits)
     if manifest.stats:
         table = Table(title=f"{folder_name}: statistics")
@@ -152,6 +212,9 @@ def stats(
         for key, value in manifest.stats.items():
             table.add_row(key, _stats_rows(value))
         console.print(table)
+    row = _table4_row(manifest)
+    if row:
+        console.print(row)
     if manifest.skipped:
         table = Table(title=f"{folder_name}: skipped items")
         table.add_column("reason")
@@ -179,7 +242,9 @@ def verify_cmd(
     if problems:
         for problem in problems:
             console.print(f"[red]problem[/red] {problem}")
-        console.print(f"{len(problems)} problem(s); fix: re-run `{prepare_command(name, resolve_scale(spec, scale))}` (it redoes bad shards)")
+        console.print(
+            f"{len(problems)} problem(s); fix: re-run `{prepare_command(name, resolve_scale(spec, scale))}` (it redoes bad shards)"
+        )
         raise typer.Exit(1)
     manifest = read_manifest(folder_name, root)
     n = sum(len(info["shards"]) for info in manifest.splits.values())

@@ -19,11 +19,15 @@ counted (``captioned``) and memory does not grow with the corpus.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mmthesis.core.errors import DataMissingError
 from mmthesis.data.datasets.captioned import CaptionedImage, prepare_captioned
+from mmthesis.data.download import DownloadReport, download
 from mmthesis.data.manifest import Manifest, Skipped, dataset_dir
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepared_name, register
 
@@ -105,33 +109,31 @@ def prepare_cc(
 
 
 def download_cc(
-    raw: Path, layout: TsvLayout, *, workers: int = 32, limit: int | None = None, **kwargs: object
-) -> object:
-    """Fetch the images of the TSVs' rows (the first ``limit`` rows of each) into ``raw/images/``; see ``download``."""
-    import itertools
-
-    from mmthesis.data.download import download
-
+    raw: Path, layout: TsvLayout, *, workers: int = 32, limit: int | None = None, **kwargs: Any
+) -> DownloadReport:
+    """Fetch the images of the TSVs' rows (the first ``limit`` of each) into ``raw/images[-val]/``; see ``download``."""
     raw = Path(raw).expanduser()
     if not (raw / layout.files["train"]).is_file():
         raise DataMissingError(f"{raw} has no {layout.files['train']}", f"download the TSV of {layout.name} into {raw}")
-    images = raw / "images"
-    report = None
+    total = DownloadReport()
     for split, name in layout.files.items():
         if not (raw / name).is_file():
             continue
         rows = (
             (e[0], e[1].decode("utf-8", "replace")) for e in read_rows(raw / name, layout) if not isinstance(e, Skipped)
         )
-        folder = images if split == "train" else raw / f"images-{split}"
+        images = raw / ("images" if split == "train" else f"images-{split}")
         report = download(
             itertools.islice(rows, limit),
-            lambda row, folder=folder: image_path(folder, row),
+            functools.partial(image_path, images),
             raw / f"download-{split}",
             workers=workers,
             **kwargs,
-        )  # type: ignore[arg-type]
-    return report
+        )
+        total.downloaded += report.downloaded
+        total.already_present += report.already_present
+        total.failed.update(report.failed)
+    return total
 
 
 def _prepare_fn(layout: TsvLayout):  # noqa: ANN202 - a PrepareRequest -> Manifest closure

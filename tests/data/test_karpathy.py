@@ -172,3 +172,28 @@ def test_cli_prepare_workers_stats_verify(tmp_path: Path) -> None:
     shard.write_bytes(shard.read_bytes()[:-10] + b"0123456789")
     result = runner.invoke(data_cmd.app, ["verify", "coco", "--root", str(out)])
     assert result.exit_code == 1 and "test/shard-000000.tar checksum mismatch" in result.output
+
+
+def test_streamed_pairs_over_ranks_give_batches(tmp_path: Path) -> None:
+    """Prepared COCO train streams as one example per caption, split over 2 ranks, into the Batch format."""
+    from torch.utils.data import DataLoader
+
+    from mmthesis.data.streaming import PairCollate, PairDecoder, ShardStream
+    from mmthesis.data.transforms import train_transform
+
+    raw = tmp_path / "coco"
+    build_coco(raw)
+    karpathy.prepare_karpathy(raw, tmp_path / "out" / "coco", karpathy.COCO, samples_per_shard=4)
+    captions = [c for s in iter_split("coco", "train", tmp_path / "out") for c in s["json"]["captions"]]
+    tok = train_wordpiece(captions, 200)
+    ids: list[str] = []
+    for rank in range(2):
+        stream = ShardStream.from_prepared(
+            "coco", "train", tmp_path / "out", decode=PairDecoder(train_transform(32)), seed=0, rank=rank, world_size=2
+        )
+        for batch in DataLoader(stream, batch_size=16, collate_fn=PairCollate(tok)):
+            assert batch.image.shape[1:] == (3, 32, 32) and batch.text_ids.shape == batch.text_padding_mask.shape
+            assert not batch.text_padding_mask[:, 0].any()  # [CLS] is never padding
+            assert all(i.startswith(f"{j}_") for i, j in zip(batch.id, batch.image_id, strict=True))
+            ids += batch.id
+    assert len(ids) == 80 and len(set(ids)) == 80

@@ -77,3 +77,16 @@ def test_denormalise_inverts() -> None:
     x = eval_transform(8)(img)
     back = denormalise(x)
     assert torch.allclose(back * 255, torch.from_numpy(np.array(img)).permute(2, 0, 1).float(), atol=1e-3)
+
+
+def test_classification_eval_resizes_shorter_side_then_center_crops() -> None:
+    from PIL import Image
+
+    from mmthesis.data.transforms import classification_eval_transform, denormalise
+
+    im = Image.new("RGB", (300, 100), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 100, 100))  # left third red: cropped away by a center crop, kept by a squash
+    x = classification_eval_transform(32)(im)
+    assert x.shape == (3, 32, 32)
+    rgb = denormalise(x)
+    assert rgb[2].mean() > 0.95 and rgb[0].mean() < 0.05

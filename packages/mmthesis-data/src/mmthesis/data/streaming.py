@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from mmthesis.data.batch import Batch
 from mmthesis.data.manifest import Sample, dataset_dir, read_manifest, read_shard
+from mmthesis.data.tokenizers import Tokenizer
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -121,7 +123,14 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Any]:
         for sample in self._buffered(self._raw_samples()):
-            yield self.decode(sample) if self.decode is not None else sample
+            if self.decode is None:
+                yield sample
+                continue
+            decoded = self.decode(sample)
+            if isinstance(decoded, list):  # one sample -> several examples (image-text pairs)
+                yield from decoded
+            else:
+                yield decoded
 
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -151,16 +160,7 @@ class ImageDecoder:
         self.transform = transform
 
     def __call__(self, sample: Sample) -> dict[str, Any]:
-        key = next(k for k in IMAGE_KEYS if k in sample)
-        try:
-            from torchvision.io import ImageReadMode, decode_image
-
-            image = decode_image(torch.frombuffer(bytearray(sample[key]), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except (
-            ImportError,
-            RuntimeError,
-        ):  # no torchvision.io, or a format it cannot read (prepared images were verified by PIL)
-            image = _decode_pil(sample[key])
+        image = self.image(sample)
         meta = sample.get("json", {})
         return {
             "id": str(meta.get("id", sample["__key__"])),
@@ -168,3 +168,45 @@ class ImageDecoder:
             "label": int(sample["cls"]) if "cls" in sample else None,
             "captions": list(meta.get("captions", [])),
         }
+
+    @staticmethod
+    def image(sample: Sample) -> torch.Tensor:
+        """The sample's image as a uint8 (3, H, W) tensor."""
+        key = next(k for k in IMAGE_KEYS if k in sample)
+        try:
+            from torchvision.io import ImageReadMode, decode_image
+
+            image = decode_image(torch.frombuffer(bytearray(sample[key]), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except (ImportError, RuntimeError):  # no torchvision.io, or a format it cannot read (PIL verified it)
+            return _decode_pil(sample[key])
+        return image
+
+
+class PairDecoder(ImageDecoder):
+    """One example per (image, caption) pair, as the thesis trains; the image is augmented anew for each pair."""
+
+    def __call__(self, sample: Sample) -> list[dict[str, Any]]:  # type: ignore[override]
+        image = self.image(sample)
+        meta = sample.get("json", {})
+        image_id = str(meta.get("id", sample["__key__"]))
+        return [
+            {"id": f"{image_id}_{k}", "image_id": image_id, "image": self.transform(image), "caption": c}
+            for k, c in enumerate(meta.get("captions", []))
+        ]
+
+
+class PairCollate:
+    """Pair examples -> ``Batch`` (DESIGN.md's one batch format): captions tokenized here, padded to the longest."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 64) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> Batch:
+        ids, mask = self.tokenizer.encode_batch([e["caption"] for e in examples], self.max_length)
+        return Batch(
+            id=[e["id"] for e in examples],
+            image=torch.stack([e["image"] for e in examples]),
+            text_ids=ids,
+            text_padding_mask=mask,
+            image_id=[e["image_id"] for e in examples],
+        )

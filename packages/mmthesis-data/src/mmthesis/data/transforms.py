@@ -5,6 +5,8 @@
   (Image KD uses scale (0.08, 1.0), retrieval finetuning (0.5, 1.0): pass ``scale``.)
 - Retrieval / zero-shot evaluation: resize (squash, no crop) to size x size,
   bicubic -> normalise.
+- Downstream classification evaluation (ImageNet, CIFAR): resize the shorter side
+  to size, bicubic -> center crop -> normalise.
 
 Inputs are PIL images or uint8 (C, H, W) tensors; outputs float32 (3, size, size).
 """
@@ -40,6 +42,17 @@ def eval_transform(img_size: int) -> v2.Compose:
     return v2.Compose(
         [
             v2.Resize((img_size, img_size), interpolation=InterpolationMode.BICUBIC, antialias=True),
+            *_to_normalised_tensor(),
+        ]
+    )
+
+
+def classification_eval_transform(img_size: int) -> v2.Compose:
+    """Resize the shorter side to img_size, bicubic -> center crop -> normalise (REFERENCE.md §4.3, downstream classification eval)."""
+    return v2.Compose(
+        [
+            v2.Resize(img_size, interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(img_size),
             *_to_normalised_tensor(),
         ]
     )

@@ -136,9 +136,7 @@ class ShardStream(IterableDataset):
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 # torchvision 0.29 deprecates torchvision.io decoding in favour of torchcodec; it is still the fastest
 # decoder installed (benchmarks/loader.py), and ImageDecoder falls back to PIL if it goes away.
-warnings.filterwarnings(
-    "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
-)
+_DEPRECATED = "The image decoding and encoding capabilities of TorchVision"
 
 
 def _decode_pil(data: bytes) -> torch.Tensor:
@@ -176,7 +174,11 @@ class ImageDecoder:
         try:
             from torchvision.io import ImageReadMode, decode_image
 
-            image = decode_image(torch.frombuffer(bytearray(sample[key]), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_DEPRECATED, category=DeprecationWarning)
+                image = decode_image(
+                    torch.frombuffer(bytearray(sample[key]), dtype=torch.uint8), mode=ImageReadMode.RGB
+                )
         except (ImportError, RuntimeError):  # no torchvision.io, or a format it cannot read (PIL verified it)
             return _decode_pil(sample[key])
         return image

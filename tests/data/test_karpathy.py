@@ -68,6 +68,9 @@ def build_coco(raw: Path) -> dict[str, int]:
     add("train", data=b"hello, not a jpeg")
     add("train", data=jpeg(8), sentences=[{"raw": "\x00bad"}, {"raw": "   "}])
     add("train", data=jpeg(9), cid=1000)  # duplicate of the first train image
+    images.append(
+        {"filepath": "..", "filename": "../outside.jpg", "split": "train", "cocoid": 5, "sentences": caps(5)}
+    )  # leaves raw/
     # caption-level problems on a kept test image: NUL byte dropped, very long caption truncated
     add("test", data=jpeg(400), sentences=[{"raw": "a good caption"}, {"raw": "nul\x00inside"}, {"raw": "long " * 400}])
     (raw / "dataset_coco.json").write_text(json.dumps({"dataset": "coco", "images": images}))
@@ -89,6 +92,7 @@ def test_coco_karpathy(tmp_path: Path) -> None:
         "NUL byte in caption": 1,  # the dropped caption of a kept image
         "no valid caption": 1,  # an image whose captions are all bad: one reason for the item
         "not an image": 1,
+        "unsafe path": 1,
     }
     assert manifest.stats["pairs"] == {"train": 80, "val": 20, "test": 32}
     assert manifest.stats["avg_captions_per_image"]["train"] == 5.0

@@ -21,7 +21,7 @@ from typing import Any
 
 from mmthesis.core.errors import DataMissingError
 from mmthesis.data.datasets.captioned import CaptionedImage, prepare_captioned
-from mmthesis.data.manifest import Manifest, dataset_dir
+from mmthesis.data.manifest import Manifest, Skipped, dataset_dir
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepared_name, register
 
 FORMAT_VERSION = 1
@@ -85,15 +85,27 @@ def _image_dir(raw: Path, layout: KarpathyLayout) -> Path:
     return raw
 
 
-def items(raw: Path, layout: KarpathyLayout, entries: list[dict[str, Any]], split: str) -> Iterator[CaptionedImage]:
+UNSAFE_PATH = "unsafe path"
+
+
+def _unsafe(*parts: str) -> bool:
+    return any(p.startswith(("/", "\\")) or ".." in Path(p).parts for p in parts)
+
+
+def items(
+    raw: Path, layout: KarpathyLayout, entries: list[dict[str, Any]], split: str
+) -> Iterator[CaptionedImage | Skipped]:
     """The items of one prepared split, in split-file order (entries of unknown splits are ignored)."""
     image_dir = _image_dir(raw, layout)
     for entry in entries:
         if not isinstance(entry, dict) or SPLIT_OF.get(entry.get("split", "")) != split:
             continue
-        filename = str(entry.get("filename", ""))
-        path = image_dir / str(entry.get("filepath", "")) / filename
-        captions = tuple(s.get("raw", "") for s in entry.get("sentences", []) if isinstance(s, dict))
+        filename, filepath = str(entry.get("filename", "")), str(entry.get("filepath", ""))
+        if _unsafe(filename, filepath):  # the split file must not point outside the raw folder
+            yield Skipped(_image_id(entry, layout), UNSAFE_PATH)
+            continue
+        path = image_dir / filepath / filename
+        captions = tuple(str(s.get("raw", "")) for s in entry.get("sentences", []) if isinstance(s, dict))
         extra = (("filename", filename), ("karpathy_split", entry["split"]))
         yield CaptionedImage(str(path), _image_id(entry, layout), captions, extra)
 

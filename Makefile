@@ -26,7 +26,11 @@ demo: install
 	$(MM) data prepare imagenet --scale smoke
 	$(MM) data prepare openwebtext --scale smoke
 	$(MM) data prepare glue --scale smoke
+	$(MM) data prepare coco --scale smoke
+	$(MM) data prepare cc3m --scale smoke
+	$(MM) data prepare cc12m --scale smoke
 	$(MM) reproduce table-3 --scale smoke
+	$(MM) reproduce table-4 --scale smoke
 	$(MM) reproduce table-25 --scale smoke
 
 test: install

@@ -129,3 +129,47 @@ def count_training_examples(name: str, scale: str = "full", root: Path | None = 
     return TrainingExampleCount(
         dataset=name, examples=examples, unit=unit, detail=detail, stand_in=manifest.stats.get("stand_in")
     )
+
+
+# -- Table 4: image-text training data ----------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ImageTextSummary:
+    """Table 4's columns for a prepared image-text dataset's train split."""
+
+    dataset: str
+    images: int
+    pairs: int
+    captions_per_image: float
+    avg_caption_length: float
+    caption_length_unit: str
+    skipped: dict[str, int]  # reason -> count, all splits
+    stand_in: str | None
+
+
+def summarize_image_text(name: str, scale: str = "full", root: Path | None = None) -> ImageTextSummary:
+    """Table 4's row for prepared image-text dataset ``name`` at ``scale``, from its manifest.
+
+    The manifest's numbers were computed from the written shards when they were
+    prepared (``captioned.split_stats``); ``mmthesis data verify`` re-checks the shards.
+    """
+    spec = get_dataset(name)
+    if spec.kind != "image-text":
+        raise UnknownNameError(f"dataset {name!r} is not an image-text dataset", "Table 4 summarises coco, cc3m, cc12m")
+    if scale not in spec.scales:
+        raise UnknownNameError(f"dataset {name!r} has no scale {scale!r}", f"use one of: {', '.join(spec.scales)}")
+    fix = prepare_command(name, scale)
+    manifest = read_manifest(prepared_name(name, scale), root, prepare_hint=fix)
+    st = manifest.stats
+    try:
+        return ImageTextSummary(
+            dataset=name,
+            images=int(st["images"]["train"]),
+            pairs=int(st["pairs"]["train"]),
+            captions_per_image=float(st["avg_captions_per_image"]["train"]),
+            avg_caption_length=float(st["avg_caption_words"]["train"]),
+            caption_length_unit=str(st.get("caption_length_unit", "whitespace words")),
+            skipped={str(k): int(v) for k, v in manifest.skipped.items()},
+            stand_in=spec.stand_in.get(scale),
+        )
+    except (KeyError, TypeError) as e:
+        raise _corrupt(manifest.name, f"its manifest lacks the train split's Table 4 statistics ({e})", fix) from e

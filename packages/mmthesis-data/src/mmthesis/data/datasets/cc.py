@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.errors import DataMissingError
+from mmthesis.data.datasets import vl_standins
 from mmthesis.data.datasets.captioned import CaptionedImage, prepare_captioned
 from mmthesis.data.download import DownloadReport, download
 from mmthesis.data.manifest import Manifest, Skipped, dataset_dir
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepared_name, register
+from mmthesis.data.standins import standin_dir
 
 FORMAT_VERSION = 1
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
@@ -138,14 +140,18 @@ def download_cc(
 
 def _prepare_fn(layout: TsvLayout):  # noqa: ANN202 - a PrepareRequest -> Manifest closure
     def prepare(req: PrepareRequest) -> Manifest:
+        folder = dataset_dir(prepared_name(layout.name, req.scale), req.out_root)
+        if req.scale == "smoke":
+            raw = req.raw or vl_standins.build_cc_raw(
+                standin_dir(folder.name), layout.name, layout.files["train"], layout.caption_column
+            )
+            return prepare_cc(raw, folder, layout, workers=req.workers)
         if req.raw is None:
             raise DataMissingError(
                 f"{layout.name} needs its TSV and images",
                 f"run `mmthesis data download {layout.name} --raw /path/to/{layout.name}` first",
             )
-        return prepare_cc(
-            req.raw, dataset_dir(prepared_name(layout.name, req.scale), req.out_root), layout, workers=req.workers
-        )
+        return prepare_cc(req.raw, folder, layout, workers=req.workers)
 
     return prepare
 
@@ -157,6 +163,8 @@ register(
         summary="Conceptual Captions 3M (the rows whose images downloaded)",
         prepare=_prepare_fn(CC3M),
         raw_hint=CC3M.raw_hint,
+        scales=("smoke", "full"),
+        stand_in={"smoke": vl_standins.CC_STAND_IN},
     )
 )
 register(
@@ -166,5 +174,7 @@ register(
         summary="Conceptual Captions 12M (the rows whose images downloaded)",
         prepare=_prepare_fn(CC12M),
         raw_hint=CC12M.raw_hint,
+        scales=("smoke", "full"),
+        stand_in={"smoke": vl_standins.CC_STAND_IN},
     )
 )

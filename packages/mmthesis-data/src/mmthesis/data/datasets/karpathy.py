@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.errors import DataMissingError
+from mmthesis.data.datasets import vl_standins
 from mmthesis.data.datasets.captioned import CaptionedImage, prepare_captioned
 from mmthesis.data.manifest import Manifest, Skipped, dataset_dir
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepared_name, register
+from mmthesis.data.standins import standin_dir
 
 FORMAT_VERSION = 1
 SPLIT_OF = {"train": "train", "restval": "train", "val": "val", "test": "test"}  # Karpathy split -> prepared split
@@ -140,14 +142,16 @@ def prepare_karpathy(
 
 def _prepare_fn(layout: KarpathyLayout):  # noqa: ANN202 - a PrepareRequest -> Manifest closure
     def prepare(req: PrepareRequest) -> Manifest:
+        folder = dataset_dir(prepared_name(layout.name, req.scale), req.out_root)
+        if req.scale == "smoke" and layout.name == "coco":
+            raw = req.raw or vl_standins.build_coco_raw(standin_dir(folder.name), req.out_root)
+            return prepare_karpathy(raw, folder, layout, workers=req.workers)
         if req.raw is None:
             raise DataMissingError(
                 f"{layout.name} needs your download",
                 f"run `mmthesis data prepare {layout.name} --raw /path/to/{layout.raw_hint.split()[0]}`",
             )
-        return prepare_karpathy(
-            req.raw, dataset_dir(prepared_name(layout.name, req.scale), req.out_root), layout, workers=req.workers
-        )
+        return prepare_karpathy(req.raw, folder, layout, workers=req.workers)
 
     return prepare
 
@@ -159,6 +163,8 @@ register(
         summary="MSCOCO 2014 captions, Karpathy splits (train+restval / val / 5k test)",
         prepare=_prepare_fn(COCO),
         raw_hint=COCO.raw_hint,
+        scales=("smoke", "full"),
+        stand_in={"smoke": vl_standins.COCO_STAND_IN},
     )
 )
 register(

@@ -28,6 +28,8 @@ def reproduce(name: str, scale: str, out_dir: Path | None = None, *, runs_root: 
         raise ConfigError(f"{name} cannot be reproduced at scale {scale!r}", f"use --scale {' or '.join(spec.scales)}")
     if spec.kind == "dataset-inventory":
         table, data = _inventory(spec, scale)
+    elif spec.kind == "vl-dataset-summary":
+        table, data = _vl_summary(spec, scale)
     else:
         table, data = _retrieval(spec, scale, runs_root)
     out = out_dir or default_out_dir()
@@ -51,10 +53,7 @@ def _inventory(spec: TableSpec, scale: str) -> tuple[RenderedTable, dict[str, An
         except DataMissingError as e:
             missing.append(e)
     if missing:
-        fixes = " && ".join(f"`{e.fix.removeprefix('run ').strip('`')}`" if e.fix else e.message for e in missing)
-        raise DataMissingError(
-            f"{spec_label(spec)} at scale {scale} needs {len(missing)} unprepared dataset(s)", f"run {fixes}"
-        )
+        raise _missing_data(spec, scale, missing)
     header = ["Dataset", f"{spec.value_header} (published)", f"{spec.value_header} (reproduced, {scale})", "Note"]
     body, data = [], {}
     for row in rows:
@@ -80,6 +79,83 @@ def _inventory(spec: TableSpec, scale: str) -> tuple[RenderedTable, dict[str, An
         )
     notes += [f"{r.name}: {r.note}" for r in rows if r.note and (scale == "full" or r.dataset is None)]
     return RenderedTable(f"Table {spec.table}: {spec.title} (scale: {scale})", header, body, notes), data
+
+
+# -- Table 4 style: columns of prepared image-text training data --------------------------------
+VL_COLUMNS = {
+    "avg_caption_length": "Avg. Caption Length",
+    "captions_per_image": "Avg. Captions per Image",
+    "images": "Images",
+    "pairs": "Image-Text Pairs",
+}
+
+
+def _vl_summary(spec: TableSpec, scale: str) -> tuple[RenderedTable, dict[str, Any]]:
+    from mmthesis.data.counts import summarize_image_text
+
+    rows = spec.vl_summary_rows()
+    summaries, missing = {}, []
+    for row in rows:
+        if row.dataset is not None:
+            try:
+                summaries[row.name] = summarize_image_text(row.dataset, scale)
+            except DataMissingError as e:
+                missing.append(e)
+    if missing:
+        raise _missing_data(spec, scale, missing)
+    measured: dict[str, dict[str, float | None]] = {}
+    for row in rows:
+        if row.dataset is not None:
+            s = summaries[row.name]
+            measured[row.name] = {
+                "avg_caption_length": s.avg_caption_length,
+                "captions_per_image": s.captions_per_image,
+                "images": s.images,
+                "pairs": s.pairs,
+            }
+        else:
+            parts = [measured[n] for n in row.sum_of]
+            measured[row.name] = {
+                "avg_caption_length": None,
+                "captions_per_image": None,
+                "images": sum(p["images"] for p in parts),
+                "pairs": sum(p["pairs"] for p in parts),
+            }
+    header = ["Dataset", "Values", *VL_COLUMNS.values()]
+    body, data = [], {}
+    for row in rows:
+        body.append([row.name, "published", *(_vl_cell(k, row.published.get(k)) for k in VL_COLUMNS)])
+        body.append([row.name, f"reproduced ({scale})", *(_vl_cell(k, measured[row.name][k]) for k in VL_COLUMNS)])
+        data[row.name] = {"published": row.published, "reproduced": measured[row.name]}
+    units = {s.caption_length_unit for s in summaries.values()}
+    notes = [
+        f"Scale: {scale}. Published values from the thesis (spec {Path(spec.path).name}); reproduced values are the "
+        "prepared train splits' manifest statistics (`mmthesis data stats NAME`).",
+        f"Reproduced caption length is in {', '.join(sorted(units))}; the thesis counts tokens (REFERENCE.md §4.1).",
+        "COCO train = Karpathy train + restval as in the thesis code; the published 82,783 images is the train2014 "
+        "folder next to the train+restval pair count (REFERENCE.md §10 item 13).",
+    ]
+    notes += [f"{name}: stand-in: {s.stand_in}" for name, s in summaries.items() if s.stand_in]
+    notes += [
+        f"{name}: skipped {', '.join(f'{n} {r}' for r, n in sorted(s.skipped.items()))}"
+        for name, s in summaries.items()
+        if s.skipped
+    ]
+    return RenderedTable(f"Table {spec.table}: {spec.title} (scale: {scale})", header, body, notes), data
+
+
+def _vl_cell(column: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{int(value):,}" if column in ("images", "pairs") else f"{value:.1f}"
+
+
+def _missing_data(spec: TableSpec, scale: str, missing: list[DataMissingError]) -> DataMissingError:
+    """One error listing the prepare command of every dataset the table still needs."""
+    fixes = " && ".join(f"`{e.fix.removeprefix('run ').strip('`')}`" if e.fix else e.message for e in missing)
+    return DataMissingError(
+        f"{spec_label(spec)} at scale {scale} needs {len(missing)} unprepared dataset(s)", f"run {fixes}"
+    )
 
 
 # -- Table 25 style: retrieval of trained recipes -------------------------------------------------

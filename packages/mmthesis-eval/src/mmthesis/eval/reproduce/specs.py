@@ -28,6 +28,16 @@ class InventoryRow:
 
 
 @dataclass
+class VLSummaryRow:
+    """A Table 4 row: published columns (None = not given) of one dataset, or the total of ``sum_of``."""
+
+    name: str
+    published: dict[str, float | None]
+    dataset: str | None = None
+    sum_of: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RetrievalDataset:
     name: str
     key: str
@@ -48,7 +58,7 @@ class TableSpec:
     label: str
     title: str
     section: str
-    kind: Literal["dataset-inventory", "retrieval"]
+    kind: Literal["dataset-inventory", "vl-dataset-summary", "retrieval"]
     scales: list[str]
     rows: list[dict[str, Any]]
     value_header: str = "Value"
@@ -58,6 +68,9 @@ class TableSpec:
 
     def inventory_rows(self) -> list[InventoryRow]:
         return [from_dict(InventoryRow, r, prefix=f"rows[{i}].") for i, r in enumerate(self.rows)]
+
+    def vl_summary_rows(self) -> list[VLSummaryRow]:
+        return [from_dict(VLSummaryRow, r, prefix=f"rows[{i}].") for i, r in enumerate(self.rows)]
 
     def retrieval_rows(self) -> list[RetrievalRow]:
         return [from_dict(RetrievalRow, r, prefix=f"rows[{i}].") for i, r in enumerate(self.rows)]

@@ -6,9 +6,12 @@ import torch.nn.functional as F
 
 from mmthesis.students.losses import (
     clip_contrastive_loss,
+    clip_contrastive_loss_with_bank,
     contrastive_distillation_loss,
     kl_distillation_loss,
+    masked_regression_loss,
     mse_distillation_loss,
+    tcmli_distillation_loss,
 )
 from mmthesis.students.memory_bank import TeacherMemoryBank
 
@@ -47,7 +50,9 @@ def test_contrastive_distillation_with_bank_matches_hand_computation():
     assert got.item() == pytest.approx(expected, rel=1e-6)
     # without the bank only the in-batch targets are keys
     rows_nb = [r[:2] for r in rows]
-    assert contrastive_distillation_loss(student, teacher, scale).item() == pytest.approx((_ce(rows_nb[0], 0) + _ce(rows_nb[1], 1)) / 2, rel=1e-6)
+    assert contrastive_distillation_loss(student, teacher, scale).item() == pytest.approx(
+        (_ce(rows_nb[0], 0) + _ce(rows_nb[1], 1)) / 2, rel=1e-6
+    )
 
 
 def test_mse_and_kl():
@@ -77,3 +82,58 @@ def test_memory_bank_larger_batch_keeps_newest():
     bank = TeacherMemoryBank(size=2, dim=2)
     bank.enqueue(F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1))
     assert torch.allclose(bank.bank, F.normalize(torch.tensor([[0.0, 1.0], [1.0, 1.0]]), dim=-1))
+
+
+def test_clip_loss_with_banks_matches_hand_computation():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    txt = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # normalised: identity
+    img_bank = torch.tensor([[-1.0, 0.0]])
+    txt_bank = torch.tensor([[3.0, 4.0]])  # normalised [.6, .8]
+    s = 2.0
+    # i2t: image i against [text_0, text_1, text_bank]
+    i2t = (_ce([s * 1, 0.0, s * 0.6], 0) + _ce([0.0, s * 1, s * 0.8], 1)) / 2
+    # t2i: text i against [image_0, image_1, image_bank]
+    t2i = (_ce([s * 1, 0.0, -s * 1], 0) + _ce([0.0, s * 1, 0.0], 1)) / 2
+    got = clip_contrastive_loss_with_bank(img, txt, torch.tensor(math.log(s)), image_bank=img_bank, text_bank=txt_bank)
+    assert got.item() == pytest.approx(0.5 * (i2t + t2i), rel=1e-6)
+    # without banks and keys it is the plain CLIP loss
+    plain = clip_contrastive_loss_with_bank(img, txt, torch.tensor(math.log(s)))
+    assert plain.item() == pytest.approx(clip_contrastive_loss(img, txt, torch.tensor(math.log(s))).item(), rel=1e-6)
+
+
+def test_clip_loss_with_momentum_keys_uses_the_keys():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    txt = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    keys_img = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # swapped: each query's positive key is orthogonal
+    keys_txt = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    s = 3.0
+    expected = _ce([0.0, s], 0)  # every row: positive at 0 with logit 0, negative with logit s
+    got = clip_contrastive_loss_with_bank(img, txt, torch.tensor(math.log(s)), keys_img, keys_txt)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_masked_regression_loss_averages_over_non_padding_tokens():
+    pred = torch.tensor([[[1.0, 1.0], [2.0, 0.0], [9.0, 9.0]]])
+    target = torch.tensor([[[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])
+    pad = torch.tensor([[False, False, True]])
+    # token errors (mean over dims): (1 + 0) / 2 = 0.5, (4 + 0) / 2 = 2; the padded token is ignored
+    assert masked_regression_loss(pred, target, pad).item() == pytest.approx((0.5 + 2.0) / 2)
+    assert masked_regression_loss(pred, target).item() == pytest.approx((0.5 + 2.0 + 81.0) / 3)
+
+
+def test_tcmli_loss_matches_hand_computation():
+    # one pair, two patches (D = 2) and two text tokens, of which the second is excluded (e.g. [SEP])
+    student_patches = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    teacher_patches = torch.tensor([[[0.0, 0.0], [0.0, 2.0]]])
+    i2i = ((1 + 0) / 2 + (0 + 4) / 2) / 2
+    text_proj = torch.tensor([[[0.0, 3.0], [5.0, 5.0]]])  # token 0 points along the second patch
+    teacher_proj = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    valid = torch.tensor([[True, False]])
+    t2i = ((0 - 0) ** 2 + (3 - 1) ** 2) / 2  # matched to patch 1 (cosine 1)
+    got = tcmli_distillation_loss(student_patches, teacher_patches, text_proj, teacher_proj, valid)
+    assert got.item() == pytest.approx(0.5 * (i2i + t2i))
+
+
+def test_kl_is_zero_for_equal_distributions_and_shift_invariant():
+    logits = torch.tensor([[0.3, -1.0, 2.0]])
+    assert kl_distillation_loss(logits, logits + 5.0).item() == pytest.approx(0.0, abs=1e-6)

@@ -33,6 +33,7 @@ OVERRIDES = [
     "data.batch_size=8",
     "train.max_steps=60",
     "train.checkpoint_every_n_steps=20",
+    "teacher.prefit_steps=0",  # resume is about the training loop; a resumed run restores the teacher from its checkpoint
 ]
 SCRIPT = """
 import sys

@@ -37,7 +37,7 @@ def test_smoke_slice_trains_and_beats_chance(trained, monkeypatch):
     config, result, folder = trained
     monkeypatch.setenv("MMTHESIS_HOME", str(folder.parents[2]))
     assert result.status == "finished"
-    assert "tiny random-initialised" in " ".join(result.notes)
+    assert "tiny random-initialised encoders" in " ".join(result.notes)
     metrics = evaluate_retrieval(folder, "shapes", "test").metrics
     chance = metrics["chance_t2i_r1"]
     assert metrics["t2i_r1"] >= 5 * chance, metrics
@@ -52,20 +52,29 @@ def _eval_hash(folder):
     from mmthesis.students.train import check_data
 
     fp = check_data(["shapes"])["shapes"]
-    return config_hash(RetrievalTaskConfig(train_run=folder.name, recipe_run=folder.parent.name, dataset="shapes", dataset_fingerprint=fp))
+    return config_hash(
+        RetrievalTaskConfig(
+            train_run=folder.name, recipe_run=folder.parent.name, dataset="shapes", dataset_fingerprint=fp
+        )
+    )
 
 
 @pytest.mark.smoke
 @pytest.mark.slow
-def test_losses_are_recorded_and_contrastive_loss_decreases(trained):
-    # KD is recorded but not asserted to fall: a random tiny teacher's CLS is nearly constant across
-    # shapes images, so there is nothing to distil at smoke scale (see the recipe's smoke comment).
+def test_losses_are_recorded_and_both_kd_and_contrastive_loss_decrease(trained):
+    # The smoke teacher is pre-fitted on the shapes labels (teacher.prefit_steps, students/smoke_teacher.py), so its
+    # CLS differs across images and contrastive distillation has something to teach.
     _, result, folder = trained
     m = result.metrics
+    print(
+        f"ITC {m['train_itc_first']:.3f} -> {m['train_itc_last']:.3f}, KD {m['train_kd_first']:.3f} -> {m['train_kd_last']:.3f}"
+        f" (mean of the first / last {max(5, int(m['steps']) // 10)} of {int(m['steps'])} steps)"
+    )
     assert m["train_itc_last"] < 0.9 * m["train_itc_first"], m
-    assert m["train_kd_first"] > 0 and m["train_kd_last"] > 0
+    assert m["train_kd_last"] < 0.9 * m["train_kd_first"], m
     rows = list(csv.DictReader((folder / LOSSES).open()))
     assert len(rows) == int(m["steps"]) and {"itc", "kd", "loss"} <= set(rows[0])
+    assert "pre-fitted" in " ".join(result.notes)
 
 
 @pytest.mark.smoke

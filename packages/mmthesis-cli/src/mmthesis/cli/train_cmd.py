@@ -48,3 +48,27 @@ def run(
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
     console.print(f"run folder: {folder}")
+
+
+@app.command("precompute")
+def precompute(
+    recipe: str = typer.Argument(..., help="Recipe name, see `mmthesis train list`."),
+    out: str = typer.Option(..., "--out", help="Target file to write (safetensors)."),
+    scale: str = typer.Option("smoke", "--scale", help="smoke | small | full"),
+    overrides: list[str] = typer.Argument(None, help="Config overrides key=value (same as for `train run`)."),
+) -> None:
+    """Run the recipe's frozen teacher once over its training images and save the targets.
+
+    Training with teacher.precomputed_targets=FILE then reads them instead of running the teacher
+    (the teacher sees each image resized, not the step's random crop; see students/precompute.py).
+
+    Example: mmthesis train precompute s-smke-cdl-mb --scale smoke --out targets.safetensors
+    """
+    from pathlib import Path
+
+    from mmthesis.students.recipes import load_recipe
+    from mmthesis.students.train import precompute_recipe_targets
+
+    config = load_recipe(recipe, scale, overrides or [])
+    path = precompute_recipe_targets(config, scale, Path(out))
+    console.print(f"train with: mmthesis train run {recipe} --scale {scale} teacher.precomputed_targets={path}")

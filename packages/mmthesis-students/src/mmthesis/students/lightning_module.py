@@ -1,13 +1,23 @@
-"""Lightning training of the S-SMKE family: ITC + (contrastive) distillation of a frozen teacher.
+"""Lightning training of the vision-language students: ITC + distillation of a frozen teacher.
 
-One module covers S-SMKE (MSE KD, §3.6), S-SMKE_CDL (contrastive KD, §3.10)
-and S-SMKE_CDL_MB (contrastive KD with a teacher memory bank, the final
-model), selected by ``LossConfig``. The teacher is frozen, in eval mode and
-run under ``no_grad`` for the whole run (§10 item 16).
+One module covers every multimodal experiment of the thesis, selected by the config:
+
+* KD (``loss.kd``): ``kl`` on a supervised teacher's class distributions (SHRe §3.3,
+  SHRe_T §3.5, BEiTv2-FT §3.11), ``mse`` feature KD (S-SMKE §3.6), ``contrastive``
+  distillation with or without a teacher memory bank (CDL / CDL_MB §3.10, teacher
+  ablations §3.11), ``tcmli`` (§3.9), ``none`` (ITC only, §3.11);
+* ITC: on the shared CLS (plus the fc1 CLS, §10 item 6, or SHRe's three MLP layers),
+  over the global batch; optionally with FIFO banks of past student embeddings or a
+  momentum encoder (§3.8).
+
+The teacher is frozen, in eval mode and run under ``no_grad`` for the whole run
+(§10 item 16). The unimodal distillations live in ``unimodal_module``; both share
+``TrainingModule`` (optimiser, schedule, NaN stop).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import lightning as L
@@ -16,13 +26,22 @@ from torch import nn
 
 from mmthesis.core.errors import MMThesisError
 from mmthesis.data.batch import Batch
-from mmthesis.students.config import INIT_LOG_SCALE, VLRecipeConfig
+from mmthesis.students.config import VLRecipeConfig
 from mmthesis.students.distributed import global_clip_contrastive_loss
-from mmthesis.students.losses import contrastive_distillation_loss, mse_distillation_loss
+from mmthesis.students.losses import (
+    clip_contrastive_loss_with_bank,
+    contrastive_distillation_loss,
+    kl_distillation_loss,
+    mse_distillation_loss,
+    tcmli_distillation_loss,
+)
 from mmthesis.students.memory_bank import TeacherMemoryBank
-from mmthesis.students.model import SSMKE
-from mmthesis.teachers import load_teacher
+from mmthesis.students.model import SSMKE, StudentOutput
+from mmthesis.students.paths import resolve_checkpoint, resolve_path
+from mmthesis.students.precompute import TargetTable
+from mmthesis.teachers import TeacherModule, TeacherOutput, get_spec, load_teacher
 
+CNN_TEACHERS = ("resnet50_a1", "efficientnet_lite0")  # fixed input handling, no patch grid
 NO_DECAY_NAME_PARTS = ("cls_token", "pos_embed", "extra_tokens", "position", "token_type", "log_scale", "gamma")
 
 
@@ -30,99 +49,36 @@ class NonFiniteLossError(MMThesisError):
     """The loss became NaN/Inf: the run stops and keeps its last good checkpoint."""
 
 
-class VLDistillationModule(L.LightningModule):
-    def __init__(self, config: VLRecipeConfig, vocab_size: int) -> None:
-        super().__init__()
-        self.config = config
-        m, t = config.model, config.teacher
-        self.teacher = None
-        kd_dim = None
-        if config.loss.kd != "none":
-            self.teacher = load_teacher(
-                t.name, path=t.checkpoint, size=m.size, img_size=m.img_size, patch_size=m.patch_size
-            )
-            kd_dim = self.teacher.embed_dim
-        self.student = SSMKE(m, vocab_size, kd_dim)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / m.itc_init_temperature)))
-        self.log_scale_fc1 = (
-            nn.Parameter(torch.tensor(math.log(1.0 / m.itc_init_temperature))) if m.itc_on_fc1 else None
-        )
-        kd_log_scale = torch.tensor(math.log(config.loss.kd_logit_scale))
-        if config.loss.kd_learnable_scale:
-            self.kd_log_scale = nn.Parameter(kd_log_scale)
-        else:
-            self.register_buffer("kd_log_scale", kd_log_scale)
-        generator = torch.Generator().manual_seed(config.train.seed)
-        self.bank = TeacherMemoryBank(config.loss.memory_bank_size, kd_dim or 1, generator) if kd_dim else None
-        assert abs(INIT_LOG_SCALE - math.log(1 / 0.07)) < 1e-12
+def build_teacher(config: VLRecipeConfig, **extra: object) -> TeacherModule:
+    """The frozen teacher of a recipe (random weights without a checkpoint: smoke scale)."""
+    m, t = config.model, config.teacher
+    kw = {**extra, **t.overrides}
+    if get_spec(t.name).modality == "image" and t.name not in CNN_TEACHERS:
+        kw = {"img_size": m.img_size, "patch_size": m.patch_size, **kw}
+    return load_teacher(t.name, path=resolve_checkpoint(t.name, t.checkpoint), size=m.size, **kw)
 
-    # -- targets and losses -----------------------------------------------------------------------
-    @torch.no_grad()
-    def teacher_targets(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.teacher(images)
-        # the CDL_MB run used BEiTv2's pre-norm last-layer CLS (§10 item 8)
-        return out.cls if self.config.teacher.final_norm else out.hidden_states[-1][:, 0]
 
-    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Per-rank losses. ITC is over the global batch (features all-gathered with gradient, §3.4), so
-        DDP's gradient average is the exact global-batch gradient (see ``students.distributed``).
+class TrainingModule(L.LightningModule):
+    """What every recipe's module shares: AdamW + cosine with warmup, NaN stop, frozen teacher in eval mode."""
 
-        Contrastive KD keeps the thesis code's reading (§10 item 8, the default): each rank scores its
-        *local* student vectors against its local teacher targets + the bank; the bank is then filled
-        with the all-gathered targets in ``training_step``. On one process both readings coincide.
-        """
-        img = self.student.forward_image(batch.image)
-        txt = self.student.forward_text(batch.text_ids, batch.text_padding_mask)
-        itc = global_clip_contrastive_loss(img.cls, txt.cls, self.log_scale)
-        if self.log_scale_fc1 is not None:
-            itc = 0.5 * (itc + global_clip_contrastive_loss(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1))
-        out = {"itc": itc}
-        kd_kind = self.config.loss.kd
-        if kd_kind != "none":
-            target = self.teacher_targets(batch.image).float()
-            if kd_kind == "mse":
-                kd = 0.5 * (
-                    mse_distillation_loss(img.kd.float(), target) + mse_distillation_loss(txt.kd.float(), target)
-                )
-            else:
-                scale = self.kd_log_scale.exp()
-                bank = self.bank.bank if self.bank is not None and self.bank.size else None
-                kd = 0.5 * (
-                    contrastive_distillation_loss(txt.kd.float(), target, scale, bank)
-                    + contrastive_distillation_loss(img.kd.float(), target, scale, bank)
-                )
-            out["kd"] = kd
-            out["target"] = target
-        out["loss"] = out["itc"] + out.get("kd", torch.zeros((), device=itc.device))
-        return out
+    teacher: TeacherModule | None
+    config: VLRecipeConfig
 
-    # -- Lightning hooks --------------------------------------------------------------------------
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        out = self.losses(batch)
-        loss = out["loss"]
+    def check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss became {loss.item()} at step {self.global_step}",
                 "lower optim.lr or check the data; the last good checkpoint is kept in the run folder",
             )
-        if self.bank is not None and "target" in out:
-            # the frozen teacher's targets stay valid negatives: enqueue them after use (FIFO)
-            self.bank.enqueue(self.all_gather(out["target"]).reshape(-1, out["target"].shape[-1]))
-        bs = len(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/itc", out["itc"], prog_bar=True, batch_size=bs)
-        if "kd" in out:
-            self.log("train/kd", out["kd"], prog_bar=True, batch_size=bs)
-        self.log("train/logit_scale", self.log_scale.detach().clamp(0, math.log(100)).exp(), batch_size=bs)
-        return loss
 
-    def train(self, mode: bool = True) -> VLDistillationModule:
+    def train(self, mode: bool = True) -> TrainingModule:
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()  # frozen teacher stays in eval mode (no dropout / drop-path)
         return self
 
     def configure_optimizers(self):  # type: ignore[override]
+        """AdamW (no decay on 1-D parameters, biases, positions, extra tokens) + cosine with linear warmup."""
         o = self.config.optim
         decay, no_decay = [], []
         for name, p in self.named_parameters():
@@ -133,10 +89,9 @@ class VLDistillationModule(L.LightningModule):
             else:
                 decay.append(p)
         world = self.trainer.world_size if o.scale_lr_with_devices else 1
-        lr = o.lr * world
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=lr,
+            lr=o.lr * world,
             betas=o.betas,
             eps=o.eps,
         )
@@ -144,6 +99,197 @@ class VLDistillationModule(L.LightningModule):
         warmup = int(o.warmup_fraction * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_with_warmup(step, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _log_scale(temperature: float) -> nn.Parameter:
+    return nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+
+class VLDistillationModule(TrainingModule):
+    def __init__(self, config: VLRecipeConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config
+        m, loss = config.model, config.loss
+        # precomputed targets replace the teacher forward (precompute.py); otherwise the frozen teacher runs
+        self.target_table = (
+            TargetTable(resolve_path(config.teacher.precomputed_targets), config)
+            if config.teacher.precomputed_targets
+            else None
+        )
+        self.teacher = build_teacher(config) if loss.kd != "none" and self.target_table is None else None
+        kd_dim = None
+        if self.target_table is not None:
+            kd_dim = self.target_table.dim
+        elif self.teacher is not None:
+            if loss.kd == "kl":
+                kd_dim = int(self.teacher.config.get("num_classes", 0))
+                if not kd_dim:
+                    raise MMThesisError(
+                        f"loss.kd=kl needs a supervised teacher with class logits, not {config.teacher.name}",
+                        "use teacher.name=resnet50_a1 or efficientnet_lite0",
+                    )
+            else:
+                kd_dim = self.teacher.embed_dim
+        self.student = SSMKE(m, vocab_size, kd_dim)
+        # one learnable temperature per ITC term (init 0.07, log space, clamped to [0, ln 100])
+        self.log_scale = _log_scale(m.itc_init_temperature)
+        with_fc1 = m.itc_on_fc1 or m.shared == "mlp"
+        self.log_scale_fc1 = _log_scale(m.itc_init_temperature) if with_fc1 else None
+        self.log_scale_mid = _log_scale(m.itc_init_temperature) if m.shared == "mlp" else None
+        kd_log_scale = torch.tensor(math.log(loss.kd_logit_scale))
+        if loss.kd_learnable_scale:
+            self.kd_log_scale = nn.Parameter(kd_log_scale)
+        else:
+            self.register_buffer("kd_log_scale", kd_log_scale)
+        generator = torch.Generator().manual_seed(config.train.seed)
+        use_bank = loss.kd == "contrastive" and loss.memory_bank_size > 0
+        self.bank = TeacherMemoryBank(loss.memory_bank_size, kd_dim, generator) if use_bank else None
+        self.tcmli_proj = nn.Linear(kd_dim, loss.tcmli_dim) if loss.kd == "tcmli" else None
+        # §3.8: banks of past student (or momentum-encoder) CLS embeddings as extra ITC negatives
+        self.itc_banks = None
+        self.momentum_student = None
+        if loss.itc_memory_bank_size:
+            dim = self.student.embed_dim if m.shared == "transformer" else kd_dim
+            self.itc_banks = nn.ModuleList(
+                [TeacherMemoryBank(loss.itc_memory_bank_size, dim, generator) for _ in range(2)]
+            )
+            if loss.itc_momentum:
+                self.momentum_student = copy.deepcopy(self.student).requires_grad_(False)
+
+    # -- targets and losses -----------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_output(self, images: torch.Tensor) -> torch.Tensor:
+        return distillation_target(self.teacher(images), self.config.loss.kd, self.config.teacher.final_norm)
+
+    def targets_for(self, batch: Batch) -> torch.Tensor:
+        """The teacher's targets for this batch: precomputed per image, or a teacher forward on its view."""
+        if self.target_table is not None:
+            return self.target_table.lookup(batch.image_id, batch.image.device)
+        teacher_images = getattr(batch, "teacher_image", None)
+        return self.teacher_output(batch.image if teacher_images is None else teacher_images)
+
+    def _itc(
+        self, img: StudentOutput, txt: StudentOutput, keys: tuple[StudentOutput, StudentOutput] | None
+    ) -> torch.Tensor:
+        if self.itc_banks is not None:
+            img_bank, txt_bank = (b.bank for b in self.itc_banks)
+            k_img, k_txt = (keys[0].cls, keys[1].cls) if keys is not None else (None, None)
+            main = clip_contrastive_loss_with_bank(img.cls, txt.cls, self.log_scale, k_img, k_txt, img_bank, txt_bank)
+        else:
+            main = global_clip_contrastive_loss(img.cls, txt.cls, self.log_scale)
+        if self.log_scale_mid is not None:  # SHRe: ITC on h', h'', h''' equally weighted (§3.3)
+            fc1 = global_clip_contrastive_loss(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1)
+            mid = global_clip_contrastive_loss(img.mid, txt.mid, self.log_scale_mid)
+            return (fc1 + mid + main) / 3
+        if self.log_scale_fc1 is not None:  # §10 item 6, the code's reading
+            return 0.5 * (main + global_clip_contrastive_loss(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1))
+        return main
+
+    def _kd(
+        self, img: StudentOutput, txt: StudentOutput, target: torch.Tensor, padding_mask: torch.Tensor
+    ) -> torch.Tensor:
+        kind = self.config.loss.kd
+        if kind == "kl":
+            return 0.5 * (kl_distillation_loss(img.kd.float(), target) + kl_distillation_loss(txt.kd.float(), target))
+        if kind == "mse":
+            return 0.5 * (mse_distillation_loss(img.kd.float(), target) + mse_distillation_loss(txt.kd.float(), target))
+        if kind == "tcmli":
+            # the regression head maps the student's tokens into the teacher's space (identity-sized at base)
+            head = self.student.kd_head
+            img_patches = head(img.tokens[:, 1:])
+            if img_patches.shape[1] != target.shape[1]:
+                raise MMThesisError(
+                    f"T-CMLI needs the student's patch grid ({img_patches.shape[1]}) to equal the teacher's ({target.shape[1]})",
+                    "use the same img_size and patch_size for student and teacher",
+                )
+            valid = ~padding_mask
+            sep = valid.sum(1) - 1  # [CLS] t_1 .. t_n [SEP] [PAD]...
+            valid = valid.clone()
+            valid[:, 0] = False
+            valid[torch.arange(valid.shape[0], device=valid.device), sep] = False
+            txt_proj = self.tcmli_proj(head(txt.tokens))
+            return tcmli_distillation_loss(img_patches, target, txt_proj, self.tcmli_proj(target), valid)
+        scale = self.kd_log_scale.exp()
+        bank = self.bank.bank if self.bank is not None else None
+        return 0.5 * (
+            contrastive_distillation_loss(txt.kd.float(), target, scale, bank)
+            + contrastive_distillation_loss(img.kd.float(), target, scale, bank)
+        )
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Per-rank losses. ITC is over the global batch (features all-gathered with gradient, §3.4), so
+        DDP's gradient average is the exact global-batch gradient (see ``students.distributed``); with
+        ITC banks each rank scores its local batch against the banks (the thesis ran them on one GPU).
+
+        Contrastive KD keeps the thesis code's reading (§10 item 8, the default): each rank scores its
+        *local* student vectors against its local teacher targets + the bank; the bank is then filled
+        with the all-gathered targets in ``training_step``. On one process both readings coincide.
+        """
+        keys, loss_kind = None, self.config.loss.kd
+        if self.momentum_student is not None:
+            with torch.no_grad():  # momentum keys first, as the thesis did to save memory (Figure 26)
+                self.momentum_student.train(self.student.training)
+                keys = (
+                    self.momentum_student.forward_image(batch.image),
+                    self.momentum_student.forward_text(batch.text_ids, batch.text_padding_mask),
+                )
+        img = self.student.forward_image(batch.image)
+        txt = self.student.forward_text(batch.text_ids, batch.text_padding_mask)
+        out = {"itc": self._itc(img, txt, keys)}
+        if self.itc_banks is not None:
+            src = keys if keys is not None else (img, txt)
+            out["itc_keys"] = torch.stack([src[0].cls.detach(), src[1].cls.detach()])
+        if loss_kind != "none":
+            target = self.targets_for(batch).float()
+            out["kd"] = self._kd(img, txt, target, batch.text_padding_mask)
+            out["target"] = target
+        out["loss"] = out["itc"] + out.get("kd", torch.zeros((), device=out["itc"].device))
+        return out
+
+    # -- Lightning hooks --------------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self.losses(batch)
+        loss = out["loss"]
+        self.check_finite(loss)
+        if self.bank is not None and "target" in out:
+            # the frozen teacher's targets stay valid negatives: enqueue them after use (FIFO)
+            self.bank.enqueue(self.all_gather(out["target"]).reshape(-1, out["target"].shape[-1]))
+        if self.itc_banks is not None:
+            keys = self.all_gather(out["itc_keys"])  # (P, 2, B, D) or (2, B, D)
+            keys = keys.reshape(-1, *out["itc_keys"].shape).transpose(0, 1)
+            for bank, k in zip(self.itc_banks, keys, strict=True):
+                bank.enqueue(k.reshape(-1, k.shape[-1]))
+        bs = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/itc", out["itc"], prog_bar=True, batch_size=bs)
+        if "kd" in out:
+            self.log("train/kd", out["kd"], prog_bar=True, batch_size=bs)
+        self.log("train/logit_scale", self.log_scale.detach().clamp(0, math.log(100)).exp(), batch_size=bs)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:  # type: ignore[override]
+        if self.momentum_student is not None:
+            momentum_update(self.momentum_student, self.student, self.config.loss.itc_momentum)
+
+
+@torch.no_grad()
+def momentum_update(target: nn.Module, source: nn.Module, m: float) -> None:
+    """EMA of the student's weights (MoCo/ALBEF): theta_k <- m theta_k + (1 - m) theta_q (§3.8, m = 0.995)."""
+    for pk, pq in zip(target.parameters(), source.parameters(), strict=True):
+        pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
+
+
+def distillation_target(out: TeacherOutput, kd: str, final_norm: bool) -> torch.Tensor:
+    """What the student distils: class logits (kl), patch tokens (tcmli) or the CLS (mse, contrastive).
+
+    The CLS is taken after the teacher's final norm (``final_norm``) or before it, as the CDL_MB run
+    used BEiTv2's pre-norm last-layer CLS (§10 item 8).
+    """
+    if kd == "kl":
+        return out.logits
+    if kd == "tcmli":
+        return out.last_hidden_state[:, 1:]
+    return out.cls if final_norm else out.hidden_states[-1][:, 0]
 
 
 def cosine_with_warmup(step: int, warmup: int, total: int) -> float:

@@ -1,16 +1,24 @@
-"""The S-SMKE vision-language student (REFERENCE.md §3.5-§3.10).
+"""The vision-language students of the thesis: SHRe (§3.3), SHRe_T (§3.5) and the S-SMKE family (§3.6-§3.11).
+
+One class with switches, because the thesis varies one thing at a time:
 
 image encoder  = the first blocks of a pretrained Data2Vec2 image model (``crop``)
 text encoder   = the first layers of BERT-base uncased (``crop``)
-+ token-type embedding added to each encoder's output, scaled by a LayerScale
-  shared by both modalities (§3.7 variant B)
-shared encoder = one randomly initialised pre-LN Transformer block, applied to
-  each modality's sequence separately (timm's BEiT ``Block``: q/v-only biases,
-  LayerScale, LN eps 1e-6 — exactly the thesis code's block, §10 item 9)
-KD head        = LayerNorm + Linear on the shared CLS (regression head)
+token types    = ``none`` | ``before`` (a learned vector per modality added to every
+                 token with the positional encoding, before the encoders: §3.7
+                 variant A) | ``after`` (added to each encoder's output, scaled by a
+                 LayerScale shared by both modalities: variant B, kept)
+shared encoder = ``transformer``: one randomly initialised pre-LN Transformer block,
+                 applied to each modality's sequence separately (timm's BEiT
+                 ``Block``: q/v-only biases, LayerScale, LN eps 1e-6 — the thesis
+                 code's block, §10 item 9), then a head LayerNorm + Linear on the
+                 CLS (regression head for feature KD, 1000-way head for KL);
+                 ``mlp``: SHRe's 3-layer MLP on each encoder's CLS (§3.3).
 
-Representations for retrieval and zero-shot are the L2-normalised CLS of the
-shared block's output (§5.1), exposed as ``encode_image`` / ``encode_text``.
+Representations for retrieval and zero-shot are the L2-normalised ``cls`` of
+``StudentOutput`` (the shared block's CLS; for the MLP the last layer h''',
+the representation the thesis selected models with), exposed as
+``encode_image`` / ``encode_text``.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from timm.layers import LayerScale
 from timm.models.beit import Block
 from torch import nn
 
+from mmthesis.core.errors import ConfigError
 from mmthesis.students.config import ModelConfig
+from mmthesis.students.paths import resolve_checkpoint
 from mmthesis.teachers import build_model, crop, init_bert_params, load_teacher
 
 IMAGE_TYPE, TEXT_TYPE = 1, 0  # thesis code: nn.Embedding(2, D), index 1 = image, 0 = text
@@ -32,63 +42,128 @@ IMAGE_TYPE, TEXT_TYPE = 1, 0  # thesis code: nn.Embedding(2, D), index 1 = image
 
 @dataclass
 class StudentOutput:
-    cls: torch.Tensor  # (B, D) shared-block CLS, not normalised
-    fc1_cls: torch.Tensor | None  # (B, 4D) CLS of the shared block's fc1 pre-activation (§10 item 6)
-    kd: torch.Tensor | None  # (B, D_teacher) regression-head output
+    cls: torch.Tensor  # (B, D') the representation used for retrieval, not normalised
+    fc1_cls: torch.Tensor | None  # (B, 4D) CLS of the shared fc1 pre-activation (§10 item 6; SHRe's h')
+    kd: torch.Tensor | None  # (B, D_head) head output: regression target space or class logits
+    tokens: torch.Tensor | None = None  # (B, N, D) shared-block output sequence (T-CMLI)
+    mid: torch.Tensor | None = None  # SHRe MLP only: h'' (B, D)
+
+
+class SharedMLP(nn.Module):
+    """SHRe's shared encoder on a CLS vector (§3.3): h' = fc1(x); h'' = fc2(LN(GELU(h'))); h''' = head(LN(h'')).
+
+    As the thesis code (timm ``Mlp`` with a LayerNorm(4D) between GELU and fc2,
+    then LayerNorm(D) + Linear(D, classes)); every layer's output enters the ITC.
+    """
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.norm = nn.LayerNorm(4 * dim, eps=1e-6)
+        self.fc2 = nn.Linear(4 * dim, dim)
+        self.head = nn.Sequential(nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, out_dim))
+
+    def forward(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h1 = self.fc1(cls)
+        h2 = self.fc2(self.norm(self.act(h1)))
+        return h1, h2, self.head(h2)
 
 
 class SSMKE(nn.Module):
-    def __init__(self, config: ModelConfig, vocab_size: int, kd_dim: int | None, *, load_pretrained: bool = True) -> None:
-        """``load_pretrained=False`` skips reading the encoders' checkpoints (e.g. before loading trained weights)."""
+    def __init__(
+        self, config: ModelConfig, vocab_size: int, kd_dim: int | None, *, load_pretrained: bool = True
+    ) -> None:
+        """``kd_dim``: width of the head (teacher width, or its number of classes); None = no head.
+
+        ``load_pretrained=False`` skips reading the encoders' checkpoints (e.g. before loading trained weights).
+        """
         super().__init__()
         self.config = config
-        image_kw = {"img_size": config.img_size, "patch_size": config.patch_size}
+        image_kw = {"img_size": config.img_size, "patch_size": config.patch_size, **config.image.overrides}
+        text_kw = {"vocab_size": vocab_size, **config.text.overrides}
         image_ckpt = config.image.checkpoint if load_pretrained else None
         text_ckpt = config.text.checkpoint if load_pretrained else None
-        image_src = self._source(config.image.name, image_ckpt, config.size, image_kw)
-        text_src = self._source(config.text.name, text_ckpt, config.size, {"vocab_size": vocab_size})
-        self.image_encoder = crop(image_src, config.image.blocks)
-        self.text_encoder = crop(text_src, config.text.blocks)
-        self.image_encoder.train()
-        self.text_encoder.train()
-        for p in list(self.image_encoder.parameters()) + list(self.text_encoder.parameters()):
-            p.requires_grad_(True)
+        self.image_encoder = crop(
+            self._source(config.image.name, image_ckpt, config.size, image_kw), config.image.blocks
+        )
+        self.text_encoder = crop(self._source(config.text.name, text_ckpt, config.size, text_kw), config.text.blocks)
+        for encoder in (self.image_encoder, self.text_encoder):
+            encoder.train()
+            encoder.requires_grad_(True)
         dim = self.image_encoder.embed_dim
         if self.text_encoder.embed_dim != dim:
-            raise ValueError(f"image ({dim}) and text ({self.text_encoder.embed_dim}) encoders must have the same width")
+            raise ConfigError(
+                f"image ({dim}) and text ({self.text_encoder.embed_dim}) encoders must have the same width",
+                "give both encoders the same embed_dim (model.image.overrides / model.text.overrides)",
+            )
         self.embed_dim = dim
-        heads = max(1, dim // 64)
-        if config.token_type_embeddings == "after":
-            self.token_type = nn.Embedding(2, dim)
-            self.tte_scale = LayerScale(dim, init_values=config.tte_layer_scale_init)
-        else:
-            self.token_type = None
-            self.tte_scale = None
-        self.shared = Block(
-            dim=dim,
-            num_heads=heads,
-            qkv_bias=True,
-            mlp_ratio=4.0,
-            init_values=config.shared_layer_scale_init,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        self.token_type = nn.Embedding(2, dim) if config.token_type_embeddings != "none" else None
+        self.tte_scale = (
+            LayerScale(dim, init_values=config.tte_layer_scale_init)
+            if config.token_type_embeddings == "after"
+            else None
         )
-        self.kd_head = nn.Sequential(nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, kd_dim)) if kd_dim else None
-        new_modules = [m for m in (self.token_type, self.shared, self.kd_head) if m is not None]
-        for module in new_modules:
-            module.apply(init_bert_params)  # as the thesis code initialises its new layers
-        self.shared.reset_parameters()  # LayerScale gammas back to their init value after init_bert
+        if config.shared == "mlp":
+            if not kd_dim:
+                raise ConfigError("the shared MLP (SHRe) needs a supervised teacher's classes", "set loss.kd=kl")
+            self.shared: nn.Module = SharedMLP(dim, kd_dim)
+            self.kd_head = None
+        else:
+            self.shared = Block(
+                dim=dim,
+                num_heads=max(1, dim // 64),
+                qkv_bias=True,
+                mlp_ratio=4.0,
+                init_values=config.shared_layer_scale_init,
+                norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            )
+            self.kd_head = nn.Sequential(nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, kd_dim)) if kd_dim else None
+        for module in (self.token_type, self.shared, self.kd_head):
+            if module is not None:
+                module.apply(init_bert_params)  # as the thesis code initialises its new layers
+        if isinstance(self.shared, Block):
+            self.shared.reset_parameters()  # LayerScale gammas back to their init value after init_bert
+        if config.token_type_embeddings == "before":
+            self._add_type_before(self.image_encoder, IMAGE_TYPE)
+            self._add_type_before(self.text_encoder, TEXT_TYPE)
 
     @staticmethod
     def _source(name: str, checkpoint: str | None, size: str, kwargs: dict) -> nn.Module:
         if checkpoint is None:
             return build_model(name, size=size, **kwargs)
-        return load_teacher(name, path=checkpoint, size=size, **kwargs)
+        return load_teacher(name, path=resolve_checkpoint(name, checkpoint), size=size, freeze=False, **kwargs)
+
+    def _add_type_before(self, encoder: nn.Module, type_id: int) -> None:
+        """Variant A (§3.7): add the type vector where the encoder sums token and positional embeddings.
+
+        The hook sits in front of the encoder's embedding LayerNorm, whose input is
+        exactly that sum (BERT: word + position + segment; Data2Vec2 image: patches +
+        positions with the CLS prepended), so every token, special ones included, gets it.
+        """
+        inner = getattr(encoder, "model", None)
+        norm = getattr(getattr(inner, "embeddings", None), "LayerNorm", None)  # transformers BERT
+        norm = norm or getattr(encoder, "pre_norm", None) or getattr(encoder, "layernorm_embedding", None)
+        if norm is None:
+            raise ConfigError(
+                f"token_type_embeddings=before is not supported for {type(encoder).__name__}",
+                "use model.token_type_embeddings=after",
+            )
+
+        def add_type(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return (args[0] + self.token_type.weight[type_id].to(args[0].dtype), *args[1:])
+
+        norm.register_forward_pre_hook(add_type)
 
     # -- encoders ---------------------------------------------------------------------------------
-    def _shared(self, tokens: torch.Tensor, type_id: int, padding_mask: torch.Tensor | None, want_fc1: bool) -> StudentOutput:
-        if self.token_type is not None:
-            type_vec = self.token_type.weight[type_id]
-            tokens = tokens + self.tte_scale(type_vec).to(tokens.dtype)
+    def _shared(
+        self, tokens: torch.Tensor, type_id: int, padding_mask: torch.Tensor | None, want_fc1: bool
+    ) -> StudentOutput:
+        if isinstance(self.shared, SharedMLP):
+            h1, h2, h3 = self.shared(tokens[:, 0])
+            return StudentOutput(cls=h3, fc1_cls=h1, kd=h3, mid=h2)
+        if self.tte_scale is not None:
+            tokens = tokens + self.tte_scale(self.token_type.weight[type_id]).to(tokens.dtype)
         bias = None
         if padding_mask is not None:
             # additive key-padding mask, broadcast over heads and queries
@@ -102,7 +177,7 @@ class SSMKE(nn.Module):
         out = self.shared(tokens, shared_rel_pos_bias=bias)
         cls = out[:, 0]
         kd = self.kd_head(cls) if self.kd_head is not None else None
-        return StudentOutput(cls=cls, fc1_cls=fc1_cls, kd=kd)
+        return StudentOutput(cls=cls, fc1_cls=fc1_cls, kd=kd, tokens=out)
 
     def forward_image(self, images: torch.Tensor) -> StudentOutput:
         hidden = self.image_encoder(images).last_hidden_state

@@ -1,6 +1,7 @@
 """Recipe files: one YAML per thesis experiment with ``full`` settings and ``small``/``smoke`` overrides.
 
-The header comment of each file gives the command and the thesis section;
+The header comment of each file gives the command, the thesis section and the
+reading it follows of each code-vs-text disagreement (REFERENCE.md §10);
 ``load_recipe`` merges ``full`` <- scale overrides <- command-line ``key=value``.
 """
 
@@ -28,7 +29,9 @@ def recipe_names() -> list[str]:
 def recipe_file(name: str) -> Path:
     path = recipe_dir() / f"{name}.yaml"
     if not path.is_file():
-        raise UnknownNameError(f"unknown recipe {name!r}", f"use one of: {', '.join(recipe_names())} (see `mmthesis train list`)")
+        raise UnknownNameError(
+            f"unknown recipe {name!r}", f"use one of: {', '.join(recipe_names())} (see `mmthesis train list`)"
+        )
     return path
 
 
@@ -47,6 +50,8 @@ def recipe_dict(name: str, scale: str, overrides: list[str] | None = None) -> di
         raise ConfigError(f"unknown scale {scale!r}", f"use one of: {', '.join(SCALES)}")
     raw = read_yaml(recipe_file(name))
     base = {"recipe": raw["recipe"], "thesis_name": raw["thesis_name"], **raw.get("full", {})}
+    if "task" in raw:
+        base["task"] = raw["task"]
     if scale != "full":
         base = deep_merge(base, raw.get(scale) or {})
     return apply_overrides(base, overrides or [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,20 +18,29 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import Dataset
 
 from mmthesis.core.checkpoint import save_weights
 from mmthesis.core.config import config_hash, from_dict, to_dict
 from mmthesis.core.console import console
+from mmthesis.core.errors import MMThesisError
 from mmthesis.core.io import atomic_write_text
 from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, read_result, run_dir
 from mmthesis.data.image_text import ImageTextPairs
 from mmthesis.data.manifest import iter_split, read_manifest
-from mmthesis.data.registry import prepare_command
+from mmthesis.data.registry import prepare_command, prepared_name
 from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, train_wordpiece
 from mmthesis.data.transforms import train_transform
+from mmthesis.students.checkpointing import enable_gradient_checkpointing
 from mmthesis.students.config import VLRecipeConfig
 from mmthesis.students.distributed import ResumableDataLoader, ResumableSampler, SeededSamples
-from mmthesis.students.lightning_module import VLDistillationModule
+from mmthesis.students.lightning_module import TrainingModule, VLDistillationModule, build_teacher
+from mmthesis.students.paths import resolve_path
+from mmthesis.students.precompute import precompute_teacher_targets, target_kind
+from mmthesis.students.smoke_teacher import prefit_teacher
+from mmthesis.students.unimodal_data import ImageSplit, TextBlocks
+from mmthesis.students.unimodal_module import UnimodalDistillationModule
+from mmthesis.students.views import TwoViews, teacher_transform
 
 WEIGHTS = "student.safetensors"
 TOKENIZER = "tokenizer.json"
@@ -42,22 +52,83 @@ def run_name(config: VLRecipeConfig, scale: str) -> str:
     return f"{config.recipe}-{scale}"
 
 
-def check_data(names: list[str]) -> dict[str, str]:
+def prepared(name: str, scale: str) -> str:
+    """The prepared folder a recipe's dataset name means at ``scale`` (stand-ins: ``imagenet-smoke``)."""
+    try:
+        return prepared_name(name, scale)
+    except MMThesisError:
+        return name  # not a registered name: a prepared folder named directly
+
+
+def check_data(names: list[str], scale: str = "full") -> dict[str, str]:
     """Fail up front, with the fixing command, if a dataset is not prepared; returns fingerprints."""
     fingerprints = {}
     for name in dict.fromkeys(names):
-        manifest = read_manifest(name, prepare_hint=prepare_command(name))
-        digest = [s["sha256"] for split in manifest.splits.values() for s in split["shards"]]
-        fingerprints[name] = config_hash({"shards": digest})
+        folder = prepared(name, scale)
+        try:
+            hint = prepare_command(name, scale)
+        except MMThesisError:
+            hint = "mmthesis data list"
+        manifest = read_manifest(folder, prepare_hint=hint)
+        digest = [s["sha256"] for split in manifest.splits.values() for s in split.get("shards", [])]
+        fingerprints[folder] = config_hash({"shards": digest})
     return fingerprints
 
 
-def build_tokenizer(config: VLRecipeConfig) -> Tokenizer:
+def build_tokenizer(config: VLRecipeConfig, scale: str = "full") -> Tokenizer | None:
+    """The recipe's tokenizer: a vocab.txt (plain or ``package:`` path) or one learnt from the smoke captions."""
     d = config.data
+    if config.task == "image_kd":
+        return None
     if d.tokenizer == "train-wordpiece":
-        captions = [c for name in d.train for s in iter_split(name, "train") for c in s["json"]["captions"]]
+        captions = [
+            c for name in d.train for s in iter_split(prepared(name, scale), "train") for c in s["json"]["captions"]
+        ]
         return train_wordpiece(captions, d.tokenizer_vocab_size)
-    return bert_wordpiece(d.tokenizer)
+    return bert_wordpiece(resolve_path(d.tokenizer))
+
+
+def build_training_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, scale: str) -> tuple[Dataset, Any, list]:
+    """(dataset, collate_fn, the image-text parts) of a recipe's training split."""
+    d, m = config.data, config.model
+    names = [prepared(n, scale) for n in d.train]
+    if config.task == "image_kd":
+        transform = train_transform(m.img_size, scale=tuple(d.crop_scale))
+        parts: list = [ImageSplit(n, "train", transform) for n in names]
+        return torch.utils.data.ConcatDataset(parts), ImageSplit.collate, []
+    if config.task == "text_kd":
+        parts = [TextBlocks(n, "train", tokenizer, d.text_block_size) for n in names]
+        return torch.utils.data.ConcatDataset(parts), parts[0].collate, []
+    transform = train_transform(m.img_size, scale=tuple(d.crop_scale))
+    pairs = [ImageTextPairs(n, "train", tokenizer, transform, max_length=d.max_text_length) for n in names]
+    parts = pairs
+    if config.teacher.independent_augmentation and config.loss.kd != "none":
+        view = teacher_transform(m.img_size, tuple(d.crop_scale), config.teacher.color_jitter)
+        parts = [TwoViews(p, view) for p in pairs]
+    return torch.utils.data.ConcatDataset(parts), parts[0].collate, pairs  # all parts share the tokenizer
+
+
+def build_module(config: VLRecipeConfig, vocab_size: int | None) -> TrainingModule:
+    if config.task == "vl":
+        return VLDistillationModule(config, vocab_size=vocab_size or 0)
+    return UnimodalDistillationModule(config, vocab_size=vocab_size)
+
+
+class Throughput(Callback):
+    """Shows samples/s in the progress bar (and records it) next to the losses."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._start is not None:
+            rate = len(batch) * trainer.world_size / max(time.perf_counter() - self._start, 1e-9)
+            module.log("train/samples_per_s", rate, prog_bar=True, batch_size=len(batch))
 
 
 class LossHistory(Callback):
@@ -193,13 +264,13 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     if not force and (done := find_finished_run(name, config, root)) is not None:
         console.print(f"[green]reusing finished run[/] {run_dir(name, config_hash(config), root)}")
         return done
-    fingerprints = check_data(config.data.train + config.data.retrieval_eval)
+    retrieval = config.data.retrieval_eval if config.task == "vl" else []
+    fingerprints = check_data(config.data.train + retrieval, scale)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    tokenizer = build_tokenizer(config)
+    tokenizer = build_tokenizer(config, scale)
     d, t = config.data, config.train
-    transform = train_transform(config.model.img_size, scale=tuple(d.crop_scale))
-    datasets = [ImageTextPairs(n, "train", tokenizer, transform, max_length=d.max_text_length) for n in d.train]
-    train_set = SeededSamples(torch.utils.data.ConcatDataset(datasets))
+    dataset, collate, pairs = build_training_data(config, tokenizer, scale)
+    train_set = SeededSamples(dataset)
     # data order = f(seed, epoch), sharded over ranks, resumable mid-epoch (exact resume)
     loader = ResumableDataLoader(
         train_set,
@@ -207,14 +278,23 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         sampler=ResumableSampler(len(train_set), t.seed),
         drop_last=True,
         num_workers=d.num_workers,
-        collate_fn=datasets[0].collate,  # all parts share the tokenizer
+        collate_fn=collate,
         generator=torch.Generator().manual_seed(t.seed),
         persistent_workers=d.num_workers > 0,
     )
-    module = VLDistillationModule(config, vocab_size=tokenizer.vocab_size)
+    module = build_module(config, tokenizer.vocab_size if tokenizer is not None else None)
+    resume = run_dir(name, config_hash(config), root) / "checkpoints" / "last.ckpt"
+    if config.teacher.prefit_steps and module.teacher is not None and not resume.is_file():
+        # (a resumed run restores the pre-fitted teacher from its checkpoint)
+        prefit_teacher(module.teacher, pairs, config.teacher.prefit_steps, config.model.img_size, seed=t.seed)
+    if t.gradient_checkpointing:
+        enable_gradient_checkpointing(module.student)
+    if t.compile:
+        module.student.compile()  # in place: parameter names (and checkpoints) stay unchanged
     if config.model.size == "tiny":
         console.print(
-            "[yellow]smoke scale:[/] encoders and teacher are tiny random-initialised models of the real architectures"
+            "[yellow]smoke scale:[/] encoders and teacher are tiny models of the real architectures"
+            " (random-initialised unless the recipe names a checkpoint)"
         )
 
     recorder = RunRecorder(name, scale, config, root=root, datasets=fingerprints)
@@ -234,7 +314,7 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         log_every_n_steps=t.log_every_n_steps,
         default_root_dir=str(out_dir),
         logger=False,
-        callbacks=[history, RNGState(), ResumeDataOrder(), checkpoint],
+        callbacks=[history, Throughput(), RNGState(), ResumeDataOrder(), checkpoint],
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         enable_model_summary=False,
         deterministic=on_cpu,
@@ -248,16 +328,43 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
             console.print(f"resuming from {resume}")
         trainer.fit(module, loader, ckpt_path=str(resume) if resume.is_file() else None, weights_only=True)
         save_weights(out_dir / WEIGHTS, module.student.state_dict(), {"recipe": config.recipe, "scale": scale})
-        tokenizer.save(out_dir / TOKENIZER)
+        if tokenizer is not None:
+            tokenizer.save(out_dir / TOKENIZER)
         atomic_write_text(out_dir / CONFIG, json.dumps(to_dict(config), indent=2))
         _write_losses(out_dir / LOSSES, history.rows)
         recorder.result.metrics = _summary(history.rows)
         recorder.result.metrics["parameters_student"] = float(sum(p.numel() for p in module.student.parameters()))
         if config.model.size == "tiny":
-            recorder.result.notes.append(
-                "smoke scale: tiny random-initialised encoders and teacher of the real architectures"
-            )
+            recorder.result.notes.append(smoke_note(config))
     return recorder.result
+
+
+def precompute_recipe_targets(config: VLRecipeConfig, scale: str, out: Path) -> Path:
+    """Write the recipe's teacher targets for every training image (``teacher.precomputed_targets``, precompute.py)."""
+    check_data(config.data.train, scale)
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    _, _, pairs = build_training_data(config, build_tokenizer(config, scale), scale)
+    target_kind(config)  # fails early for recipes the option does not serve
+    teacher = build_teacher(config)
+    if config.teacher.prefit_steps:  # the same seeded pre-fit a training run does
+        prefit_teacher(teacher, pairs, config.teacher.prefit_steps, config.model.img_size, seed=config.train.seed)
+    return precompute_teacher_targets(config, teacher, pairs, out)
+
+
+def smoke_note(config: VLRecipeConfig) -> str:
+    """What a smoke run's numbers rest on (written into result.json)."""
+    parts = ["smoke scale: tiny models of the real architectures"]
+    pretrained = [e.name for e in (config.model.image, config.model.text) if e.checkpoint]
+    if config.task != "vl" or config.teacher.checkpoint:
+        pretrained += [f"teacher {config.teacher.name}"] if config.teacher.checkpoint else []
+    parts.append(f"pretrained parts: {', '.join(pretrained)}" if pretrained else "tiny random-initialised encoders")
+    if config.teacher.precomputed_targets:
+        parts.append(f"teacher targets precomputed ({config.teacher.precomputed_targets})")
+    elif config.teacher.prefit_steps and config.uses_teacher:
+        parts.append(f"teacher pre-fitted for {config.teacher.prefit_steps} steps on the smoke images' labels")
+    elif not config.teacher.checkpoint and config.uses_teacher:
+        parts.append("random-initialised teacher")
+    return "; ".join(parts)
 
 
 def _append_loss_row(path: Path, row: dict[str, float]) -> None:
@@ -296,9 +403,15 @@ def load_trained(run: Path) -> tuple[VLRecipeConfig, Tokenizer, torch.nn.Module]
     if result is None or result.status != "finished":
         raise CheckpointError(f"{run} holds no finished training run", "train it with `mmthesis train run RECIPE`")
     config = from_dict(VLRecipeConfig, json.loads((run / CONFIG).read_text(encoding="utf-8")))
+    if config.task != "vl":
+        raise CheckpointError(
+            f"{run} is a unimodal distillation ({config.task}), not a vision-language student",
+            f"its {WEIGHTS} is the state dict of a cropped {config.teacher.name}: build it with mmthesis.teachers.crop",
+        )
     tokenizer = Tok.load(run / TOKENIZER)
     state = load_weights(run / WEIGHTS)
-    kd_dim = state["kd_head.1.weight"].shape[0] if "kd_head.1.weight" in state else None
+    head = next((k for k in ("kd_head.1.weight", "shared.head.1.weight") if k in state), None)
+    kd_dim = state[head].shape[0] if head else None
     model = SSMKE(config.model, tokenizer.vocab_size, kd_dim, load_pretrained=False)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

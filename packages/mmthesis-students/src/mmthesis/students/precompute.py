@@ -1,0 +1,103 @@
+"""Precomputed teacher targets (option ``teacher.precomputed_targets``): run the frozen teacher once, not every step.
+
+The teacher forward costs as much as the student's (BEiTv2 ViT-B/16 vs a 6+6-block
+student), but its output depends only on the image. When the recipe allows it,
+``precompute_teacher_targets`` embeds every training image once and writes a
+safetensors file (targets (N, D) + the image ids), and training then reads the
+row of each example's image instead of running the teacher.
+
+What it changes: the teacher sees each image resized without augmentation (the
+evaluation transform) instead of the student's random crop/flip of that step. With
+the thesis's mild crop range [0.9, 1] this is close, but it is an approximation;
+it is refused where the target depends on the view position by position (T-CMLI's
+patch targets) or on a separate teacher view (``teacher.independent_augmentation``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from mmthesis.core.checkpoint import load_weights, save_weights
+from mmthesis.core.console import console
+from mmthesis.core.errors import CheckpointError, ConfigError
+from mmthesis.data.image_text import ImageTextPairs
+from mmthesis.data.transforms import eval_transform
+from mmthesis.students.config import VLRecipeConfig
+from mmthesis.teachers import TeacherModule
+
+TARGETS, IDS, KIND = "targets", "mmthesis_image_ids", "mmthesis_target_kind"
+
+
+def target_kind(config: VLRecipeConfig) -> str:
+    """What a target file holds; a file is only used by recipes that need exactly that."""
+    kd = config.loss.kd
+    if kd == "tcmli" or config.task != "vl" or kd == "none":
+        raise ConfigError(
+            f"teacher.precomputed_targets does not apply to task={config.task} loss.kd={kd}",
+            "it serves CLS and class-logit targets of the vision-language recipes (mse, contrastive, kl)",
+        )
+    norm = "logits" if kd == "kl" else ("final-norm-cls" if config.teacher.final_norm else "pre-norm-cls")
+    return f"{config.teacher.name}:{norm}"
+
+
+@torch.no_grad()
+def precompute_teacher_targets(
+    config: VLRecipeConfig, teacher: TeacherModule, datasets: list[ImageTextPairs], path: Path, batch_size: int = 256
+) -> Path:
+    """Embed every image of ``datasets`` once with the frozen ``teacher``; write targets + ids to ``path``."""
+    from mmthesis.students.lightning_module import distillation_target
+
+    kind = target_kind(config)
+    transform = eval_transform(config.model.img_size)
+    ids: list[str] = []
+    images = []
+    for ds in datasets:
+        ids += ds.data.image_ids
+        images += ds.data.images
+    if len(set(ids)) != len(ids):
+        raise ConfigError(
+            "image ids repeat across the training datasets", "precompute targets for one dataset at a time"
+        )
+    teacher.eval()
+    rows = []
+    for start in range(0, len(images), batch_size):
+        x = torch.stack([transform(Image.fromarray(im)) for im in images[start : start + batch_size]])
+        rows.append(distillation_target(teacher(x), config.loss.kd, config.teacher.final_norm).float())
+    targets = torch.cat(rows)
+    save_weights(path, {TARGETS: targets}, {IDS: json.dumps(ids), KIND: kind})
+    console.print(f"wrote {len(ids)} teacher targets ({kind}, dim {targets.shape[1]}) to {path}")
+    return path
+
+
+class TargetTable:
+    """The targets of a precomputed file, looked up by image id."""
+
+    def __init__(self, path: str | Path, config: VLRecipeConfig) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get(KIND) != target_kind(config):
+            raise CheckpointError(
+                f"{path} holds {meta.get(KIND)!r} targets, the recipe needs {target_kind(config)!r}",
+                "precompute them for this recipe (`mmthesis train precompute RECIPE`)",
+            )
+        self.targets = load_weights(path)[TARGETS]
+        self.rows = {image_id: i for i, image_id in enumerate(json.loads(meta[IDS]))}
+
+    @property
+    def dim(self) -> int:
+        return int(self.targets.shape[1])
+
+    def lookup(self, image_ids: list[str], device: torch.device) -> torch.Tensor:
+        try:
+            idx = [self.rows[i] for i in image_ids]
+        except KeyError as e:
+            raise CheckpointError(
+                f"no precomputed target for image {e.args[0]!r}", "precompute targets for this training data"
+            ) from None
+        return self.targets[idx].to(device)

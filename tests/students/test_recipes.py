@@ -1,0 +1,72 @@
+"""Every recipe in the registry trains 2 optimisation steps at smoke scale through the real `train_recipe` path."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from mmthesis.core.config import config_hash
+from mmthesis.core.paths import data_root
+from mmthesis.core.results import run_dir
+from mmthesis.data.registry import PrepareRequest, get_dataset
+from mmthesis.students.recipes import load_recipe, recipe_header, recipe_names
+from mmthesis.students.train import LOSSES, WEIGHTS, run_name, train_recipe
+
+# tiny and quick: 2 steps, small batches, shapes only (offline), no teacher pre-fit
+FAST = ["train.max_steps=2", "train.checkpoint_every_n_steps=1", "teacher.prefit_steps=0"]
+FAST_BY_TASK = {
+    "vl": ["data.train=[shapes]", "data.retrieval_eval=[shapes]", "data.batch_size=8"],
+    "image_kd": ["data.train=[shapes]", "data.batch_size=8"],
+    "text_kd": ["data.batch_size=4", "data.text_block_size=32"],
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("recipes_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMTHESIS_HOME", str(home))
+    for name in ("shapes", "openwebtext"):
+        get_dataset(name).prepare(PrepareRequest(out_root=data_root(), raw=None, workers=1, scale="smoke"))
+    yield home
+    mp.undo()
+
+
+def test_registry_has_every_trained_experiment():
+    names = set(recipe_names())
+    expected = {
+        "distil-data2vec2", "f-distilbert", "shre", "shre-ddp", "shre-t", "s-smke", "s-smke-tte-first", "s-smke-tte",
+        "s-smke-itc-mb", "s-smke-itc-momentum", "s-smke-t-cmli", "s-smke-cdl", "s-smke-cdl-mb",
+        "s-smke-cdl-mb-data2vec2", "s-smke-cdl-mb-dino", "s-smke-no-kd",
+    }  # fmt: skip
+    assert expected <= names
+
+
+@pytest.mark.parametrize("recipe", recipe_names())
+def test_recipe_header_gives_command_and_section(recipe):
+    header = recipe_header(recipe)
+    assert f"mmthesis train run {recipe} --scale smoke|small|full" in header
+    assert "REFERENCE.md §3." in header
+    for scale in ("smoke", "small", "full"):
+        assert load_recipe(recipe, scale).recipe == recipe
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("recipe", recipe_names())
+def test_recipe_trains_two_steps_at_smoke(recipe, smoke_home, monkeypatch):
+    monkeypatch.setenv("MMTHESIS_HOME", str(smoke_home))
+    task = load_recipe(recipe, "smoke").task
+    config = load_recipe(recipe, "smoke", FAST + FAST_BY_TASK[task])
+    result = train_recipe(config, "smoke")
+    assert result.status == "finished"
+    assert result.metrics["steps"] == 2.0
+    folder = run_dir(run_name(config, "smoke"), config_hash(config))
+    rows = list(csv.DictReader((folder / LOSSES).open()))
+    assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
+    if config.uses_teacher:
+        assert all(float(r["kd"]) > 0 for r in rows)
+    if task == "vl":
+        assert all(float(r["itc"]) > 0 for r in rows)
+    assert (folder / WEIGHTS).is_file() and (folder / "checkpoints" / "last.ckpt").is_file()

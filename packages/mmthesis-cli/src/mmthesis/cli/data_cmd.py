@@ -138,13 +138,14 @@ def _stats_rows(value: Any) -> str:
 
 def _table4_row(manifest: Manifest) -> str | None:
     """The thesis's Table 4 columns for an image-text training split (None for other datasets)."""
-    st = manifest.stats
-    if not isinstance(st.get("pairs"), dict) or "train" not in st["pairs"] or not isinstance(st.get("images"), dict):
+    from mmthesis.data.counts import image_text_summary
+
+    row = image_text_summary(manifest)
+    if row is None:
         return None
-    unit = st.get("caption_length_unit", "words")
     return (
-        f"Table 4 row (train): avg caption length {st['avg_caption_words']['train']} ({unit}), "
-        f"captions per image {st['avg_captions_per_image']['train']}, images {st['images']['train']}, image-text pairs {st['pairs']['train']}"
+        f"Table 4 row (train): avg caption length {row.avg_caption_length} ({row.caption_length_unit}), "
+        f"captions per image {row.captions_per_image}, images {row.images}, image-text pairs {row.pairs}"
     )
 
 

@@ -146,6 +146,23 @@ class ImageTextSummary:
     stand_in: str | None
 
 
+def image_text_summary(manifest: Manifest, stand_in: str | None = None) -> ImageTextSummary | None:
+    """Table 4's row from a prepared image-text manifest; None if it has no such statistics (e.g. shapes)."""
+    st = manifest.stats
+    if not isinstance(st.get("pairs"), dict) or "train" not in st["pairs"] or not isinstance(st.get("images"), dict):
+        return None
+    return ImageTextSummary(
+        dataset=manifest.name,
+        images=int(st["images"]["train"]),
+        pairs=int(st["pairs"]["train"]),
+        captions_per_image=float(st["avg_captions_per_image"]["train"]),
+        avg_caption_length=float(st["avg_caption_words"]["train"]),
+        caption_length_unit=str(st.get("caption_length_unit", "whitespace words")),
+        skipped={str(k): int(v) for k, v in manifest.skipped.items()},
+        stand_in=stand_in,
+    )
+
+
 def summarize_image_text(name: str, scale: str = "full", root: Path | None = None) -> ImageTextSummary:
     """Table 4's row for prepared image-text dataset ``name`` at ``scale``, from its manifest.
 
@@ -159,17 +176,10 @@ def summarize_image_text(name: str, scale: str = "full", root: Path | None = Non
         raise UnknownNameError(f"dataset {name!r} has no scale {scale!r}", f"use one of: {', '.join(spec.scales)}")
     fix = prepare_command(name, scale)
     manifest = read_manifest(prepared_name(name, scale), root, prepare_hint=fix)
-    st = manifest.stats
     try:
-        return ImageTextSummary(
-            dataset=name,
-            images=int(st["images"]["train"]),
-            pairs=int(st["pairs"]["train"]),
-            captions_per_image=float(st["avg_captions_per_image"]["train"]),
-            avg_caption_length=float(st["avg_caption_words"]["train"]),
-            caption_length_unit=str(st.get("caption_length_unit", "whitespace words")),
-            skipped={str(k): int(v) for k, v in manifest.skipped.items()},
-            stand_in=spec.stand_in.get(scale),
-        )
+        summary = image_text_summary(manifest, spec.stand_in.get(scale))
     except (KeyError, TypeError) as e:
-        raise _corrupt(manifest.name, f"its manifest lacks the train split's Table 4 statistics ({e})", fix) from e
+        raise _corrupt(manifest.name, f"its manifest's Table 4 statistics are incomplete ({e})", fix) from e
+    if summary is None:
+        raise _corrupt(manifest.name, "its manifest lacks the train split's Table 4 statistics", fix)
+    return summary

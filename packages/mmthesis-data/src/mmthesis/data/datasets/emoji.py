@@ -64,7 +64,7 @@ class EmojiRecord:
 # --------------------------------------------------------------------------- tarball
 
 
-def _sha1_file(path: Path) -> str:
+def sha1_file(path: Path) -> str:
     digest = hashlib.sha1()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -75,7 +75,7 @@ def _sha1_file(path: Path) -> str:
 def _check_sha1(path: Path, expected: str | None) -> None:
     if expected is None:
         return
-    actual = _sha1_file(path)
+    actual = sha1_file(path)
     if actual != expected:
         raise DataMissingError(
             f"{path} has sha1 {actual}, expected {expected} ({PACKAGE})",
@@ -298,7 +298,7 @@ def _config(tarball: Path) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "source": PACKAGE,
-        "sha1": _sha1_file(tarball),
+        "sha1": sha1_file(tarball),
         "image_size": IMAGE_SIZE,
         "split": "sha1(id) % 100: " + ", ".join(f"{s} {p}%" for s, p in SPLITS),
         "tokenizer_vocab_size": TOKENIZER_VOCAB,

@@ -320,14 +320,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "uncategorised"
 
 
-def _tarball_sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def val_count(n: int) -> int:
     """How many of a class's ``n`` stand-in images go to ``val/``: about 10%, 1 to 5, none for singletons."""
     return 0 if n < 2 else min(5, max(1, n // 10))
@@ -354,7 +346,7 @@ def build_standin_raw(tarball: Path, dest: Path) -> Path:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(record.png)
 
-    version = {"generator": "imagenet-standin-v1", "source": tarball.name, "sha1": _tarball_sha1(tarball)}
+    version = {"generator": "imagenet-standin-v1", "source": tarball.name, "sha1": emoji.sha1_file(tarball)}
     return build_once(dest, STAND_IN, version, build)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,17 @@ class KarpathyLayout:
     split_file: str
     image_dirs: tuple[str, ...]  # folders (relative to --raw) searched for the images
     raw_hint: str
+    # writes a smoke-scale stand-in raw folder: (dest, prepared-data root) -> dest; None: no smoke scale
+    build_smoke_raw: Callable[[Path, Path | None], Path] | None = None
 
 
-COCO = KarpathyLayout("coco", "dataset_coco.json", ("",), "coco/ (train2014/, val2014/, dataset_coco.json)")
+COCO = KarpathyLayout(
+    "coco",
+    "dataset_coco.json",
+    ("",),
+    "coco/ (train2014/, val2014/, dataset_coco.json)",
+    vl_standins.build_coco_raw,
+)
 FLICKR = KarpathyLayout(
     "flickr30k",
     "dataset_flickr30k.json",
@@ -143,8 +151,8 @@ def prepare_karpathy(
 def _prepare_fn(layout: KarpathyLayout):  # noqa: ANN202 - a PrepareRequest -> Manifest closure
     def prepare(req: PrepareRequest) -> Manifest:
         folder = dataset_dir(prepared_name(layout.name, req.scale), req.out_root)
-        if req.scale == "smoke" and layout.name == "coco":
-            raw = req.raw or vl_standins.build_coco_raw(standin_dir(folder.name), req.out_root)
+        if req.scale == "smoke" and layout.build_smoke_raw is not None:
+            raw = req.raw or layout.build_smoke_raw(standin_dir(folder.name), req.out_root)
             return prepare_karpathy(raw, folder, layout, workers=req.workers)
         if req.raw is None:
             raise DataMissingError(

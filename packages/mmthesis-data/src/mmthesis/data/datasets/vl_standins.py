@@ -103,5 +103,5 @@ def build_cc_raw(dest: Path, name: str, tsv_name: str, caption_column: int, tarb
                 path.write_bytes(emoji.to_rgb_png(record.png))
         (tmp / tsv_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    version = {"generator": "cc-standin-v1", "variant": name, "sha1": emoji._sha1_file(tarball)}
+    version = {"generator": "cc-standin-v1", "variant": name, "sha1": emoji.sha1_file(tarball)}
     return build_once(dest, CC_STAND_IN, version, build)

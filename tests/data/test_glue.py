@@ -1,10 +1,11 @@
-"""GLUE: the official TSV layouts (QUOTE_NONE, CoLA without header, MNLI's 12/16 columns), malformed rows, stand-in, parquet."""
+"""GLUE: the official TSV layouts (QUOTE_NONE, CoLA without header, MNLI's 12/16 columns), malformed rows, stand-in, HF parquet/arrow."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmthesis.core.errors import DataMissingError
@@ -271,3 +272,174 @@ def test_hf_parquet_snapshot(tmp_path: Path) -> None:
     row = json.loads((tmp_path / "out/glue/MNLI/train.jsonl").read_text().splitlines()[2])
     assert row == {"idx": 2, "sentence1": "mnli premise 2", "sentence2": "mnli hypothesis 2", "label": 2}
     assert glue.read_rows(tmp_path / "out" / "glue", "STS-B", "train")[1]["label"] == 2.5
+
+
+# --------------------------------------------------------------------------- HF layouts == TSVs
+# How the HF nyu-mll/glue dataset stores each task, written down from its dataset card (independent of glue.TASKS):
+# TSV folder -> (HF config, TSV text columns (CoLA: positions), TSV label column, HF text columns, TSV label -> HF label)
+_BIN = {"0": 0, "1": 1}
+_NLI2 = {"entailment": 0, "not_entailment": 1}
+HF_CARD = {
+    "CoLA": ("cola", (3,), 1, ("sentence",), _BIN),
+    "SST-2": ("sst2", ("sentence",), "label", ("sentence",), _BIN),
+    "MRPC": ("mrpc", ("#1 String", "#2 String"), "Quality", ("sentence1", "sentence2"), _BIN),
+    "STS-B": ("stsb", ("sentence1", "sentence2"), "score", ("sentence1", "sentence2"), float),
+    "QQP": ("qqp", ("question1", "question2"), "is_duplicate", ("question1", "question2"), _BIN),
+    "MNLI": (
+        "mnli",
+        ("sentence1", "sentence2"),
+        "gold_label",
+        ("premise", "hypothesis"),
+        {"entailment": 0, "neutral": 1, "contradiction": 2},
+    ),
+    "QNLI": ("qnli", ("question", "sentence"), "label", ("question", "sentence"), _NLI2),
+    "RTE": ("rte", ("sentence1", "sentence2"), "label", ("sentence1", "sentence2"), _NLI2),
+    "WNLI": ("wnli", ("sentence1", "sentence2"), "label", ("sentence1", "sentence2"), _BIN),
+}
+
+
+def _twin_data(tsv_root: Path) -> dict[tuple[str, str], dict[str, list]]:
+    """Write GLUE-format TSVs and return the same rows as HF columns, with a NUL row and a bad label in both."""
+    glue.write_standin_tsvs(tsv_root)
+    tables = {}
+    for folder, (config, text_cols, label_col, hf_text, to_hf) in HF_CARD.items():
+        for path in sorted((tsv_root / folder).glob("*.tsv")):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            header = lines.pop(0).split("\t") if folder != "CoLA" else None
+            rows = [line.split("\t") for line in lines]
+            at = [header.index(c) if header else c for c in text_cols]
+            label_at = header.index(label_col) if header else label_col
+            nul, bad = list(rows[0]), list(rows[0])
+            nul[at[-1]] = "a NUL \x00 inside"
+            bad[label_at] = "7.5" if to_hf is float else "maybe"
+            rows[1:1] = [nul]
+            rows[3:3] = [bad]
+            lines = ["\t".join(r) for r in ([header] if header else []) + rows]
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            hf_split = path.stem.replace("dev", "validation")
+            table: dict[str, list] = {c: [r[i] for r in rows] for c, i in zip(hf_text, at, strict=True)}
+            table["label"] = [
+                float(r[label_at]) if to_hf is float else to_hf.get(r[label_at], -1) for r in rows
+            ]  # HF writes unlabelled rows as -1
+            table["idx"] = list(range(len(rows)))
+            tables[(config, hf_split)] = table
+    return tables
+
+
+def _arrow(table: dict[str, list], config: str):
+    import pyarrow as pa
+
+    columns = {c: pa.array(v, pa.float32() if c == "label" and config == "stsb" else None) for c, v in table.items()}
+    return pa.table(columns)
+
+
+def _pieces(config: str, split: str, table):
+    """MNLI train comes in two files (readers must keep their order), the rest in one."""
+    if (config, split) == ("mnli", "train"):
+        half = table.num_rows // 2
+        return [table.slice(0, half), table.slice(half)]
+    return [table]
+
+
+def _write_hf(raw: Path, tables: dict[tuple[str, str], dict[str, list]], layout: str) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def stream(path: Path, table) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+
+    for (config, split), columns in tables.items():
+        pieces = _pieces(config, split, _arrow(columns, config))
+        n = len(pieces)
+        for k, piece in enumerate(pieces):
+            if layout in ("parquet", "hub-cache"):
+                base = raw / "datasets--nyu-mll--glue/snapshots/0123abcd" if layout == "hub-cache" else raw
+                (base / config).mkdir(parents=True, exist_ok=True)
+                pq.write_table(piece, base / config / f"{split}-{k:05d}-of-{n:05d}.parquet")
+            elif layout == "arrow":
+                # datasets' save_to_disk; the names sort the wrong way round, state.json gives the order
+                names = [f"data-{n - 1 - j:05d}-of-{n:05d}.arrow" for j in range(n)]
+                stream(raw / config / split / names[k], piece)
+                state = {"_data_files": [{"filename": f} for f in names], "_split": split}
+                (raw / config / split / "state.json").write_text(json.dumps(state))
+                splits = sorted({s for c, s in tables if c == config})
+                (raw / config / "dataset_dict.json").write_text(json.dumps({"splits": splits}))
+            else:  # datasets' cache
+                folder = raw / "nyu-mll___glue" / config / "0.0.0" / "5f3bf5c1e9d1b2a4"
+                name = f"glue-{split}.arrow" if n == 1 else f"glue-{split}-{k:05d}-of-{n:05d}.arrow"
+                stream(folder / name, piece)
+                (folder / "dataset_info.json").write_text("{}")
+    return raw
+
+
+@pytest.mark.parametrize("layout", ["parquet", "arrow", "hf-cache", "hub-cache"])
+def test_hf_layouts_prepare_exactly_what_the_tsvs_give(tmp_path: Path, layout: str) -> None:
+    pytest.importorskip("pyarrow")
+    tables = _twin_data(tmp_path / "tsv")
+    from_tsv = glue.prepare_from_raw(tmp_path / "tsv", tmp_path / "a" / "glue")
+    from_hf = glue.prepare_from_raw(_write_hf(tmp_path / "hf", tables, layout), tmp_path / "b" / "glue")
+    assert from_hf.config["layout"] == ("parquet" if layout == "hub-cache" else layout)
+    assert from_tsv.skipped == from_hf.skipped == {"bad label": 19, "nul byte": 19}  # one of each per file
+    assert from_hf.stats == from_tsv.stats
+    for key, split in from_tsv.splits.items():
+        task, name = key.split("/")
+        assert glue.read_rows(tmp_path / "b" / "glue", task, name) == glue.read_rows(
+            tmp_path / "a" / "glue", task, name
+        )
+        assert from_hf.split(key)["shards"][0]["sha256"] == split["shards"][0]["sha256"]  # byte-identical files
+        assert from_hf.samples(key) == split["samples"] > 0
+    stsb = glue.read_rows(tmp_path / "b" / "glue", "STS-B", "train")
+    assert any(r["label"] != float(np.float32(r["label"])) for r in stsb)  # float32 scores come back as the TSV's
+    skipped = {s["reason"]: s["id"] for s in from_hf.split("MNLI/train")["shards"][0]["skipped"]}
+    assert skipped["nul byte"].endswith(":1") and skipped["bad label"].endswith(":3")
+    assert verify("glue", tmp_path / "b") == []
+
+
+def test_hf_null_text_and_bad_files(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    tables = _twin_data(tmp_path / "tsv")
+    tables[("rte", "train")]["sentence2"][2] = None
+    raw = _write_hf(tmp_path / "hf", tables, "parquet")
+    m = glue.prepare_from_raw(raw, tmp_path / "out" / "glue")
+    assert m.skipped == {"bad label": 19, "missing text": 1, "nul byte": 19}
+    assert m.split("RTE/train")["shards"][0]["skipped"][1] == {
+        "id": "rte/train-00000-of-00001.parquet:2",
+        "reason": "missing text",
+    }
+    assert [r["idx"] for r in glue.read_rows(tmp_path / "out" / "glue", "RTE", "train")][:3] == [0, 4, 5]
+
+    pq.write_table(pa.table({"premise": ["a"], "label": [0]}), raw / "rte/validation-00000-of-00001.parquet")
+    with pytest.raises(
+        DataMissingError, match=r"rte/validation-00000-of-00001.parquet: columns .* lack \['sentence1', 'sentence2'\]"
+    ):
+        glue.prepare_from_raw(raw, tmp_path / "out2" / "glue")
+    (raw / "rte/validation-00000-of-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataMissingError, match="is not a readable parquet file"):
+        glue.prepare_from_raw(raw, tmp_path / "out2" / "glue")
+    assert not (tmp_path / "out2" / "glue" / "manifest.json").exists()
+
+
+def test_hf_layout_errors(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    tables = _twin_data(tmp_path / "tsv")
+    cache = _write_hf(tmp_path / "cache", tables, "hf-cache")
+    stale = cache / "nyu-mll___glue/cola/0.0.0/0000000000000000"
+    stale.mkdir()
+    (stale / "glue-train.arrow").write_bytes(b"")
+    with pytest.raises(DataMissingError, match="holds 2 cached versions"):
+        glue.prepare_from_raw(cache, tmp_path / "out" / "glue")
+    hub = _write_hf(tmp_path / "hub", tables, "hub-cache")
+    (hub / "datasets--nyu-mll--glue/snapshots/4567cdef").mkdir()
+    with pytest.raises(DataMissingError, match="holds 2 revisions"):
+        glue.prepare_from_raw(hub / "datasets--nyu-mll--glue", tmp_path / "out" / "glue")
+    partial = tmp_path / "partial"
+    _write_hf(partial, {k: v for k, v in tables.items() if k[0] != "wnli"}, "arrow")
+    with pytest.raises(DataMissingError, match="lacks WNLI/train, WNLI/dev"):
+        glue.prepare_from_raw(partial, tmp_path / "out" / "glue")
+    (tmp_path / "empty" / "cola").mkdir(parents=True)
+    with pytest.raises(DataMissingError, match="neither GLUE task folders .* nor the HF nyu-mll/glue dataset"):
+        glue.prepare_from_raw(tmp_path / "empty", tmp_path / "out" / "glue")
+    assert not (tmp_path / "out" / "glue").exists()

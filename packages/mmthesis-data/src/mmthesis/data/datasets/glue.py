@@ -18,9 +18,31 @@ with the wrong number of columns, a NUL byte, invalid UTF-8 or a label
 outside the task's label set is skipped and counted by reason. Files are split
 on ``\\n`` only (a stray ``\\r`` inside a sentence does not end a row).
 
-Alternatively ``--raw`` may be a Hugging Face ``nyu-mll/glue`` parquet
-snapshot (``cola/train-*.parquet``, ``mnli/validation_matched-*.parquet``,
-...); that needs ``pyarrow``.
+Alternatively ``--raw`` may hold the Hugging Face ``nyu-mll/glue`` dataset
+(read with ``pyarrow``, ``pip install 'mmthesis-data[parquet]'``; the layout
+is detected):
+
+- the hub's parquet files: ``cola/train-00000-of-00001.parquet``,
+  ``mnli/validation_matched-*.parquet``, ... (also ``<config>/<split>/*.parquet``
+  as in the hub's parquet conversion, and a hub cache folder
+  ``datasets--nyu-mll--glue`` holding one ``snapshots/<revision>/``, or
+  the hub cache folder ``~/.cache/huggingface/hub`` holding it);
+- ``datasets``' ``save_to_disk`` folders, one per config:
+  ``cola/dataset_dict.json``, ``cola/train/data-00000-of-00001.arrow`` (+ ``state.json``);
+- the ``datasets`` cache: ``cola/0.0.0/<hash>/glue-train.arrow`` (or
+  ``glue-train-00000-of-00002.arrow``), also under ``nyu-mll___glue/`` (so
+  ``--raw ~/.cache/huggingface/datasets`` works).
+
+HF columns are ``sentence`` / ``sentence1``+``sentence2`` / ``question1``+``question2`` /
+``premise``+``hypothesis`` / ``question``+``sentence``, an int ``label`` (the
+HF label index, which is what the prepared files store; -1 marks unlabelled
+rows and is skipped as a bad label) or STS-B's float32 score (read as the
+shortest decimal that float32 value prints as, so ``3.8`` stays ``3.8`` as in
+the TSV), and ``idx``. Only train and validation splits are read (test splits
+are unlabelled). ``idx`` of a prepared row is its position in the split (the
+row number HF's ``idx`` also counts), and the same checks apply: NUL bytes,
+missing (null) text and labels outside the label set are skipped by reason, so
+the same data prepared from TSVs or from HF files gives identical JSON lines.
 
 Prepared format: ``<Task>/<split>.jsonl``, one row per line:
 ``{"idx": <row number in the source file>, "sentence1": str, "sentence2": str
@@ -42,10 +64,13 @@ import csv
 import dataclasses
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mmthesis.core.console import console
 from mmthesis.core.errors import DataMissingError
@@ -66,6 +91,7 @@ NUL = "nul byte"
 INVALID_UTF8 = "invalid utf-8"
 BAD_LABEL = "bad label"
 BLANK = "blank line"
+MISSING_TEXT = "missing text"  # HF files: a null sentence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,29 +231,71 @@ def parse_tsv(path: Path, task: Task) -> Iterator[dict[str, Any] | Skipped]:
             yield _row(idx, [fields[i] for i in text_at], label)
 
 
-def parse_parquet(files: list[Path], task: Task) -> Iterator[dict[str, Any] | Skipped]:
-    """Rows of an HF ``glue`` parquet split (needs pyarrow); same output and checks as ``parse_tsv``."""
+def _hf_label(value: Any, task: Task, float32: bool) -> int | float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if not task.label_names:
+        if not isinstance(value, (int, float)):
+            return None
+        score = float(str(np.float32(value))) if float32 else float(value)  # float32 3.8 -> 3.8, as the TSV says
+        return score if 0.0 <= score <= 5.0 else None
+    return value if isinstance(value, int) and 0 <= value < len(task.label_names) else None
+
+
+def _read_arrow_table(path: Path, columns: list[str]) -> Any:
+    """One parquet file, or one Arrow IPC file (``datasets`` writes the stream format), as a pyarrow table."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    fix = f"replace {path} with a file of the Hugging Face nyu-mll/glue dataset, or pass the official GLUE TSV folder"
+    try:
+        if path.suffix == ".parquet":
+            names = pq.read_schema(path).names
+            table = None
+        else:
+            with pa.memory_map(str(path)) as source:
+                try:
+                    table = pa.ipc.open_stream(source).read_all()
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    table = pa.ipc.open_file(source).read_all()
+            names = table.column_names
+    except (OSError, pa.ArrowException) as e:
+        raise DataMissingError(f"{path} is not a readable {path.suffix[1:]} file ({e})", fix) from e
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise DataMissingError(f"{path}: columns {names} lack {missing}", fix)
+    if table is None:
+        try:
+            table = pq.read_table(path, columns=columns)
+        except (OSError, pa.ArrowException) as e:
+            raise DataMissingError(f"{path} is not a readable parquet file ({e})", fix) from e
+    return table.select(columns)
+
+
+def parse_hf(files: list[Path], task: Task, root: Path | None = None) -> Iterator[dict[str, Any] | Skipped]:
+    """Rows of an HF ``glue`` split (parquet or arrow files, in order; needs pyarrow); same output and checks as ``parse_tsv``."""
+    import pyarrow as pa
+
     idx = 0
-    text_cols = HF_TEXT[task.hf]
+    text_cols = list(HF_TEXT[task.hf])
     for path in files:
-        table = pq.read_table(path, columns=[*text_cols, "label"])
+        table = _read_arrow_table(path, [*text_cols, "label"])
+        float32 = table.schema.field("label").type == pa.float32()
         columns = {c: table.column(c).to_pylist() for c in (*text_cols, "label")}
+        shown = path.relative_to(root) if root is not None and path.is_relative_to(root) else path.name
         for i in range(table.num_rows):
-            where = f"{path.name}:{i}"
+            where = f"{shown}:{i}"
             texts = [columns[c][i] for c in text_cols]
-            label = columns["label"][i]
+            label = _hf_label(columns["label"][i], task, float32)
             if any(not isinstance(t, str) for t in texts):
-                yield Skipped(where, WRONG_COLUMNS)
+                yield Skipped(where, MISSING_TEXT)
             elif any("\x00" in t for t in texts):
                 yield Skipped(where, NUL)
-            elif not task.label_names and not (isinstance(label, (int, float)) and 0.0 <= label <= 5.0):
-                yield Skipped(where, BAD_LABEL)
-            elif task.label_names and not (isinstance(label, int) and 0 <= label < len(task.label_names)):
+            elif label is None:
                 yield Skipped(where, BAD_LABEL)
             else:
-                yield _row(idx, texts, float(label) if not task.label_names else int(label))
+                yield _row(idx, texts, label)
             idx += 1
 
 
@@ -246,17 +314,84 @@ def write_jsonl(rows: Iterator[dict[str, Any] | Skipped], out: Path) -> FileResu
     return FileResult(count, skipped)
 
 
-def _layout(raw: Path) -> str:
+HF_LAYOUTS = ("parquet", "arrow", "hf-cache")
+_SHARD = r"(-\d{5}-of-\d{5})?"
+
+
+def _hf_split(split: str) -> str:
+    return split.replace("dev", "validation")
+
+
+def _hf_root(raw: Path) -> Path:
+    """Descend from an HF cache folder to the dataset's files (hub: one ``snapshots/<rev>/``; datasets: ``nyu-mll___glue/``)."""
+    for cached in ("nyu-mll___glue", "datasets--nyu-mll--glue"):  # --raw ~/.cache/huggingface/{datasets,hub}
+        if (raw / cached).is_dir():
+            raw = raw / cached
+    if (raw / "snapshots").is_dir() and not any((raw / t.hf).is_dir() for t in TASKS.values()):
+        revisions = sorted(p for p in (raw / "snapshots").iterdir() if p.is_dir())
+        if len(revisions) != 1:
+            raise DataMissingError(
+                f"{raw}/snapshots holds {len(revisions)} revisions of the dataset, not one",
+                f"pass --raw {raw}/snapshots/<revision>",
+            )
+        raw = revisions[0]
+    return raw
+
+
+def _cache_dir(config: Path) -> Path | None:
+    """The one ``<version>/<hash>/`` folder of a ``datasets`` cache config folder (None if there is none)."""
+    found = sorted({p.parent for p in config.glob("*/*/*.arrow")})
+    if len(found) > 1:
+        raise DataMissingError(
+            f"{config} holds {len(found)} cached versions of the dataset ({', '.join(str(p.relative_to(config)) for p in found)})",
+            "delete the stale ones, or save one with `datasets`' save_to_disk and pass that folder",
+        )
+    return found[0] if found else None
+
+
+def _hf_sources(root: Path, layout: str, task: Task, split: str) -> list[Path]:
+    config, name = root / task.hf, _hf_split(split)
+    if not config.is_dir():
+        return []
+    if layout == "parquet":
+        return sorted(config.glob(f"{name}-*.parquet")) or sorted((config / name).glob("*.parquet"))
+    if layout == "arrow":
+        folder = config / name
+        state = folder / "state.json"
+        if state.is_file():
+            try:
+                files = [folder / f["filename"] for f in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataMissingError(f"{state} is not a `datasets` state file ({e})", f"re-save {folder}") from e
+            if all(f.is_file() for f in files):
+                return files
+        return sorted(folder.glob("*.arrow"))
+    cache = _cache_dir(config)
+    if cache is None:
+        return []
+    pattern = re.compile(rf"[^-]+-{re.escape(name)}{_SHARD}\.arrow")
+    return sorted(p for p in cache.glob("*.arrow") if pattern.fullmatch(p.name))
+
+
+def _layout(raw: Path) -> tuple[str, Path]:
+    """Which layout ``raw`` holds and the folder its files are under: TSVs, or one of the HF layouts."""
     raw = Path(raw).expanduser()
     if not raw.is_dir():
         raise DataMissingError(f"GLUE raw folder {raw} does not exist", f"pass --raw with {RAW_HINT}")
     if any((raw / t.name).is_dir() for t in TASKS.values()):
-        return "tsv"
-    if any(list((raw / t.hf).glob("*.parquet")) for t in TASKS.values() if (raw / t.hf).is_dir()):
-        return "parquet"
+        return "tsv", raw
+    root = _hf_root(raw)
+    configs = [root / t.hf for t in TASKS.values() if (root / t.hf).is_dir()]
+    if any(next(c.glob("*.parquet"), None) or next(c.glob("*/*.parquet"), None) for c in configs):
+        return "parquet", root
+    if any((c / "dataset_dict.json").is_file() or next(c.glob("*/state.json"), None) for c in configs):
+        return "arrow", root
+    if any(next(c.glob("*/*/*.arrow"), None) for c in configs):
+        return "hf-cache", root
     raise DataMissingError(
-        f"{raw} holds neither GLUE task folders (CoLA/, SST-2/, ...) nor HF parquet folders (cola/, sst2/, ...)",
-        f"pass --raw with {RAW_HINT}",
+        f"{raw} holds neither GLUE task folders (CoLA/, SST-2/, ...) nor the HF nyu-mll/glue dataset "
+        "(cola/, sst2/, ... with parquet files, save_to_disk folders or a datasets cache)",
+        f"pass --raw with {RAW_HINT}, or a folder of the HF dataset's config folders",
     )
 
 
@@ -264,32 +399,32 @@ def _sources(raw: Path, layout: str, task: Task, split: str) -> list[Path]:
     if layout == "tsv":
         path = raw / task.name / f"{split}.tsv"
         return [path] if path.is_file() else []
-    hf_split = split.replace("dev", "validation")
-    return sorted((raw / task.hf).glob(f"{hf_split}-*.parquet"))
+    return _hf_sources(raw, layout, task, split)
 
 
 def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, name: str = NAME) -> Manifest:
     """Parse all 9 tasks' train and dev files in ``raw`` into ``folder``; returns the written manifest."""
     raw = Path(raw).expanduser()
-    layout = _layout(raw)
-    if layout == "parquet":
+    layout, root = _layout(raw)
+    if layout in HF_LAYOUTS:
         try:
             import pyarrow  # noqa: F401
         except ImportError as e:
             raise DataMissingError(
-                f"{raw} is an HF parquet snapshot, and reading it needs pyarrow",
-                "`pip install pyarrow`, or pass the official GLUE TSV folder",
+                f"{raw} holds the HF GLUE dataset ({layout} layout), and reading it needs pyarrow",
+                "`pip install 'packages/mmthesis-data[parquet]'` (or `pip install pyarrow`), or pass the official GLUE TSV folder",
             ) from e
-    missing = [f"{t.name}/{s}" for t in TASKS.values() for s in t.splits if not _sources(raw, layout, t, s)]
+    sources = {(t.name, s): _sources(root, layout, t, s) for t in TASKS.values() for s in t.splits}
+    missing = [f"{t}/{s}" for (t, s), files in sources.items() if not files]
     if missing:
         raise DataMissingError(
             f"GLUE raw at {raw} lacks {', '.join(missing)}",
             f"download all 9 tasks (GLUE's download_glue_data.py --tasks all) and pass --raw with {RAW_HINT}",
         )
     config = {"format_version": FORMAT_VERSION, "raw": str(raw.resolve()), "layout": layout, "stand_in": stand_in}
-    inputs = {
-        f"{t.name}/{s}": [sha256_file(p) for p in _sources(raw, layout, t, s)] for t in TASKS.values() for s in t.splits
-    }
+    if root != raw:
+        config["root"] = str(root.resolve())
+    inputs = {f"{t}/{s}": [sha256_file(p) for p in files] for (t, s), files in sources.items()}
     config["inputs_sha256"] = inputs
     if (folder / MANIFEST).is_file():
         try:
@@ -305,8 +440,8 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
     reasons: Counter[str] = Counter()
     for task in TASKS.values():
         for split in task.splits:
-            sources = _sources(raw, layout, task, split)
-            rows = parse_tsv(sources[0], task) if layout == "tsv" else parse_parquet(sources, task)
+            files = sources[(task.name, split)]
+            rows = parse_tsv(files[0], task) if layout == "tsv" else parse_hf(files, task, root)
             rel = f"{task.name}/{split}.jsonl"
             result = write_jsonl(rows, folder / rel)
             reasons.update(s.reason for s in result.skipped)
@@ -577,7 +712,7 @@ register(
     DatasetSpec(
         name=NAME,
         kind="glue",
-        summary="GLUE's 9 tasks (train + dev) from the official TSVs, as JSON lines per task and split",
+        summary="GLUE's 9 tasks (train + dev) from the official TSVs or HF nyu-mll/glue files, as JSON lines per task and split",
         prepare=prepare,
         raw_hint=RAW_HINT,
         scales=("smoke", "full"),

@@ -39,7 +39,7 @@ def test_registry_has_every_trained_experiment():
     expected = {
         "distil-data2vec2", "f-distilbert", "shre", "shre-ddp", "shre-t", "s-smke", "s-smke-tte-first", "s-smke-tte",
         "s-smke-itc-mb", "s-smke-itc-momentum", "s-smke-t-cmli", "s-smke-cdl", "s-smke-cdl-mb",
-        "s-smke-cdl-mb-data2vec2", "s-smke-cdl-mb-dino", "s-smke-no-kd",
+        "s-smke-cdl-mb-data2vec2", "s-smke-cdl-mb-dino", "s-smke-cdl-mb-beitv2-ft", "s-smke-no-kd",
     }  # fmt: skip
     assert expected <= names
 

@@ -21,7 +21,7 @@ from mmthesis.teachers import (
     text_kd_layers,
 )
 
-IMAGE = ["data2vec2_image", "beitv2_base_pt", "dino_vitb16"]
+IMAGE = ["data2vec2_image", "beitv2_base_pt", "beitv2_base_ft1k", "dino_vitb16"]
 TEXT = ["bert_base_uncased", "data2vec2_text"]
 
 
@@ -132,6 +132,7 @@ def test_list_teachers_rows() -> None:
                          "resnet50_a1", "efficientnet_lite0"}
     assert rows["resnet50_a1"]["params"] == 25_557_032
     assert round(rows["beitv2_base_pt"]["params"] / 1e6) == 86
+    assert rows["beitv2_base_ft1k"]["params"] == 86_530_984  # timm's beitv2_base_patch16_224 (1000 classes)
     assert param_count("data2vec2_image") == 85_647_360
 
 

@@ -150,6 +150,76 @@ def test_beitv2_full_size_key_map() -> None:
     assert "lm_head.weight" in conv.dropped and "mask_token" in conv.dropped
 
 
+# ---------------------------------------------------------------- BEiTv2 finetuned on ImageNet-1K
+def _tiny_beit_ft(**kw) -> unilm_beit2.VisionTransformer:
+    return randomize_(unilm_beit2.VisionTransformer(img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=4,
+                                                    num_classes=10, **kw)).eval()
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_beitv2_ft_parity(tmp_path: Path, pooling: str) -> None:
+    ref = _tiny_beit_ft(use_mean_pooling=pooling == "mean")
+    tables = [b.attn.relative_position_bias_table for b in ref.blocks]
+    assert not torch.equal(tables[0], tables[1])  # one table per block, and they differ
+    path = tmp_path / "beitv2_base_patch16_224_pt1k_ft1k.pth"
+    torch.save({"model": ref.state_dict(), "epoch": 99}, path)
+    info = inspect_checkpoint(path)
+    assert info.format == "unilm_beitv2_ft" and info.teacher == "beitv2_base_ft1k" and info.report.ok
+    assert info.config["num_classes"] == 10 and info.config["global_pool"] == ("avg" if pooling == "mean" else "token")
+    assert sorted(info.dropped) == [f"blocks.{i}.attn.relative_position_index" for i in range(4)]
+    ours = load_teacher("beitv2_base_ft1k", path, size="tiny")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        r_logits, r_tokens, o = ref(x), ref.forward_tokens(x), ours(x)
+    err, tok_err = rel_err(o.logits, r_logits), rel_err(o.last_hidden_state, r_tokens)
+    print(f"beitv2_ft ({pooling}) max rel err: logits {err:.2e}, tokens {tok_err:.2e}")
+    assert o.logits.shape == (2, 10) and err <= TOL and tok_err <= TOL
+    assert len(o.hidden_states) == 4
+
+
+def test_beitv2_ft_timm_layout(tmp_path: Path) -> None:
+    """timm's ``beitv2_base_patch16_224.in1k_ft_in1k`` layout (no relative_position_index) loads too."""
+    import timm
+
+    ref = randomize_(timm.create_model("beitv2_base_patch16_224", pretrained=False, img_size=64, patch_size=8,
+                                       embed_dim=64, depth=2, num_heads=4, num_classes=7)).eval()
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    assert not any("relative_position_index" in k for k in load_file(str(path)))
+    ours = load_teacher("beitv2_base_ft1k", path, size="tiny")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        err = rel_err(ours(x).logits, ref(x))
+    assert err <= TOL
+
+
+def test_beitv2_ft_errors(tmp_path: Path) -> None:
+    from mmthesis.core.errors import CheckpointError
+
+    ref = _tiny_beit_ft()
+    sd = ref.state_dict()
+    sd["blocks.1.attn.relative_position_index"] = torch.flip(sd["blocks.1.attn.relative_position_index"], [0])
+    with pytest.raises(CheckpointError, match="blocks.1.attn.relative_position_index differs"):
+        unilm_beitv2.convert_ft(sd)
+    pt = tmp_path / "pt.pth"  # a pretrain-only checkpoint is not the finetuned teacher
+    torch.save({"model": unilm_beit2.VisionTransformerForMaskedImageModeling(
+        img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, vocab_size=8).state_dict()}, pt)
+    with pytest.raises(CheckpointError, match="unilm_beitv2 checkpoint, not one for teacher beitv2_base_ft1k"):
+        load_teacher("beitv2_base_ft1k", pt, size="tiny")
+
+
+def test_beitv2_ft_full_size_key_map() -> None:
+    with torch.device("meta"):
+        ref = unilm_beit2.VisionTransformer()
+        ours = build_model("beitv2_base_ft1k", "base")
+    sd = ref.state_dict()
+    conv = unilm_beitv2.convert_ft(sd)
+    assert check(ours, conv).ok and not conv.unexpected
+    assert conv.config == {"embed_dim": 768, "num_heads": 12, "depth": 12, "mlp_ratio": 4.0, "patch_size": 16,
+                           "in_chans": 3, "img_size": 224, "num_classes": 1000, "global_pool": "avg"}
+    assert len(conv.state_dict) + len(conv.dropped) == len(sd) and len(conv.dropped) == 12
+
+
 # ---------------------------------------------------------------- DINO
 def test_dino_parity(tmp_path: Path) -> None:
     ref = randomize_(dino_vit.VisionTransformer(img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=4)).eval()

@@ -126,3 +126,57 @@ class VisionTransformerForMaskedImageModeling(nn.Module):
         for blk in self.blocks:
             x = blk(x, rel_pos_bias=rel_pos_bias)
         return self.norm(x)
+
+
+# ---------------------------------------------------------------- finetuned classifier (beit2/modeling_finetune.py)
+class WindowAttention(Attention):
+    """``Attention(window_size=...)`` of the finetuning code: the block's own relative position bias table."""
+
+    def __init__(self, dim, num_heads, window_size):
+        super().__init__(dim, num_heads)
+        self.rpb = RelativePositionBias(window_size, num_heads)  # same table + index construction, per block
+        # unilm registers them on the attention module itself: expose the same names for the state dict
+        self.relative_position_bias_table = self.rpb.relative_position_bias_table
+        self.register_buffer("relative_position_index", self.rpb.relative_position_index.clone())
+        del self.rpb
+
+    def forward(self, x, rel_pos_bias=None):
+        n = self.relative_position_index.shape[0]
+        own = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        return super().forward(x, rel_pos_bias=own.permute(2, 0, 1).unsqueeze(0))
+
+
+class FinetuneBlock(Block):
+    def __init__(self, dim, num_heads, mlp_ratio, init_values, window_size):
+        super().__init__(dim, num_heads, mlp_ratio, init_values)
+        self.attn = WindowAttention(dim, num_heads, window_size)
+
+
+class VisionTransformer(nn.Module):
+    """``modeling_finetune.VisionTransformer`` as ``run_class_finetuning.py`` builds it by default:
+    ``use_rel_pos_bias=True`` (one table per block), ``use_abs_pos_emb=False``, ``use_mean_pooling=True``
+    (``norm`` = identity, ``fc_norm`` on the mean of the patch tokens), LayerScale, class ``head``."""
+
+    def __init__(self, img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+                 num_classes=1000, init_values=0.1, use_mean_pooling=True):
+        super().__init__()
+        self.patch_embed = PatchEmbed(img_size, patch_size, 3, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.blocks = nn.ModuleList(
+            FinetuneBlock(embed_dim, num_heads, mlp_ratio, init_values, self.patch_embed.patch_shape)
+            for _ in range(depth))
+        self.norm = nn.Identity() if use_mean_pooling else nn.LayerNorm(embed_dim, eps=1e-6)
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if use_mean_pooling else None
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward_tokens(self, x):
+        x = self.patch_embed(x)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+    def forward(self, x):
+        x = self.forward_tokens(x)
+        pooled = self.fc_norm(x[:, 1:].mean(1)) if self.fc_norm is not None else x[:, 0]
+        return self.head(pooled)

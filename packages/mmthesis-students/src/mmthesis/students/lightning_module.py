@@ -126,7 +126,7 @@ class VLDistillationModule(TrainingModule):
                 if not kd_dim:
                     raise MMThesisError(
                         f"loss.kd=kl needs a supervised teacher with class logits, not {config.teacher.name}",
-                        "use teacher.name=resnet50_a1 or efficientnet_lite0",
+                        "use teacher.name=resnet50_a1, efficientnet_lite0 or beitv2_base_ft1k",
                     )
             else:
                 kd_dim = self.teacher.embed_dim

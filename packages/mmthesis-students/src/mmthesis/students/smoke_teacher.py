@@ -59,7 +59,10 @@ def prefit_teacher(
     y_all = torch.tensor([labels[i] for i in chosen])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = nn.Linear(teacher.embed_dim, offset)
+        # a supervised teacher with enough classes (BEiTv2 FT) fits its own classifier, as its ImageNet
+        # finetuning did; any other teacher gets a throw-away linear head on its CLS
+        own_head = int(teacher.config.get("num_classes") or 0) >= offset
+        head = nn.Identity() if own_head else nn.Linear(teacher.embed_dim, offset)
         teacher._frozen = False
         teacher.requires_grad_(True).train()
         opt = torch.optim.AdamW([*teacher.parameters(), *head.parameters()], lr=lr, weight_decay=0.01)
@@ -69,7 +72,8 @@ def prefit_teacher(
             x = x_all[idx]
             flip = torch.rand(batch_size, generator=g) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            loss = F.cross_entropy(head(teacher(x).cls), y_all[idx])
+            out = teacher(x)
+            loss = F.cross_entropy(out.logits if own_head else head(out.cls), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

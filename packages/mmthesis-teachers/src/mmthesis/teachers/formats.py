@@ -13,6 +13,7 @@ FORMAT_TEACHER = {
     "fairseq_data2vec2_image": "data2vec2_image",
     "fairseq_data2vec2_text": "data2vec2_text",
     "unilm_beitv2": "beitv2_base_pt",
+    "unilm_beitv2_ft": "beitv2_base_ft1k",
     "dino_vit": "dino_vitb16",
     "hf_bert": "bert_base_uncased",
     "timm_resnet": "resnet50_a1",
@@ -30,6 +31,8 @@ def detect_format(state: Mapping[str, Any], metadata: Mapping[str, str] | None =
         return "fairseq_data2vec2_image"
     if any(k.startswith("modality_encoders.TEXT.") for k in keys):
         return "fairseq_data2vec2_text"
+    if "blocks.0.attn.relative_position_bias_table" in bare:  # finetuned BEiT: one bias table per block
+        return "unilm_beitv2_ft"
     if "rel_pos_bias.relative_position_bias_table" in bare or "blocks.0.gamma_1" in bare:
         return "unilm_beitv2"
     if {"cls_token", "pos_embed", "blocks.0.attn.qkv.weight"} <= bare:

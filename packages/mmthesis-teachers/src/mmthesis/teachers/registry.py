@@ -58,6 +58,11 @@ _register(TeacherSpec("data2vec2_text", data2vec2.Data2Vec2Text, data2vec2.TEXT_
 _register(TeacherSpec("beitv2_base_pt", beitv2.BEiTv2, beitv2.PRESETS, "unilm_beitv2",
                       lambda sd, cfg: unilm_beitv2.convert(sd), "beitv2_base_patch16_224_pt1k.pth",
                       "BEiTv2 ViT-B/16 pretrain-only (shared relative position bias, LayerScale)"))
+_register(TeacherSpec("beitv2_base_ft1k", beitv2.BEiTv2FT, beitv2.FT_PRESETS, "unilm_beitv2_ft",
+                      lambda sd, cfg: unilm_beitv2.convert_ft(sd), "beitv2_base_patch16_224_pt1k_ft1k.pth",
+                      "BEiTv2 ViT-B/16 finetuned on ImageNet-1K (per-block relative position bias, mean-pooled "
+                      "fc_norm, 1000-class head), supervised KL teacher of the Table 26 ablation; unilm .pth or "
+                      "timm beitv2_base_patch16_224.in1k_ft_in1k"))
 _register(TeacherSpec("dino_vitb16", dino.DINO, dino.PRESETS, "dino_vit",
                       lambda sd, cfg: dino_conv.convert(sd), "dino_vitbase16_pretrain.pth",
                       "DINO ViT-B/16 backbone"))

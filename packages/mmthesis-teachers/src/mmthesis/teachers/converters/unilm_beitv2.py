@@ -17,6 +17,20 @@ head; the thesis deletes it), ``cls_pt_layers.*`` / ``cls_pt_norm.*`` /
 ``rel_pos_bias.relative_position_index`` (a buffer timm recomputes; checked
 equal to ours when present). Per-block ``attn.relative_position_bias_table``
 (finetuned BEiT) or ``pos_embed`` are unexpected: a different model.
+
+``convert_ft``: unilm finetuned checkpoints (``beit2/modeling_finetune.py``
+``VisionTransformer``, e.g. ``beitv2_base_patch16_224_pt1k_ft1k.pth``) and timm's
+``beitv2_base_patch16_224.in1k_ft_in1k`` (the same weights and key names) -> ``BEiTv2FT``:
+
+unilm / timm key                                    ours
+blocks.{i}.attn.relative_position_bias_table        model.blocks.{i}.attn.relative_position_bias_table (one per block)
+blocks.{i}.attn.relative_position_index             dropped (a buffer timm recomputes; checked equal to ours)
+fc_norm.{weight,bias}                               model.fc_norm.*   (mean pooling; ``norm`` is the identity)
+norm.{weight,bias}                                  model.norm.*      (only ``--use_cls`` checkpoints: CLS pooling)
+head.{weight,bias}                                  model.head.*      (num_classes x embed_dim)
+everything else                                     as above
+
+A shared ``rel_pos_bias.*`` table, ``pos_embed`` or ``mask_token`` in such a file is unexpected.
 """
 
 from __future__ import annotations
@@ -81,6 +95,57 @@ def convert(sd: Mapping[str, Any]) -> Converted:
         "patch_size": proj[-1],
         "in_chans": proj[1],
         "img_size": grid * proj[-1],
+    }
+    if "blocks.0.gamma_1" not in sd:
+        out.notes.append("no LayerScale (gamma_1/gamma_2) in the checkpoint")
+        out.config["init_values"] = None
+    return out
+
+
+FT_FMT = "unilm_beitv2_ft"
+FT_RULES = [
+    (r"cls_token", "model.cls_token"),
+    (r"patch_embed\.proj\.(weight|bias)", r"model.patch_embed.proj.\1"),
+    (rf"blocks\.(\d+)\.({BLOCK[1:-1]}|attn\.relative_position_bias_table)", r"model.blocks.\1.\2"),
+    (r"(fc_norm|norm|head)\.(weight|bias)", r"model.\1.\2"),
+]
+FT_DROP_PATTERNS = (r"blocks\.\d+\.attn\.relative_position_index",)
+
+
+def convert_ft(sd: Mapping[str, Any]) -> Converted:
+    """A finetuned BEiT(v2) classifier: per-block relative position bias tables, pooled norm, class head."""
+    out = map_keys(FT_FMT, sd, FT_RULES, (), FT_DROP_PATTERNS)
+    depth = len(block_ids(sd, "blocks."))
+    table = shape(sd, "blocks.0.attn.relative_position_bias_table", FT_FMT)
+    proj = shape(sd, "patch_embed.proj.weight", FT_FMT)
+    grid = (math.isqrt(table[0] - 3) + 1) // 2
+    if (2 * grid - 1) ** 2 + 3 != table[0]:
+        raise CheckpointError(f"{FT_FMT} relative position table has {table[0]} rows, not a square window",
+                              "use a square-image BEiTv2 model")
+    expected = relative_position_index(grid)
+    for i in range(depth):
+        idx = sd.get(f"blocks.{i}.attn.relative_position_index")
+        if isinstance(idx, torch.Tensor) and not idx.is_meta and not torch.equal(idx.long(), expected):
+            raise CheckpointError(f"{FT_FMT} blocks.{i}.attn.relative_position_index differs from BEiT's layout",
+                                  "the checkpoint is not a standard BEiTv2 model")
+    if "fc_norm.weight" in sd:
+        pool = "avg"
+    elif "norm.weight" in sd:
+        pool = "token"
+    else:
+        raise CheckpointError(f"{FT_FMT} checkpoint has neither fc_norm nor norm weights",
+                              "check that the file is a finetuned BEiTv2 classifier")
+    d = shape(sd, "cls_token", FT_FMT)[-1]
+    out.config = {
+        "embed_dim": d,
+        "num_heads": table[1],
+        "depth": depth,
+        "mlp_ratio": shape(sd, "blocks.0.mlp.fc1.weight", FT_FMT)[0] / d,
+        "patch_size": proj[-1],
+        "in_chans": proj[1],
+        "img_size": grid * proj[-1],
+        "num_classes": shape(sd, "head.weight", FT_FMT)[0],
+        "global_pool": pool,
     }
     if "blocks.0.gamma_1" not in sd:
         out.notes.append("no LayerScale (gamma_1/gamma_2) in the checkpoint")

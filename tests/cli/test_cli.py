@@ -37,6 +37,16 @@ def test_unknown_table(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_caption_unit_errors(tmp_path):
+    result = invoke("reproduce", "table-3", "--caption-unit", "bert-tokens", "--out", str(tmp_path))
+    assert_one_line_error(result, "table-3 has no caption lengths")
+    result = invoke("reproduce", "table-4", "--caption-unit", "chars", "--out", str(tmp_path))
+    assert_one_line_error(result, "unknown caption length unit 'chars'", "words, bert-tokens")
+    assert not any(tmp_path.iterdir())
+    result = invoke("data", "stats", "shapes", "--caption-unit", "chars")
+    assert_one_line_error(result, "unknown caption length unit 'chars'")
+
+
 def test_reproduce_list_shows_specs_and_scales():
     result = invoke("reproduce", "list")
     assert result.exit_code == 0, result.output

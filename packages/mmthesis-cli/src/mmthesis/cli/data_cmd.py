@@ -136,11 +136,11 @@ def _stats_rows(value: Any) -> str:
     return str(value)
 
 
-def _table4_row(manifest: Manifest) -> str | None:
+def _table4_row(manifest: Manifest, folder: Path, caption_unit: str = "words") -> str | None:
     """The thesis's Table 4 columns for an image-text training split (None for other datasets)."""
     from mmthesis.data.counts import image_text_summary
 
-    row = image_text_summary(manifest)
+    row = image_text_summary(manifest, caption_unit=caption_unit, folder=folder)
     if row is None:
         return None
     return (
@@ -182,11 +182,23 @@ def stats(
     name: Annotated[str, typer.Argument(help="dataset name")],
     scale: ScaleOpt = None,
     root: RootOpt = None,
+    caption_unit: Annotated[
+        str,
+        typer.Option(
+            "--caption-unit",
+            help="Table 4 caption length of image-text sets: `words` (whitespace) or `bert-tokens` "
+            "(BERT-uncased WordPiece, no [CLS]/[SEP]; reads every train caption)",
+        ),
+    ] = "words",
 ) -> None:
     """Show a prepared dataset's counts per split, its statistics and why items were skipped.
 
     Example: mmthesis data stats emoji
+    Example: mmthesis data stats coco --caption-unit bert-tokens
     """
+    from mmthesis.data.counts import check_caption_unit
+
+    check_caption_unit(caption_unit)
     spec = get_dataset(name)
     folder_name = prepared_name(name, resolve_scale(spec, scale))
     manifest = read_manifest(folder_name, root)
@@ -213,9 +225,14 @@ def stats(
         for key, value in manifest.stats.items():
             table.add_row(key, _stats_rows(value))
         console.print(table)
-    row = _table4_row(manifest)
+    row = _table4_row(manifest, dataset_dir(folder_name, root), caption_unit)
     if row:
         console.print(row)
+    elif caption_unit != "words":
+        raise ConfigError(
+            f"{folder_name} has no Table 4 caption statistics, so --caption-unit does not apply",
+            "use it with an image-text dataset: coco, flickr30k, cc3m, cc12m",
+        )
     if manifest.skipped:
         table = Table(title=f"{folder_name}: skipped items")
         table.add_column("reason")

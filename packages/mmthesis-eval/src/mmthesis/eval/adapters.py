@@ -109,7 +109,9 @@ def load_run(spec: str) -> LoadedModel:
         max_text_length=config.data.max_text_length,
         image_backbone=model.image_encoder,
         text_backbone=model.text_encoder,
-        info={"kind": "mmthesis-run", "run": str(run), "recipe": config.recipe, "has_text": True},
+        info={"kind": "mmthesis-run", "run": str(run), "recipe": config.recipe, "has_text": True,
+              # where the text encoder's weights started (GLUE re-attaches that checkpoint's pooler)
+              "text_encoder": config.model.text.name, "text_checkpoint": config.model.text.checkpoint},
     )
 
 

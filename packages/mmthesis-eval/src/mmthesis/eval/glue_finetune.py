@@ -9,9 +9,13 @@ decay; AdamW with weight decay on all parameters; linear ("polynomial", power
 official corpus-level metrics of ``glue_metrics`` on the dev set(s); MNLI
 reports matched and mismatched accuracy.
 
-Deviation noted in the result: the thesis re-attaches the *pretrained*
-``bert-base-uncased`` pooler; the mmthesis BERT converter drops the pooler,
-so the pooler here starts random.
+Pooler: the thesis re-attaches the *pretrained* ``bert-base-uncased`` pooler
+(REFERENCE.md 3.12). Here it comes from the BERT checkpoint the evaluated text
+encoder was built from (``mmthesis.teachers.load_pooler``): a teacher's
+``teacher:NAME:CKPT`` file, or a training run's ``model.text.checkpoint``
+(the student's text encoder started from those BERT layers). When there is no
+such checkpoint (random smoke encoders) or it has no pooler, the pooler starts
+random and the result says so in a note.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmthesis.core.errors import ConfigError
+from mmthesis.core.errors import CheckpointError, ConfigError
 from mmthesis.core.paths import data_root
 from mmthesis.data.datasets.glue import TASKS, read_rows
+from mmthesis.eval.adapters import LoadedModel
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.glue_metrics import mnli_metrics, task_metrics
 from mmthesis.eval.protocols import TaskOutput, params_of, register
@@ -89,13 +94,67 @@ class TextClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(dim, outputs)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
+    def pooled(self, ids: torch.Tensor, mask: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
+        """The pooler's output on the CLS (HF ``BertModel``'s ``pooler_output``)."""
         hf = getattr(self.backbone, "model", None)
         if hf is not None and hasattr(getattr(hf, "embeddings", None), "token_type_embeddings"):
             hidden = hf(input_ids=ids, attention_mask=(~mask).long(), token_type_ids=token_types).last_hidden_state
         else:
             hidden = self.backbone(ids, mask).last_hidden_state
-        return self.head(self.dropout(self.pooler(hidden[:, 0])))
+        return self.pooler(hidden[:, 0])
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, token_types: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pooled(ids, mask, token_types)))
+
+
+def pretrained_pooler(loaded: LoadedModel) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The pooler weights of the BERT checkpoint the model's text encoder comes from, and where they came from.
+
+    ``(None, why)`` when there is none: a teacher without checkpoint, a run whose text encoder started
+    from random weights, or a checkpoint without pooler. A run's checkpoint that cannot be found is an error.
+    """
+    from mmthesis.teachers import load_pooler
+
+    info = loaded.info
+    if info.get("kind") == "teacher":
+        name, spec = info.get("teacher"), info.get("checkpoint")
+        path = spec
+    elif info.get("kind") == "mmthesis-run":
+        from mmthesis.students.paths import resolve_checkpoint
+
+        name, spec = info.get("text_encoder"), info.get("text_checkpoint")
+        path = resolve_checkpoint(name, spec) if spec else None
+    else:
+        return None, f"{loaded.spec} is not built from a BERT checkpoint"
+    if not path:
+        return None, f"its text encoder ({name}) started from random weights, not from a checkpoint"
+    if not Path(path).exists():
+        raise CheckpointError(
+            f"checkpoint {path} of the text encoder ({name}) not found: GLUE needs its pretrained pooler",
+            "put the checkpoint back at that path (see `mmthesis teachers list`)",
+        )
+    pooler = load_pooler(path)
+    return (pooler, str(path)) if pooler is not None else (None, f"its checkpoint {path} has no pooler weights")
+
+
+def build_classifier(loaded: LoadedModel, outputs: int, dropout: float) -> tuple[TextClassifier, list[str]]:
+    """A trainable copy of the text encoder + pooler (pretrained when available) + head; notes on the pooler."""
+    backbone = copy.deepcopy(loaded.text_backbone)
+    if hasattr(backbone, "_frozen"):
+        backbone._frozen = False
+    backbone.requires_grad_(True)
+    model = TextClassifier(backbone, outputs, dropout)
+    weights, source = pretrained_pooler(loaded)
+    if weights is None:
+        return model, [f"pooler initialised randomly: {source} (the thesis re-attaches bert-base-uncased's pooler)"]
+    dim = model.pooler[0].weight.shape[0]
+    if tuple(weights["weight"].shape) != (dim, dim):
+        raise CheckpointError(
+            f"the pooler in {source} is {tuple(weights['weight'].shape)}, the text encoder is {dim} wide",
+            "evaluate the model with the BERT checkpoint its text encoder was built from",
+        )
+    model.pooler[0].load_state_dict(weights)
+    return model, []
 
 
 def _rows(folder: Path, task: str, split: str):
@@ -123,11 +182,7 @@ def run_glue(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     y = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)
 
     torch.manual_seed(p.seed)
-    backbone = copy.deepcopy(ctx.loaded.text_backbone)
-    if hasattr(backbone, "_frozen"):
-        backbone._frozen = False
-    backbone.requires_grad_(True)
-    model = TextClassifier(backbone, 1 if regression else len(spec.label_names), p.head_dropout)
+    model, notes = build_classifier(ctx.loaded, 1 if regression else len(spec.label_names), p.head_dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=tuple(p.betas), eps=p.eps, weight_decay=p.weight_decay)
     per_epoch = -(-len(y) // p.batch_size)
     total = p.max_steps if p.max_steps > 0 else p.epochs * per_epoch
@@ -177,8 +232,4 @@ def run_glue(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
         for s, (q_all, l_all) in preds.items()
         for i, (q, lab) in enumerate(zip(q_all, l_all, strict=True))
     ]
-    return TaskOutput(
-        metrics,
-        rows,
-        notes=["pooler initialised randomly (the thesis re-attaches bert-base-uncased's pretrained pooler)"],
-    )
+    return TaskOutput(metrics, rows, notes=notes)

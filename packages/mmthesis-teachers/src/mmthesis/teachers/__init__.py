@@ -11,7 +11,7 @@ from mmthesis.teachers.base import TeacherModule
 from mmthesis.teachers.crop import crop, flattened_blocks
 from mmthesis.teachers.data2vec2 import init_bert_params
 from mmthesis.teachers.formats import detect_format
-from mmthesis.teachers.loading import Inspection, convert_checkpoint, inspect_checkpoint, load_teacher
+from mmthesis.teachers.loading import Inspection, convert_checkpoint, inspect_checkpoint, load_pooler, load_teacher
 from mmthesis.teachers.output import TeacherOutput
 from mmthesis.teachers.registry import TEACHERS, build_model, get_spec, list_teachers, param_count
 from mmthesis.teachers.targets import cls_target, data2vec_target, image_kd_layers, text_kd_layers
@@ -33,6 +33,7 @@ __all__ = [
     "image_kd_layers",
     "inspect_checkpoint",
     "list_teachers",
+    "load_pooler",
     "load_teacher",
     "param_count",
     "text_kd_layers",

@@ -25,6 +25,7 @@ from mmthesis.teachers.reader import RawCheckpoint, read_checkpoint
 from mmthesis.teachers.registry import TeacherSpec, get_spec, resolve_config
 
 log = logging.getLogger("mmthesis.teachers")
+EXTRA = "extra."  # prefix of ``Converted.extras`` in our converted files (not part of the model)
 
 
 @dataclass
@@ -47,8 +48,9 @@ def _convert(raw: RawCheckpoint, name: str | None) -> tuple[TeacherSpec, Convert
         if name is not None and name != stored:
             raise CheckpointError(f"{raw.path} holds teacher {stored!r}, not {name!r}", f"load it as {stored!r}")
         spec = get_spec(stored)
-        conv = map_keys(MMTHESIS, raw.state, [(r".+", r"\g<0>")], ())
+        conv = map_keys(MMTHESIS, raw.state, [(r".+", r"\g<0>")], (EXTRA,))
         conv.config = json.loads(raw.metadata.get("mmthesis_config", "{}"))
+        conv.extras = {k[len(EXTRA):]: v for k, v in raw.state.items() if k.startswith(EXTRA)}
         return spec, conv
     spec = get_spec(name or FORMAT_TEACHER[fmt])
     if fmt != spec.format:
@@ -117,7 +119,20 @@ def convert_checkpoint(src: str | Path, dst: str | Path, name: str | None = None
                               f"run `mmthesis teachers inspect {src}` to see every key")
     cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in model.config.items()}
     tensors = {k: v.detach().contiguous() for k, v in conv.state_dict.items()}
+    tensors |= {EXTRA + k: v.detach().contiguous() for k, v in conv.extras.items()}
     save_weights(dst, tensors, {"mmthesis_teacher": spec.name, "mmthesis_config": json.dumps(cfg, sort_keys=True),
                                 "mmthesis_source_format": conv.format, "mmthesis_source": Path(src).name})
     return Inspection(str(dst), "safetensors", conv.format, spec.name, cfg, sum(p.numel() for p in model.parameters()),
                       rep, conv.dropped, conv.notes)
+
+
+def load_pooler(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor] | None:
+    """The pretrained BERT pooler a text checkpoint carries beside the encoder, or None if it has none.
+
+    Returns ``{"weight": (D, D), "bias": (D,)}`` for an ``nn.Linear`` (the pooler is that Linear + tanh on
+    the CLS). Reads HF folders / weights files and our converted files; the teacher never uses it.
+    """
+    raw = read_checkpoint(path, trust=trust)
+    _, conv = _convert(raw, None)
+    w, b = conv.extras.get("pooler.dense.weight"), conv.extras.get("pooler.dense.bias")
+    return None if w is None or b is None else {"weight": w, "bias": b}

@@ -33,6 +33,9 @@ class Converted:
     dropped: list[str] = field(default_factory=list)  # training-only keys, dropped by a listed prefix
     unexpected: list[str] = field(default_factory=list)  # keys no rule maps
     notes: list[str] = field(default_factory=list)
+    # weights the checkpoint carries beside the model, kept for other uses (BERT's pretrained pooler,
+    # re-attached for GLUE finetuning); never loaded into the model
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass

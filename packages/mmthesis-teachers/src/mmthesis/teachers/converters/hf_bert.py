@@ -8,6 +8,11 @@ Accepted: a HF model folder (``config.json`` + ``model.safetensors`` or
 maps to ``model.<key>`` by an explicit pattern. Dropped (listed): the
 pooler (``pooler.*``, the thesis removes it), the pretraining heads
 (``cls.*``) and the ``embeddings.position_ids`` / ``token_type_ids`` buffers.
+
+The pooler (``pooler.dense``: Linear D->D, followed by tanh) is dropped from
+the model but kept in ``Converted.extras`` (``pooler.dense.weight`` /
+``.bias``): GLUE finetuning re-attaches ``bert-base-uncased``'s pretrained
+pooler (REFERENCE.md 3.12, 5.3); ``loading.load_pooler`` reads it from a file.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from mmthesis.core.errors import CheckpointError
 from mmthesis.teachers.converters.common import Converted, block_ids, map_keys, shape
 
 FMT = "hf_bert"
@@ -28,6 +34,7 @@ RULES = [
     (rf"encoder\.layer\.(\d+)\.{LAYER}", r"model.encoder.layer.\1.\2"),
 ]
 DROPS = ("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids")
+POOLER = ("pooler.dense.weight", "pooler.dense.bias")
 
 
 def normalise(sd: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,4 +70,10 @@ def convert(sd: Mapping[str, Any], hf_config: Mapping[str, Any] | None = None) -
         if hf_config.get("hidden_act", "gelu") != "gelu":
             out.notes.append(f"hidden_act {hf_config['hidden_act']!r} in config.json; BERT uses 'gelu'")
     out.config = conf
+    if all(k in sd for k in POOLER):
+        w, b = sd[POOLER[0]], sd[POOLER[1]]
+        if tuple(w.shape) != (d, d) or tuple(b.shape) != (d,):
+            raise CheckpointError(f"{FMT} pooler.dense has shape {tuple(w.shape)}, not ({d}, {d})",
+                                  "check that the file is a single BERT model")
+        out.extras = {POOLER[0]: w, POOLER[1]: b}
     return out

@@ -93,3 +93,28 @@ def test_embeddings_are_cached_by_model_and_data(in_eval_home):
         EvalContext(ctx.loaded, scale="smoke", show_progress=False).image_embeddings("shapes", "test").shape[1] == 4
         and calls
     )
+
+
+def test_labelled_images_stream_from_shards_and_workers_change_nothing(in_eval_home):
+    import io
+
+    from PIL import Image
+
+    from mmthesis.data.manifest import iter_split
+    from mmthesis.eval.context import EvalContext
+    from mmthesis.eval.data_access import TransformedImages
+
+    _, run = in_eval_home
+    ctx = EvalContext(load_model(str(run)), scale="smoke", show_progress=False, batch_size=16)
+    images = ctx.labelled_images("shapes", "test")
+    samples = list(iter_split("shapes", "test"))
+    assert len(images) == len(samples) and images.ids == [s["json"]["id"] for s in samples]
+    assert images.labels.tolist() == [s["json"]["label"] for s in samples]
+    assert images.pil(5).tobytes() == Image.open(io.BytesIO(samples[5]["png"])).convert("RGB").tobytes()
+    data = TransformedImages(images, ctx.loaded.image_transform, ("gaussian_noise", 0.3, 1))
+    x, y = data[5]
+    assert x.shape[0] == 3 and int(y) == samples[5]["json"]["label"]
+    serial = ctx.embed_images(ctx.loaded.model.encode_image, data, what="serial")
+    ctx.num_workers = 2
+    parallel = ctx.embed_images(ctx.loaded.model.encode_image, data, what="parallel")
+    assert serial.shape == (len(samples), parallel.shape[1]) and torch.allclose(serial, parallel, atol=1e-6)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 
 from mmthesis.core.errors import CheckpointError, ConfigError
 from mmthesis.core.paths import data_root
@@ -31,7 +30,7 @@ def test_precomputed_targets_equal_the_live_teacher_and_replace_it(shapes_home):
     teacher = build_teacher(config)
     _, _, pairs = build_training_data(config, build_tokenizer(config, "smoke"), "smoke")
     path = precompute_teacher_targets(config, teacher, pairs, shapes_home / "targets.safetensors")
-    data = pairs[0].data
+    shapes = pairs[0]
     with_file = load_recipe("s-smke-cdl", "smoke", [*SHAPES, f"teacher.precomputed_targets={path}"])
     module = VLDistillationModule(with_file, vocab_size=50)
     assert module.teacher is None and module.target_table is not None
@@ -39,8 +38,9 @@ def test_precomputed_targets_equal_the_live_teacher_and_replace_it(shapes_home):
     live = VLDistillationModule(config, vocab_size=50)
     live.teacher = teacher
     rows = [3, 0, 7]
-    images = torch.stack([eval_transform(config.model.img_size)(Image.fromarray(data.images[i])) for i in rows])
-    batch = Batch(id=[str(i) for i in rows], image=images, image_id=[data.image_ids[i] for i in rows])
+    read = [shapes.read_image(i) for i in rows]  # (image id, image, captions)
+    images = torch.stack([eval_transform(config.model.img_size)(image) for _, image, _ in read])
+    batch = Batch(id=[str(i) for i in rows], image=images, image_id=[image_id for image_id, _, _ in read])
     assert torch.allclose(module.targets_for(batch), live.targets_for(batch), atol=1e-5)
     with pytest.raises(CheckpointError, match="no precomputed target"):
         module.targets_for(Batch(id=["x"], image=images[:1], image_id=["not-an-id"]))

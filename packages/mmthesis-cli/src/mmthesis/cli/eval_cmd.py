@@ -91,6 +91,9 @@ def evaluate(
         flag_value="-",
     ),
     out: Path = typer.Option(None, "--out", help="Also copy result.json here."),
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="DataLoader workers decoding images of classification sets (ImageNet-1k)."
+    ),
 ) -> None:
     """Evaluate one model on tasks; writes result.json (provenance + per-task metrics).
 
@@ -103,7 +106,7 @@ def evaluate(
     sample_path = (
         None if per_sample is None else (Path(per_sample) if per_sample != "-" else Path(".per-sample.pending"))
     )
-    result = run_tasks(tasks, model, scale=scale, per_sample=sample_path)
+    result = run_tasks(tasks, model, scale=scale, per_sample=sample_path, num_workers=workers)
     folder = run_dir(result.name, result.config_hash)
     if sample_path is not None and per_sample == "-":
         final = folder / "per_sample.jsonl"

@@ -6,10 +6,11 @@ thesis trains (COCO contributes 5 pairs per image). Retrieval
 row of each caption's image, because the thesis protocol (REFERENCE.md §5.1)
 scores all images against all captions with several captions per image.
 
-Both decode the whole split into memory once: the smoke datasets are a few MB.
-The large pretraining corpora (COCO + CC3M + CC12M, ~1 TB) will be streamed
-from the shards with ``webdataset`` instead (a later issue); the example and
-``Batch`` format stay the same.
+Training pairs are read lazily through ``SplitIndex`` (one ``pread`` per
+sample, captions tokenized on access), so memory does not grow with the
+corpus (COCO + CC3M + CC12M, ~1 TB). Retrieval splits (5k / 1k test images)
+are decoded into memory once, since every image is scored against every
+caption anyway.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 from mmthesis.core.errors import DataMissingError
 from mmthesis.data.batch import Batch
 from mmthesis.data.manifest import iter_split, read_manifest
+from mmthesis.data.shard_index import SplitIndex
 from mmthesis.data.tokenizers import Tokenizer, load_dataset_tokenizer
 
 Transform = Callable[[Any], torch.Tensor]
@@ -47,7 +49,8 @@ class DecodedSplit:
     label_names: list[str]
 
 
-def _decode_image(sample: dict[str, Any], name: str) -> np.ndarray:
+def open_sample_image(sample: dict[str, Any], name: str) -> Image.Image:
+    """The sample's image as a loaded RGB PIL image; a clear error naming the fix if it is absent or corrupt."""
     key = next((k for k in IMAGE_KEYS if k in sample), None)
     if key is None:
         raise DataMissingError(
@@ -55,12 +58,17 @@ def _decode_image(sample: dict[str, Any], name: str) -> np.ndarray:
         )
     try:
         with Image.open(io.BytesIO(sample[key])) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            return im.convert("RGB")  # convert loads the pixels, so the result outlives the buffer
     except Exception as e:  # PIL raises several types for bad bytes
         raise DataMissingError(
             f"dataset {name!r}: image of sample {sample['__key__']!r} is corrupt ({e})",
             f"run `mmthesis data verify {name}`",
         ) from e
+
+
+def decode_sample_image(sample: dict[str, Any], name: str) -> np.ndarray:
+    """The sample's image as uint8 RGB (H, W, 3) (see ``open_sample_image``)."""
+    return np.array(open_sample_image(sample, name), dtype=np.uint8)  # a writable copy
 
 
 def decode_split(name: str, split: str, root: Path | None = None) -> DecodedSplit:
@@ -76,7 +84,7 @@ def decode_split(name: str, split: str, root: Path | None = None) -> DecodedSpli
         if not caps:
             continue
         out.image_ids.append(str(meta.get("id", sample["__key__"])))
-        out.images.append(_decode_image(sample, name))
+        out.images.append(decode_sample_image(sample, name))
         out.captions.append([str(c) for c in caps])
         label = meta.get("label")
         out.labels.append(int(label) if label is not None else None)
@@ -90,8 +98,10 @@ def decode_split(name: str, split: str, root: Path | None = None) -> DecodedSpli
 class ImageTextPairs(Dataset):
     """Map-style dataset of (image, caption) pairs of a prepared split; use ``collate`` as ``collate_fn``.
 
-    ``tokenizer=None`` uses the dataset's own (``tokenizer.json`` from preparation). Captions are
-    tokenized once up front (as the thesis does); images are transformed per access (augmentation).
+    ``tokenizer=None`` uses the dataset's own (``tokenizer.json`` from preparation). Samples
+    are read from the shards per access (``SplitIndex``); images are transformed per access
+    (augmentation) and captions tokenized per access, so nothing grows with the split.
+    Images without captions are left out; "image rows" number the images that remain.
     """
 
     def __init__(
@@ -104,42 +114,63 @@ class ImageTextPairs(Dataset):
         root: Path | None = None,
         pad_to_max_length: bool = False,
     ) -> None:
-        self.data = decode_split(name, split, root)
+        self.name, self.split = name, split
+        self.index = SplitIndex(name, split, root)
+        self.label_names: list[str] = list(read_manifest(name, root).stats.get("label_names", []))
         self.tokenizer = tokenizer or load_dataset_tokenizer(name, root)
         self.transform = transform
         self.max_length = max_length
         self.pad_to_max_length = pad_to_max_length
-        self.pairs: list[tuple[int, int]] = [
-            (row, k) for row, caps in enumerate(self.data.captions) for k in range(len(caps))
-        ]
-        flat = [self.data.captions[row][k] for row, k in self.pairs]
-        self.text_ids = self.tokenizer.encode_ids(flat, max_length)
-
-    @property
-    def label_names(self) -> list[str]:
-        return self.data.label_names
+        self.image_rows = np.flatnonzero(self.index.captions > 0)  # image row -> sample in the index
+        if not len(self.image_rows):
+            raise DataMissingError(
+                f"dataset {name!r} split {split!r} has no image-caption samples",
+                f"re-run `mmthesis data prepare {name}`",
+            )
+        counts = self.index.captions[self.image_rows].astype(np.int64)
+        self.pair_image = np.repeat(np.arange(len(self.image_rows)), counts)  # pair -> image row
+        self.pair_caption = np.arange(len(self.pair_image)) - np.repeat(np.cumsum(counts) - counts, counts)
 
     @property
     def num_images(self) -> int:
-        return len(self.data.image_ids)
+        return len(self.image_rows)
+
+    @property
+    def image_labels(self) -> list[int | None]:
+        """The class label of each image row (None where the dataset has none)."""
+        return [None if v < 0 else int(v) for v in self.index.label[self.image_rows]]
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.pair_image)
+
+    def read_image(self, image_row: int) -> tuple[str, Image.Image, list[str]]:
+        """(image id, RGB image, captions) of image row ``image_row``, read from its shard."""
+        sample = self.index.sample(int(self.image_rows[image_row]))
+        meta = sample.get("json", {})
+        captions = meta.get("captions", [meta["caption"]] if "caption" in meta else [])
+        image = open_sample_image(sample, self.name)
+        return str(meta.get("id", sample["__key__"])), image, [str(c) for c in captions]
 
     def caption(self, index: int) -> str:
-        row, k = self.pairs[index]
-        return self.data.captions[row][k]
+        return self.read_image(int(self.pair_image[index]))[2][int(self.pair_caption[index])]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        row, k = self.pairs[index]
-        image_id = self.data.image_ids[row]
-        return {
+    def example(self, index: int, views: dict[str, Transform] | None = None) -> dict[str, Any]:
+        """Pair ``index``: the image under ``transform`` (and under each extra view), its caption's ids."""
+        row, k = int(self.pair_image[index]), int(self.pair_caption[index])
+        image_id, image, captions = self.read_image(row)
+        label = self.index.label[self.image_rows[row]]
+        out = {
             "id": f"{image_id}_{k}",
             "image_id": image_id,
-            "image": self.transform(Image.fromarray(self.data.images[row])),
-            "text_ids": self.text_ids[index],
-            "label": self.data.labels[row],
+            "image": self.transform(image),
+            "text_ids": self.tokenizer.encode_ids([captions[k]], self.max_length)[0],
+            "label": None if label < 0 else int(label),
         }
+        out.update({key: view(image) for key, view in (views or {}).items()})
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.example(index)
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> Batch:
         ids, mask = self.tokenizer.pad(
@@ -154,6 +185,20 @@ class ImageTextPairs(Dataset):
             label=None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.long),
             image_id=[e["image_id"] for e in examples],
         )
+
+
+class PairImages(Dataset):
+    """Each image of an ``ImageTextPairs`` once, as ``(image id, transformed image)``: for teacher passes."""
+
+    def __init__(self, pairs: ImageTextPairs, transform: Transform) -> None:
+        self.pairs, self.transform = pairs, transform
+
+    def __len__(self) -> int:
+        return self.pairs.num_images
+
+    def __getitem__(self, image_row: int) -> tuple[str, torch.Tensor]:
+        image_id, image, _ = self.pairs.read_image(image_row)
+        return image_id, self.transform(image)
 
 
 @dataclasses.dataclass

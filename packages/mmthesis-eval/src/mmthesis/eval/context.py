@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from mmthesis.core.console import progress
 from mmthesis.data.image_text import RetrievalSplit, decode_split, load_retrieval_split
@@ -34,6 +35,7 @@ class EvalContext:
     scale: str = "full"
     batch_size: int = 256
     show_progress: bool = True
+    num_workers: int = 0  # DataLoader workers decoding images read from shards (classification sets)
     _datasets: dict[str, PreparedDataset] = field(default_factory=dict)
     _splits: dict[tuple[str, str], RetrievalSplit] = field(default_factory=dict)
     _raw: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
@@ -90,6 +92,20 @@ class EvalContext:
             for start in range(0, total, self.batch_size):
                 outs.append(fn(*(t[start : start + self.batch_size] for t in tensors)).float().cpu())
                 bar.advance(task, min(self.batch_size, total - start))
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    def embed_images(self, fn, images: Dataset, what: str) -> torch.Tensor:
+        """``fn`` over a dataset of ``(image tensor, label)`` in batches, decoded by ``num_workers`` workers.
+
+        Streams: only one batch of pixels is in memory at a time (ImageNet-1k does not fit).
+        """
+        loader = DataLoader(images, batch_size=self.batch_size, num_workers=self.num_workers)
+        outs = []
+        with progress(transient=True) as bar, torch.inference_mode():
+            task = bar.add_task(what, total=len(images), visible=self.show_progress)
+            for x, _ in loader:
+                outs.append(fn(x).float().cpu())
+                bar.advance(task, len(x))
         return torch.cat(outs) if outs else torch.empty(0)
 
     def image_embeddings(self, dataset: str, split: str, corruption: Corruption | None = None) -> torch.Tensor:

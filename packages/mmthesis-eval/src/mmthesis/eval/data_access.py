@@ -8,18 +8,20 @@ the image-text loaders skip.
 
 from __future__ import annotations
 
-import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import Dataset
 
 from mmthesis.core.errors import DataMissingError, UnknownNameError
 from mmthesis.core.io import sha256_json
-from mmthesis.data.image_text import IMAGE_KEYS
-from mmthesis.data.manifest import Manifest, iter_split, read_manifest
+from mmthesis.data.image_text import decode_sample_image, open_sample_image
+from mmthesis.data.manifest import Manifest, read_manifest
 from mmthesis.data.registry import prepare_command, prepared_name
+from mmthesis.data.shard_index import SplitIndex
 
 
 @dataclass(frozen=True)
@@ -40,52 +42,80 @@ def resolve_dataset(name: str, scale: str) -> PreparedDataset:
     return PreparedDataset(name, folder, sha256_json(manifest.splits)[:16], manifest)
 
 
-@dataclass
 class LabelledImages:
-    ids: list[str]
-    images: list[np.ndarray]  # uint8 (H, W, 3)
-    labels: torch.Tensor  # (N,) long
-    label_names: list[str]
+    """The labelled images of a split, read from the shards per access (``SplitIndex``).
+
+    Nothing is decoded up front, so a split the size of ImageNet-1k train costs a few
+    tens of bytes per image in memory; ``TransformedImages`` feeds it to a DataLoader.
+    """
+
+    def __init__(self, data: PreparedDataset, split: str) -> None:
+        data.manifest.split(split)  # clear error for an unknown split
+        self.name = data.name
+        self.index = SplitIndex(data.folder, split)
+        self.rows = np.flatnonzero(self.index.label >= 0)  # labelled image i -> sample in the index
+        if not len(self.rows):
+            raise DataMissingError(
+                f"dataset {data.folder!r} split {split!r} has no labelled images",
+                "use a labelled dataset (shapes, emoji, imagenet, cifar10)",
+            )
+        self.labels = torch.from_numpy(self.index.label[self.rows].astype(np.int64))
+        self.label_names = list(data.manifest.stats.get("label_names", [])) or [
+            str(i) for i in range(int(self.labels.max()) + 1)
+        ]
+        self._ids: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _sample(self, i: int) -> dict:
+        return self.index.sample(int(self.rows[i]))
+
+    def array(self, i: int) -> np.ndarray:
+        """Image ``i`` as uint8 RGB (H, W, 3)."""
+        return decode_sample_image(self._sample(i), self.name)
 
     def pil(self, i: int) -> Image.Image:
-        return Image.fromarray(self.images[i])
+        return open_sample_image(self._sample(i), self.name)
+
+    @property
+    def ids(self) -> list[str]:
+        """Each image's id (for per-sample output); reads the split once, on first use."""
+        if self._ids is None:
+            self._ids = []
+            for i in range(len(self)):
+                sample = self._sample(i)
+                self._ids.append(str(sample.get("json", {}).get("id", sample["__key__"])))
+        return self._ids
 
 
-def _label(sample: dict) -> int | None:
-    meta = sample.get("json", {})
-    if meta.get("label") is not None:
-        return int(meta["label"])
-    if "cls" in sample:
-        return int(sample["cls"].decode() if isinstance(sample["cls"], bytes) else sample["cls"])
-    return None
+class TransformedImages(Dataset):
+    """``(transform(image), label)`` per labelled image, optionally corrupted first (for DataLoaders).
+
+    ``corruption = (kind, strength, seed)`` corrupts image ``i`` in [0, 1] pixel space with the
+    generator seeded ``seed * 1_000_003 + i``, so a curve's points are reproducible per image.
+    """
+
+    def __init__(
+        self, images: LabelledImages, transform: Callable[[Image.Image], torch.Tensor], corruption=None
+    ) -> None:
+        self.images, self.transform, self.corruption = images, transform, corruption
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.corruption is None:
+            return self.transform(self.images.pil(i)), self.images.labels[i]
+        from mmthesis.eval.corruptions import corrupt_image
+
+        kind, strength, seed = self.corruption
+        pixels = torch.from_numpy(self.images.array(i)).permute(2, 0, 1).float() / 255.0
+        pixels = corrupt_image(pixels, kind, strength, torch.Generator().manual_seed(seed * 1_000_003 + i))
+        array = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        return self.transform(Image.fromarray(array)), self.images.labels[i]
 
 
 def load_labelled_images(data: PreparedDataset, split: str) -> LabelledImages:
     """Every labelled image of a split (image-text datasets with labels, or classification datasets)."""
-    data.manifest.split(split)  # clear error for an unknown split
-    out = LabelledImages([], [], torch.empty(0, dtype=torch.long), list(data.manifest.stats.get("label_names", [])))
-    labels = []
-    for sample in iter_split(data.folder, split):
-        label = _label(sample)
-        key = next((k for k in IMAGE_KEYS if k in sample), None)
-        if label is None or key is None:
-            continue
-        try:
-            with Image.open(io.BytesIO(sample[key])) as im:
-                out.images.append(np.asarray(im.convert("RGB"), dtype=np.uint8).copy())
-        except Exception as e:  # PIL raises several types for bad bytes
-            raise DataMissingError(
-                f"dataset {data.folder!r}: image of sample {sample['__key__']!r} is corrupt ({e})",
-                f"run `mmthesis data verify {data.name}`",
-            ) from e
-        out.ids.append(str(sample.get("json", {}).get("id", sample["__key__"])))
-        labels.append(label)
-    if not labels:
-        raise DataMissingError(
-            f"dataset {data.folder!r} split {split!r} has no labelled images",
-            "use a labelled dataset (shapes, emoji, imagenet, cifar10)",
-        )
-    out.labels = torch.tensor(labels, dtype=torch.long)
-    if not out.label_names:
-        out.label_names = [str(i) for i in range(int(out.labels.max()) + 1)]
-    return out
+    return LabelledImages(data, split)

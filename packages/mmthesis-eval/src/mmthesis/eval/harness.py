@@ -50,13 +50,17 @@ def evaluate(
     per_sample: Path | None = None,
     root: Path | None = None,
     show_progress: bool = True,
+    num_workers: int = 0,
 ) -> RunResult:
-    """Run every task on the model; all data and the model are checked before any task runs."""
+    """Run every task on the model; all data and the model are checked before any task runs.
+
+    ``num_workers`` only changes speed (image decoding), never results, so it is not part of the config.
+    """
     from mmthesis.eval.protocols import runner
 
     tasks = resolve_tasks(task_names, scale)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
-    ctx = EvalContext(loaded, scale=scale, show_progress=show_progress)
+    ctx = EvalContext(loaded, scale=scale, show_progress=show_progress, num_workers=num_workers)
     datasets = {}
     for t in tasks:  # fail up front (with the prepare command) before spending time on the first task
         for name in (t.dataset,):

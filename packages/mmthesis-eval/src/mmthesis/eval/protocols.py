@@ -19,6 +19,7 @@ from mmthesis.core.config import from_dict
 from mmthesis.core.errors import ConfigError, DataMissingError
 from mmthesis.eval.analysis import representation_analysis
 from mmthesis.eval.context import EvalContext
+from mmthesis.eval.data_access import TransformedImages
 from mmthesis.eval.linear_probe import DEFAULT_L2, fit_linear_probe, top1_accuracy
 from mmthesis.eval.retrieval import KS, _rank, recall_from_ranks, retrieval_ranks
 from mmthesis.eval.task_registry import ResolvedTask
@@ -119,27 +120,11 @@ def labelled_image_embeddings(ctx: EvalContext, task: ResolvedTask, corruption=N
     """Embeddings of the split's labelled images (cached like the retrieval ones)."""
     from mmthesis.eval.features import cached_features
 
-    images = ctx.labelled_images(task.dataset, task.split)
+    images = TransformedImages(ctx.labelled_images(task.dataset, task.split), ctx.loaded.image_transform, corruption)
 
     def compute():
-        from PIL import Image
-
-        from mmthesis.eval.corruptions import corrupt_image
-
-        tensors = []
-        for row, array in enumerate(images.images):
-            if corruption is not None:
-                pixels = torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
-                pixels = corrupt_image(
-                    pixels, corruption[0], corruption[1], torch.Generator().manual_seed(corruption[2] * 1_000_003 + row)
-                )
-                array = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-            tensors.append(ctx.loaded.image_transform(Image.fromarray(array)))
-        return {
-            "emb": ctx._embed(
-                ctx.loaded.model.encode_image, torch.stack(tensors), what=f"images {task.dataset}/{task.split}"
-            )
-        }
+        what = f"images {task.dataset}/{task.split}"
+        return {"emb": ctx.embed_images(ctx.loaded.model.encode_image, images, what=what)}
 
     return cached_features(ctx._key(task.dataset, task.split, "labelled-image-embedding", corruption), compute)["emb"]
 
@@ -195,11 +180,12 @@ def run_linear_probe(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
 
     def features(split: str) -> dict[str, torch.Tensor]:
         def compute():
-            from PIL import Image
-
             data = ctx.labelled_images(task.dataset, split)
-            images = torch.stack([ctx.loaded.image_transform(Image.fromarray(a)) for a in data.images])
-            return {"features": ctx._embed(fn, images, what=f"features {task.dataset}/{split}"), "labels": data.labels}
+            images = TransformedImages(data, ctx.loaded.image_transform)
+            return {
+                "features": ctx.embed_images(fn, images, what=f"features {task.dataset}/{split}"),
+                "labels": data.labels,
+            }
 
         return cached_features(ctx._key(task.dataset, split, f"image-{p.feature}", None), compute)
 

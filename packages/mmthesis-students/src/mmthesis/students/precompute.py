@@ -19,17 +19,21 @@ import json
 from pathlib import Path
 
 import torch
-from PIL import Image
+from torch.utils.data import ConcatDataset, DataLoader
 
 from mmthesis.core.checkpoint import load_weights, save_weights
-from mmthesis.core.console import console
+from mmthesis.core.console import console, progress
 from mmthesis.core.errors import CheckpointError, ConfigError
-from mmthesis.data.image_text import ImageTextPairs
+from mmthesis.data.image_text import ImageTextPairs, PairImages
 from mmthesis.data.transforms import eval_transform
 from mmthesis.students.config import VLRecipeConfig
 from mmthesis.teachers import TeacherModule
 
 TARGETS, IDS, KIND = "targets", "mmthesis_image_ids", "mmthesis_target_kind"
+
+
+def _stack(items: list[tuple[str, torch.Tensor]]) -> tuple[list[str], torch.Tensor]:
+    return [i for i, _ in items], torch.stack([x for _, x in items])
 
 
 def target_kind(config: VLRecipeConfig) -> str:
@@ -46,27 +50,36 @@ def target_kind(config: VLRecipeConfig) -> str:
 
 @torch.no_grad()
 def precompute_teacher_targets(
-    config: VLRecipeConfig, teacher: TeacherModule, datasets: list[ImageTextPairs], path: Path, batch_size: int = 256
+    config: VLRecipeConfig,
+    teacher: TeacherModule,
+    datasets: list[ImageTextPairs],
+    path: Path,
+    batch_size: int = 256,
+    num_workers: int = 0,
 ) -> Path:
-    """Embed every image of ``datasets`` once with the frozen ``teacher``; write targets + ids to ``path``."""
+    """Embed every image of ``datasets`` once with the frozen ``teacher``; write targets + ids to ``path``.
+
+    Images are streamed from the shards (``num_workers`` DataLoader workers); only the targets are kept.
+    """
     from mmthesis.students.lightning_module import distillation_target
 
     kind = target_kind(config)
     transform = eval_transform(config.model.img_size)
+    images = ConcatDataset([PairImages(ds, transform) for ds in datasets])
+    loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=_stack)
+    teacher.eval()
     ids: list[str] = []
-    images = []
-    for ds in datasets:
-        ids += ds.data.image_ids
-        images += ds.data.images
+    rows = []
+    with progress() as bar:
+        task = bar.add_task("teacher targets", total=len(images))
+        for batch_ids, x in loader:
+            ids += batch_ids
+            rows.append(distillation_target(teacher(x), config.loss.kd, config.teacher.final_norm).float())
+            bar.advance(task, len(batch_ids))
     if len(set(ids)) != len(ids):
         raise ConfigError(
             "image ids repeat across the training datasets", "precompute targets for one dataset at a time"
         )
-    teacher.eval()
-    rows = []
-    for start in range(0, len(images), batch_size):
-        x = torch.stack([transform(Image.fromarray(im)) for im in images[start : start + batch_size]])
-        rows.append(distillation_target(teacher(x), config.loss.kd, config.teacher.final_norm).float())
     targets = torch.cat(rows)
     save_weights(path, {TARGETS: targets}, {IDS: json.dumps(ids), KIND: kind})
     console.print(f"wrote {len(ids)} teacher targets ({kind}, dim {targets.shape[1]}) to {path}")

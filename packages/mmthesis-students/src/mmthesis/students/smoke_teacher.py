@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from mmthesis.core.console import console
@@ -41,21 +40,22 @@ def prefit_teacher(
     Up to ``max_images`` images (a seeded choice) are resized once; batches add random
     horizontal flips. Runs under a forked RNG, so the training run's random stream is untouched.
     """
-    images, labels = [], []
+    sources, labels = [], []  # (dataset, image row) and class of every image, classes offset per dataset
     offset = 0
     for ds in datasets:
-        if any(label is None for label in ds.data.labels):
+        ds_labels = ds.image_labels
+        if any(label is None for label in ds_labels):
             raise ConfigError(
-                f"teacher.prefit_steps needs image labels, and {ds.data.name!r} has none",
+                f"teacher.prefit_steps needs image labels, and {ds.name!r} has none",
                 "set teacher.prefit_steps=0 or train on a labelled smoke set (shapes, emoji)",
             )
-        images += ds.data.images
-        labels += [label + offset for label in ds.data.labels]
-        offset += max(ds.data.labels) + 1
+        sources += [(ds, row) for row in range(ds.num_images)]
+        labels += [label + offset for label in ds_labels]
+        offset += max(ds_labels) + 1
     g = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(len(images), generator=g)[:max_images].tolist()
+    chosen = torch.randperm(len(sources), generator=g)[:max_images].tolist()
     transform = eval_transform(img_size)
-    x_all = torch.stack([transform(Image.fromarray(images[i])) for i in chosen])
+    x_all = torch.stack([transform(sources[i][0].read_image(sources[i][1])[1]) for i in chosen])
     y_all = torch.tensor([labels[i] for i in chosen])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

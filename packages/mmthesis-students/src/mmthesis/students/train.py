@@ -348,7 +348,7 @@ def precompute_recipe_targets(config: VLRecipeConfig, scale: str, out: Path) -> 
     teacher = build_teacher(config)
     if config.teacher.prefit_steps:  # the same seeded pre-fit a training run does
         prefit_teacher(teacher, pairs, config.teacher.prefit_steps, config.model.img_size, seed=config.train.seed)
-    return precompute_teacher_targets(config, teacher, pairs, out)
+    return precompute_teacher_targets(config, teacher, pairs, out, num_workers=config.data.num_workers)
 
 
 def smoke_note(config: VLRecipeConfig) -> str:

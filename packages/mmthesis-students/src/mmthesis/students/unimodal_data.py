@@ -8,58 +8,61 @@
   (prepared as fairseq GPT-2 BPE ids, decoded back to text here) or, at smoke
   scale, from the captions of an image-text set.
 
-Both decode the split into memory once; the full-scale corpora will stream from
-their shards in a later issue with the same example format.
+Neither holds the corpus in memory: images are read from the shards per access
+(``SplitIndex``), and the text blocks are packed once into a memory-mapped
+``.bin``/``.idx`` cache (ImageNet-1k and OpenWebText do not fit in RAM).
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from mmthesis.core.errors import DataMissingError
+from mmthesis.core.io import sha256_json
+from mmthesis.core.paths import mmthesis_home
 from mmthesis.data.batch import Batch
-from mmthesis.data.manifest import dataset_dir, iter_split
+from mmthesis.data.image_text import open_sample_image
+from mmthesis.data.indexed_dataset import (
+    MMapIndexedDataset,
+    MMapIndexedDatasetBuilder,
+    best_fitting_int_dtype,
+    data_path,
+    index_path,
+)
+from mmthesis.data.manifest import dataset_dir, iter_split, read_manifest
+from mmthesis.data.shard_index import SplitIndex
 from mmthesis.data.tokenizers import Tokenizer
-
-IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 
 
 class ImageSplit(Dataset):
-    def __init__(self, name: str, split: str, transform: Callable[[Any], torch.Tensor]) -> None:
-        self.transform = transform
-        self.ids: list[str] = []
-        self.images: list[np.ndarray] = []
-        self.labels: list[int | None] = []
-        for sample in iter_split(name, split):
-            key = next((k for k in IMAGE_KEYS if k in sample), None)
-            if key is None:
-                continue
-            with Image.open(io.BytesIO(sample[key])) as im:
-                self.images.append(np.asarray(im.convert("RGB"), dtype=np.uint8).copy())
-            self.ids.append(str(sample["__key__"]))
-            label = sample.get("cls", sample.get("json", {}).get("label"))
-            self.labels.append(int(label) if label is not None else None)
-        if not self.images:
+    """Every image of a prepared split with its label, read from the shards per access (``SplitIndex``)."""
+
+    def __init__(
+        self, name: str, split: str, transform: Callable[[Any], torch.Tensor], root: Path | None = None
+    ) -> None:
+        self.name, self.transform = name, transform
+        self.index = SplitIndex(name, split, root)
+        if not len(self.index):
             raise DataMissingError(
                 f"dataset {name!r} split {split!r} has no images", f"re-run `mmthesis data prepare {name}`"
             )
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.index.sample(index)
+        label = int(self.index.label[index])
         return {
-            "id": self.ids[index],
-            "image": self.transform(Image.fromarray(self.images[index])),
-            "label": self.labels[index],
+            "id": str(sample["__key__"]),
+            "image": self.transform(open_sample_image(sample, self.name)),
+            "label": None if label < 0 else label,
         }
 
     @staticmethod
@@ -103,16 +106,16 @@ def text_lines(name: str, split: str) -> Iterator[str]:
         yield from (str(c) for c in meta.get("captions", [meta["caption"]] if "caption" in meta else []))
 
 
-def pack_lines(lines: Sequence[list[int]], block_size: int) -> list[list[int]]:
+def iter_packed(lines: Iterable[list[int]], block_size: int) -> Iterator[list[int]]:
     """Greedy packing of whole token lines into blocks of at most ``block_size - 2`` tokens.
 
     A line that does not fit into the current block starts a new one; a line longer
-    than a block is split. ``[CLS]``/``[SEP]`` are added by the caller.
+    than a block is split. ``[CLS]``/``[SEP]`` are added by the caller. Streams: holds
+    one block at a time.
     """
     room = block_size - 2
     if room < 1:
         raise ValueError(f"text block size must be >= 3, got {block_size}")
-    blocks: list[list[int]] = []
     current: list[int] = []
     for line in lines:
         for start in range(0, max(1, len(line)), room):
@@ -120,31 +123,65 @@ def pack_lines(lines: Sequence[list[int]], block_size: int) -> list[list[int]]:
             if not piece:
                 continue
             if len(current) + len(piece) > room:
-                blocks.append(current)
+                yield current
                 current = []
             current.extend(piece)
     if current:
-        blocks.append(current)
-    return blocks
+        yield current
 
 
-class TextBlocks(Dataset):
-    def __init__(self, name: str, split: str, tokenizer: Tokenizer, block_size: int = 256) -> None:
-        self.tokenizer = tokenizer
-        lines = list(text_lines(name, split))
-        if not lines:
+def pack_lines(lines: Sequence[list[int]], block_size: int) -> list[list[int]]:
+    return list(iter_packed(lines, block_size))
+
+
+def _encoded_lines(lines: Iterable[str], tokenizer: Tokenizer, chunk: int = 4096) -> Iterator[list[int]]:
+    """BERT ids of each line (no special tokens), tokenized ``chunk`` lines at a time (tokenizers' batch API)."""
+    pending: list[str] = []
+    for line in lines:
+        pending.append(line)
+        if len(pending) == chunk:
+            yield from (e.ids for e in tokenizer.hf.encode_batch(pending, add_special_tokens=False))
+            pending = []
+    if pending:
+        yield from (e.ids for e in tokenizer.hf.encode_batch(pending, add_special_tokens=False))
+
+
+def text_block_cache(name: str, split: str, tokenizer: Tokenizer, block_size: int) -> Path:
+    """Prefix of the packed blocks' ``.bin``/``.idx`` under ``$MMTHESIS_HOME/cache``, built on first use.
+
+    Keyed by the prepared data (manifest), the tokenizer and the block size, so any change
+    re-packs. Building streams lines -> ids -> blocks -> disk: memory stays flat for the whole of
+    OpenWebText, and later runs (and every DataLoader worker) just memory-map the result.
+    """
+    key = sha256_json(
+        {"data": read_manifest(name).to_json(), "tokenizer": tokenizer.hf.to_str(), "block_size": block_size}
+    )[:16]
+    prefix = mmthesis_home() / "cache" / "text-blocks" / f"{name}-{split}-{key}"
+    if index_path(prefix).is_file() and data_path(prefix).is_file():
+        return prefix
+    dtype = best_fitting_int_dtype(tokenizer.vocab_size)
+    with MMapIndexedDatasetBuilder(prefix, dtype=dtype) as builder:
+        for block in iter_packed(_encoded_lines(text_lines(name, split), tokenizer), block_size):
+            builder.add_item([tokenizer.cls_id, *block, tokenizer.sep_id])
+        if builder.num_sequences == 0:
             raise DataMissingError(
                 f"dataset {name!r} split {split!r} has no text", f"re-run `mmthesis data prepare {name}`"
             )
-        encoded = [e.ids for e in tokenizer.hf.encode_batch(lines, add_special_tokens=False)]
-        self.blocks = [[tokenizer.cls_id, *b, tokenizer.sep_id] for b in pack_lines(encoded, block_size)]
-        self.name = name
+    return prefix
+
+
+class TextBlocks(Dataset):
+    """Packed BERT token blocks of a text corpus, memory-mapped from ``text_block_cache``."""
+
+    def __init__(self, name: str, split: str, tokenizer: Tokenizer, block_size: int = 256) -> None:
+        self.tokenizer, self.name = tokenizer, name
+        self.blocks = MMapIndexedDataset(text_block_cache(name, split, tokenizer, block_size))
 
     def __len__(self) -> int:
         return len(self.blocks)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"id": f"{self.name}_{index}", "text_ids": self.blocks[index]}
+        return {"id": f"{self.name}_{index}", "text_ids": self.blocks[index].tolist()}
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> Batch:
         ids, mask = self.tokenizer.pad([e["text_ids"] for e in examples])

@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
@@ -60,10 +59,7 @@ class TwoViews(Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        example = self.base[index]
-        row, _ = self.base.pairs[index]
-        example["teacher_image"] = self.transform(Image.fromarray(self.base.data.images[row]))
-        return example
+        return self.base.example(index, views={"teacher_image": self.transform})
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> TwoViewBatch:
         batch = self.base.collate(examples)

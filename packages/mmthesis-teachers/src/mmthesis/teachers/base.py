@@ -68,6 +68,24 @@ def check_k(model: TeacherModule, k: int) -> None:
         )
 
 
+def first_blocks_copy(model: TeacherModule, first_k_blocks: int, block_prefix: str) -> TeacherModule:
+    """A new model of ``model``'s class with ``depth=k``: every tensor copied except blocks ``>= k``.
+
+    ``block_prefix`` names the block list in the state dict (``model.blocks.``), so the block
+    number is the key part right after it.
+    """
+    check_k(model, first_k_blocks)
+    new = type(model)({**model.config, "depth": first_k_blocks}).to(device=device_of(model), dtype=dtype_of(model))
+    at = block_prefix.count(".")
+    state = {
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if not k.startswith(block_prefix) or int(k.split(".")[at]) < first_k_blocks
+    }
+    new.load_state_dict(state, strict=True)
+    return new
+
+
 def copy_module_weights(dst: nn.Module, src: nn.Module) -> None:
     """Copy parameters and buffers of ``src`` into the same-shaped ``dst`` (no aliasing)."""
     result = dst.load_state_dict({k: v.detach().clone() for k, v in src.state_dict().items()}, strict=True)

@@ -33,7 +33,7 @@ import torch
 from timm.models.beit import Beit
 from torch import nn
 
-from mmthesis.teachers.base import TeacherModule, check_k, device_of, dtype_of
+from mmthesis.teachers.base import TeacherModule, first_blocks_copy
 from mmthesis.teachers.output import TeacherOutput
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -80,12 +80,7 @@ class BEiTv2(TeacherModule):
 
     def cropped(self, first_k_blocks: int) -> BEiTv2:
         """Patch embedding, CLS, shared relative position bias, blocks ``0..k-1`` and the final norm."""
-        check_k(self, first_k_blocks)
-        new = BEiTv2({**self.config, "depth": first_k_blocks}).to(device=device_of(self), dtype=dtype_of(self))
-        sd = {k: v.detach().clone() for k, v in self.state_dict().items()
-              if not k.startswith("model.blocks.") or int(k.split(".")[2]) < first_k_blocks}
-        new.load_state_dict(sd, strict=True)
-        return new
+        return first_blocks_copy(self, first_k_blocks, "model.blocks.")
 
 
 FT_PRESETS: dict[str, dict[str, Any]] = {
@@ -141,9 +136,4 @@ class BEiTv2FT(TeacherModule):
 
     def cropped(self, first_k_blocks: int) -> BEiTv2FT:
         """Patch embedding, CLS, blocks ``0..k-1`` (each with its bias table), ``norm``/``fc_norm`` and ``head``."""
-        check_k(self, first_k_blocks)
-        new = BEiTv2FT({**self.config, "depth": first_k_blocks}).to(device=device_of(self), dtype=dtype_of(self))
-        sd = {k: v.detach().clone() for k, v in self.state_dict().items()
-              if not k.startswith("model.blocks.") or int(k.split(".")[2]) < first_k_blocks}
-        new.load_state_dict(sd, strict=True)
-        return new
+        return first_blocks_copy(self, first_k_blocks, "model.blocks.")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertModel
 
-from mmthesis.teachers.base import TeacherModule, check_k, device_of, dtype_of
+from mmthesis.teachers.base import TeacherModule, first_blocks_copy
 from mmthesis.teachers.output import TeacherOutput
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -60,9 +60,4 @@ class BERT(TeacherModule):
 
     def cropped(self, first_k_blocks: int) -> BERT:
         """Embeddings (word, position, token type, LayerNorm) and layers ``0..k-1``, as the thesis's student."""
-        check_k(self, first_k_blocks)
-        new = BERT({**self.config, "depth": first_k_blocks}).to(device=device_of(self), dtype=dtype_of(self))
-        sd = {k: v.detach().clone() for k, v in self.state_dict().items()
-              if not k.startswith("model.encoder.layer.") or int(k.split(".")[3]) < first_k_blocks}
-        new.load_state_dict(sd, strict=True)
-        return new
+        return first_blocks_copy(self, first_k_blocks, "model.encoder.layer.")

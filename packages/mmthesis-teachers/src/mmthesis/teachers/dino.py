@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from mmthesis.teachers.base import TeacherModule, check_k, device_of, dtype_of
+from mmthesis.teachers.base import TeacherModule, first_blocks_copy
 from mmthesis.teachers.output import TeacherOutput
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -54,9 +54,4 @@ class DINO(TeacherModule):
 
     def cropped(self, first_k_blocks: int) -> DINO:
         """Patch embedding, CLS, positions, blocks ``0..k-1`` and the final norm."""
-        check_k(self, first_k_blocks)
-        new = DINO({**self.config, "depth": first_k_blocks}).to(device=device_of(self), dtype=dtype_of(self))
-        sd = {k: v.detach().clone() for k, v in self.state_dict().items()
-              if not k.startswith("model.blocks.") or int(k.split(".")[2]) < first_k_blocks}
-        new.load_state_dict(sd, strict=True)
-        return new
+        return first_blocks_copy(self, first_k_blocks, "model.blocks.")

@@ -105,3 +105,39 @@ def test_pairs_hold_no_decoded_images_and_pair_images_cover_each_image_once(shap
     first_pair = ds[0]
     assert torch.equal(images[0][1], first_pair["image"]) and ids[0] == first_pair["image_id"]
     assert ds.image_labels == [s["json"]["label"] for s in iter_split("shapes", "train", shapes_root)]
+
+
+def _tar_bytes(members: dict[str, bytes], fmt: int) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt_name", ["USTAR_FORMAT", "GNU_FORMAT", "PAX_FORMAT"])
+def test_member_parsing_fast_path_equals_tarfile(fmt_name: str) -> None:
+    import tarfile
+
+    from mmthesis.data.shard_index import _padded, _parse_members, _tarfile_members, _ustar_members
+
+    members = {"k" * 120 + ".json": b'{"captions": ["a"]}', "k" * 120 + ".png": bytes(range(256)) * 3}
+    if fmt_name == "USTAR_FORMAT":  # names over 100 bytes go to the ustar prefix field
+        members = {f"{'d' * 60}/{'k' * 60}.json": b"{}", f"{'d' * 60}/{'k' * 60}.png": b"x" * 700}
+    data = _tar_bytes(members, getattr(tarfile, fmt_name))
+    end = sum(512 + _padded(len(b)) for b in members.values())
+    # a sample's range in a shard has no end-of-archive blocks; GNU/pax headers make it longer than ``end``
+    chunk = data[:end] if fmt_name == "USTAR_FORMAT" else data
+    expected = _tarfile_members(chunk)
+    assert [(n, b) for n, b in expected if n in members] == list(members.items())
+    fast = _ustar_members(chunk)
+    if fmt_name == "USTAR_FORMAT":
+        assert fast == expected
+    else:
+        assert fast is None  # GNU long names / pax headers: parsed by tarfile instead
+    assert _parse_members(chunk, "test chunk")["__key__"]

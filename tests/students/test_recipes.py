@@ -8,9 +8,7 @@ import math
 import pytest
 
 from mmthesis.core.config import config_hash
-from mmthesis.core.paths import data_root
 from mmthesis.core.results import run_dir
-from mmthesis.data.registry import PrepareRequest, get_dataset
 from mmthesis.students.recipes import load_recipe, recipe_header, recipe_names
 from mmthesis.students.train import LOSSES, WEIGHTS, run_name, train_recipe
 
@@ -21,17 +19,6 @@ FAST_BY_TASK = {
     "image_kd": ["data.train=[shapes]", "data.batch_size=8"],
     "text_kd": ["data.batch_size=4", "data.text_block_size=32"],
 }
-
-
-@pytest.fixture(scope="module")
-def smoke_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("recipes_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MMTHESIS_HOME", str(home))
-    for name in ("shapes", "openwebtext"):
-        get_dataset(name).prepare(PrepareRequest(out_root=data_root(), raw=None, workers=1, scale="smoke"))
-    yield home
-    mp.undo()
 
 
 def test_registry_has_every_trained_experiment():

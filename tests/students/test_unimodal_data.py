@@ -8,28 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from mmthesis.core.paths import data_root, mmthesis_home
+from mmthesis.core.paths import mmthesis_home
 from mmthesis.data.manifest import iter_split
-from mmthesis.data.registry import PrepareRequest, get_dataset
 from mmthesis.data.tokenizers import train_wordpiece
 from mmthesis.data.transforms import eval_transform
 from mmthesis.students.unimodal_data import ImageSplit, TextBlocks, pack_lines, text_block_cache, text_lines
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("unimodal_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MMTHESIS_HOME", str(home))
-    for name in ("shapes", "openwebtext"):
-        get_dataset(name).prepare(PrepareRequest(out_root=data_root(), raw=None, workers=1, scale="smoke"))
-    yield home
-    mp.undo()
-
-
 @pytest.mark.parametrize("corpus", ["openwebtext-smoke", "shapes"])
-def test_text_blocks_equal_packing_in_memory_and_are_cached(corpus, home, monkeypatch):
-    monkeypatch.setenv("MMTHESIS_HOME", str(home))
+def test_text_blocks_equal_packing_in_memory_and_are_cached(corpus, smoke_home, monkeypatch):
+    monkeypatch.setenv("MMTHESIS_HOME", str(smoke_home))
     lines = list(text_lines(corpus, "train"))
     tokenizer = train_wordpiece(lines[:500], 500)
     encoded = [e.ids for e in tokenizer.hf.encode_batch(lines, add_special_tokens=False)]
@@ -49,8 +37,8 @@ def test_text_blocks_equal_packing_in_memory_and_are_cached(corpus, home, monkey
     assert batch.text_ids.shape[0] == 2 and torch.equal(batch.text_padding_mask, batch.text_ids == tokenizer.pad_id)
 
 
-def test_image_split_reads_each_stored_image_with_its_label(home, monkeypatch):
-    monkeypatch.setenv("MMTHESIS_HOME", str(home))
+def test_image_split_reads_each_stored_image_with_its_label(smoke_home, monkeypatch):
+    monkeypatch.setenv("MMTHESIS_HOME", str(smoke_home))
     ds = ImageSplit("shapes", "val", eval_transform(32))
     samples = list(iter_split("shapes", "val"))
     assert len(ds) == len(samples)

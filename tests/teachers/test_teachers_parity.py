@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize_, rel_err
 from safetensors.torch import load_file, save_file
 from teachers_reference import dino_vit, unilm_beit2
 from teachers_reference import fairseq_data2vec2 as fr
+from teachers_reference.numerics import randomize_, rel_err
 
 from mmthesis.teachers import build_model, inspect_checkpoint, load_teacher
 from mmthesis.teachers.converters import dino as dino_conv

@@ -143,16 +143,20 @@ class ImageTextPairs(Dataset):
     def __len__(self) -> int:
         return len(self.pair_image)
 
-    def read_image(self, image_row: int) -> tuple[str, Image.Image, list[str]]:
-        """(image id, RGB image, captions) of image row ``image_row``, read from its shard."""
+    def _read(self, image_row: int) -> tuple[dict[str, Any], str, list[str]]:
+        """(sample, image id, captions) of image row ``image_row``, read from its shard; the image stays bytes."""
         sample = self.index.sample(int(self.image_rows[image_row]))
         meta = sample.get("json", {})
         captions = meta.get("captions", [meta["caption"]] if "caption" in meta else [])
-        image = open_sample_image(sample, self.name)
-        return str(meta.get("id", sample["__key__"])), image, [str(c) for c in captions]
+        return sample, str(meta.get("id", sample["__key__"])), [str(c) for c in captions]
+
+    def read_image(self, image_row: int) -> tuple[str, Image.Image, list[str]]:
+        """(image id, RGB image, captions) of image row ``image_row``, read from its shard."""
+        sample, image_id, captions = self._read(image_row)
+        return image_id, open_sample_image(sample, self.name), captions
 
     def caption(self, index: int) -> str:
-        return self.read_image(int(self.pair_image[index]))[2][int(self.pair_caption[index])]
+        return self._read(int(self.pair_image[index]))[2][int(self.pair_caption[index])]
 
     def example(self, index: int, views: dict[str, Transform] | None = None) -> dict[str, Any]:
         """Pair ``index``: the image under ``transform`` (and under each extra view), its caption's ids."""

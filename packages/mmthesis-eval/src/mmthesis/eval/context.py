@@ -22,7 +22,7 @@ from mmthesis.core.console import progress
 from mmthesis.data.image_text import RetrievalSplit, decode_split, load_retrieval_split
 from mmthesis.data.tokenizers import load_dataset_tokenizer
 from mmthesis.eval.adapters import LoadedModel
-from mmthesis.eval.corruptions import corrupt_image, corrupt_text
+from mmthesis.eval.corruptions import corrupt_text, corrupt_uint8_image
 from mmthesis.eval.data_access import LabelledImages, PreparedDataset, load_labelled_images, resolve_dataset
 from mmthesis.eval.features import cached_features, feature_key
 
@@ -138,14 +138,12 @@ class EvalContext:
 
     def _corrupted_images(self, dataset: str, split: str, corruption: Corruption) -> torch.Tensor:
         """Corrupt each uint8 image in [0, 1] pixel space (seed = corruption seed + row), then transform."""
-        kind, strength, seed = corruption
-        out = []
-        for row, array in enumerate(self.raw_images(dataset, split)):
-            pixels = torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
-            damaged = corrupt_image(pixels, kind, strength, torch.Generator().manual_seed(seed * 1_000_003 + row))
-            as_uint8 = (damaged * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-            out.append(self.loaded.image_transform(Image.fromarray(as_uint8)))
-        return torch.stack(out)
+        return torch.stack(
+            [
+                self.loaded.image_transform(Image.fromarray(corrupt_uint8_image(array, corruption, row)))
+                for row, array in enumerate(self.raw_images(dataset, split))
+            ]
+        )
 
     def embed_texts(self, texts: list[str], dataset: str, corruption: Corruption | None = None) -> torch.Tensor:
         """Normalised embeddings of free texts (zero-shot prompts), not cached (they are few)."""

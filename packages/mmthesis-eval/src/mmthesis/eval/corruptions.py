@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
@@ -124,6 +125,17 @@ def corrupt_image(image: torch.Tensor, kind: str, strength: float, generator: to
     if kind not in fns:
         raise ValueError(f"unknown image corruption {kind!r}; use one of {', '.join(IMAGE_CORRUPTIONS)}")
     return fns[kind](image, strength, generator)
+
+
+def corrupt_uint8_image(array: np.ndarray, corruption: tuple[str, float, int], row: int) -> np.ndarray:
+    """Corrupt a uint8 (H, W, 3) image in [0, 1] pixel space, seeded per image (``seed * 1_000_003 + row``).
+
+    One image of a robustness curve is damaged the same way whichever task or loader asks for it.
+    """
+    kind, strength, seed = corruption
+    pixels = torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
+    damaged = corrupt_image(pixels, kind, strength, torch.Generator().manual_seed(seed * 1_000_003 + row))
+    return (damaged * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def corrupt_text(

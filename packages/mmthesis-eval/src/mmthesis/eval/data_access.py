@@ -22,6 +22,7 @@ from mmthesis.data.image_text import decode_sample_image, open_sample_image
 from mmthesis.data.manifest import Manifest, read_manifest
 from mmthesis.data.registry import prepare_command, prepared_name
 from mmthesis.data.shard_index import SplitIndex
+from mmthesis.eval.corruptions import corrupt_uint8_image
 
 
 @dataclass(frozen=True)
@@ -107,12 +108,7 @@ class TransformedImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.corruption is None:
             return self.transform(self.images.pil(i)), self.images.labels[i]
-        from mmthesis.eval.corruptions import corrupt_image
-
-        kind, strength, seed = self.corruption
-        pixels = torch.from_numpy(self.images.array(i)).permute(2, 0, 1).float() / 255.0
-        pixels = corrupt_image(pixels, kind, strength, torch.Generator().manual_seed(seed * 1_000_003 + i))
-        array = (pixels * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        array = corrupt_uint8_image(self.images.array(i), self.corruption, i)
         return self.transform(Image.fromarray(array)), self.images.labels[i]
 
 

@@ -21,14 +21,11 @@ from mmthesis.students.train import CONFIG, TOKENIZER, WEIGHTS, run_name
 SMALL_SHAPES = ShapesConfig(train=240, val=12, test=48, samples_per_shard=200)
 
 
-@pytest.fixture(scope="module")
-def eval_home(tmp_path_factory):
-    """MMTHESIS_HOME with shapes prepared and a finished tiny random run; yields (home, run folder)."""
-    home = tmp_path_factory.mktemp("eval_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MMTHESIS_HOME", str(home))
-    prepare_shapes(data_root(), SMALL_SHAPES)
-    config = load_recipe("s-smke-cdl-mb", "smoke", ["data.train=[shapes]", "data.retrieval_eval=[shapes]"])
+def _save_random_run(overrides: list[str] | None = None):
+    """A finished tiny *random* S-SMKE_CDL_MB run on shapes (weights, tokenizer, config); returns its folder."""
+    config = load_recipe(
+        "s-smke-cdl-mb", "smoke", ["data.train=[shapes]", "data.retrieval_eval=[shapes]", *(overrides or [])]
+    )
     tokenizer = load_dataset_tokenizer("shapes")
     torch.manual_seed(0)
     model = SSMKE(config.model, tokenizer.vocab_size, None, load_pretrained=False)
@@ -37,7 +34,23 @@ def eval_home(tmp_path_factory):
         save_weights(folder / WEIGHTS, model.state_dict())
         tokenizer.save(folder / TOKENIZER)
         atomic_write_text(folder / CONFIG, json.dumps(to_dict(config)))
-    yield home, folder
+    return folder
+
+
+@pytest.fixture(scope="session")
+def save_random_run():
+    """The run builder (a fixture, not an import: several test folders have a ``conftest``)."""
+    return _save_random_run
+
+
+@pytest.fixture(scope="module")
+def eval_home(tmp_path_factory, save_random_run):
+    """MMTHESIS_HOME with shapes prepared and a finished tiny random run; yields (home, run folder)."""
+    home = tmp_path_factory.mktemp("eval_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMTHESIS_HOME", str(home))
+    prepare_shapes(data_root(), SMALL_SHAPES)
+    yield home, save_random_run()
     mp.undo()
 
 

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from mmthesis.core.checkpoint import save_weights
-from mmthesis.core.config import config_hash, to_dict
 from mmthesis.core.errors import CheckpointError
-from mmthesis.core.io import atomic_write_text
-from mmthesis.core.results import RunRecorder, run_dir
-from mmthesis.data.tokenizers import load_dataset_tokenizer
 from mmthesis.eval.adapters import load_model
 from mmthesis.eval.glue_finetune import build_classifier
-from mmthesis.students.model import SSMKE
-from mmthesis.students.recipes import load_recipe
-from mmthesis.students.train import CONFIG, TOKENIZER, WEIGHTS, run_name
 
 
 @pytest.fixture
@@ -26,8 +16,14 @@ def hf_bert(tmp_path):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
     model = BertModel(config, add_pooling_layer=True).eval()
     with torch.no_grad():  # away from the default init, so a random pooler could not pass by chance
         for p in model.parameters():
@@ -72,23 +68,9 @@ def test_random_teacher_keeps_the_note():
     assert len(notes) == 1 and notes[0].startswith("pooler initialised randomly")
 
 
-def _run(text_checkpoint: str | None):
-    overrides = ["data.train=[shapes]", "data.retrieval_eval=[shapes]"]
-    overrides += [f"model.text.checkpoint={text_checkpoint}"] if text_checkpoint else []
-    config = load_recipe("s-smke-cdl-mb", "smoke", overrides)
-    tokenizer = load_dataset_tokenizer("shapes")
-    model = SSMKE(config.model, tokenizer.vocab_size, None, load_pretrained=False)
-    folder = run_dir(run_name(config, "smoke"), config_hash(config))
-    with RunRecorder(run_name(config, "smoke"), "smoke", config):
-        save_weights(folder / WEIGHTS, model.state_dict())
-        tokenizer.save(folder / TOKENIZER)
-        atomic_write_text(folder / CONFIG, json.dumps(to_dict(config)))
-    return folder
-
-
-def test_student_run_takes_the_pooler_of_its_text_checkpoint(in_eval_home, hf_bert):
+def test_student_run_takes_the_pooler_of_its_text_checkpoint(in_eval_home, hf_bert, save_random_run):
     hf, bert_folder = hf_bert
-    loaded = load_model(str(_run(str(bert_folder))), scale="smoke")
+    loaded = load_model(str(save_random_run([f"model.text.checkpoint={bert_folder}"])), scale="smoke")
     clf, notes = build_classifier(loaded, outputs=2, dropout=0.1)
     assert notes == []
     assert torch.equal(clf.pooler[0].weight, hf.pooler.dense.weight)
@@ -101,7 +83,7 @@ def test_student_run_from_random_text_encoder_keeps_the_note(in_eval_home):
     assert len(notes) == 1 and "random weights" in notes[0]
 
 
-def test_student_run_whose_bert_checkpoint_is_gone_is_an_error(in_eval_home, tmp_path):
-    loaded = load_model(str(_run(str(tmp_path / "moved-away"))), scale="smoke")
+def test_student_run_whose_bert_checkpoint_is_gone_is_an_error(in_eval_home, tmp_path, save_random_run):
+    loaded = load_model(str(save_random_run([f"model.text.checkpoint={tmp_path / 'moved-away'}"])), scale="smoke")
     with pytest.raises(CheckpointError, match="GLUE needs its pretrained pooler"):
         build_classifier(loaded, outputs=2, dropout=0.1)

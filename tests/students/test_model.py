@@ -3,35 +3,19 @@
 import pytest
 import torch
 
-from mmthesis.data.batch import Batch
 from mmthesis.students.lightning_module import VLDistillationModule, cosine_with_warmup
 from mmthesis.students.recipes import load_recipe, recipe_names
-
-
-def _batch(config, vocab=50, b=4, length=7):
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, vocab, (b, length), generator=g)
-    mask = torch.zeros(b, length, dtype=torch.bool)
-    mask[0, 4:] = True
-    size = config.model.img_size
-    return Batch(
-        id=[str(i) for i in range(b)],
-        image=torch.randn(b, 3, size, size, generator=g),
-        text_ids=ids,
-        text_padding_mask=mask,
-    )
-
 
 VL_RECIPES = [r for r in recipe_names() if load_recipe(r, "smoke").task == "vl"]
 
 
 @pytest.mark.parametrize("recipe", VL_RECIPES)
-def test_each_recipe_builds_and_takes_a_step(recipe):
+def test_each_recipe_builds_and_takes_a_step(recipe, random_batch):
     config = load_recipe(recipe, "smoke")
     module = VLDistillationModule(config, vocab_size=50)
     module.train()
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
-    out = module.losses(_batch(config))
+    out = module.losses(random_batch(config))
     assert torch.isfinite(out["loss"]) and set(out) >= {"itc", "loss"}
     if config.loss.kd == "none":
         assert module.teacher is None and "kd" not in out and module.student.kd_head is None

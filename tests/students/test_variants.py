@@ -20,25 +20,11 @@ from mmthesis.students.unimodal_module import UnimodalDistillationModule
 VOCAB = 50
 
 
-def _batch(config, b=4, length=7, teacher_view=False):
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, VOCAB, (b, length), generator=g)
-    mask = torch.zeros(b, length, dtype=torch.bool)
-    mask[0, 4:] = True
-    size = config.model.img_size
-    return Batch(
-        id=[str(i) for i in range(b)],
-        image=torch.randn(b, 3, size, size, generator=g),
-        text_ids=ids,
-        text_padding_mask=mask,
-    )
-
-
-def test_tte_before_adds_the_type_vector_to_every_input_token():
+def test_tte_before_adds_the_type_vector_to_every_input_token(random_batch):
     config = load_recipe("s-smke-tte-first", "smoke")
     student = VLDistillationModule(config, vocab_size=VOCAB).student.eval()
     assert student.tte_scale is None and student.token_type.weight.shape == (2, student.embed_dim)
-    batch = _batch(config)
+    batch = random_batch(config)
     img0 = student.image_encoder(batch.image).last_hidden_state
     txt0 = student.text_encoder(batch.text_ids, batch.text_padding_mask).last_hidden_state
     with torch.no_grad():
@@ -51,7 +37,7 @@ def test_tte_before_adds_the_type_vector_to_every_input_token():
     assert not torch.allclose(txt0, student.text_encoder(batch.text_ids, batch.text_padding_mask).last_hidden_state)
 
 
-def test_shre_has_the_shared_mlp_three_itc_terms_and_kl_on_teacher_classes():
+def test_shre_has_the_shared_mlp_three_itc_terms_and_kl_on_teacher_classes(random_batch):
     config = load_recipe("shre", "smoke")
     module = VLDistillationModule(config, vocab_size=VOCAB)
     shared, dim = module.student.shared, module.student.embed_dim
@@ -60,7 +46,7 @@ def test_shre_has_the_shared_mlp_three_itc_terms_and_kl_on_teacher_classes():
     assert (shared.fc1.out_features, shared.fc2.out_features, shared.head[1].out_features) == (4 * dim, dim, classes)
     assert shared.norm.normalized_shape == (4 * dim,)
     assert all(s is not None for s in (module.log_scale, module.log_scale_fc1, module.log_scale_mid))
-    out = module.student.forward_image(_batch(config).image)
+    out = module.student.forward_image(random_batch(config).image)
     assert out.fc1_cls.shape[-1] == 4 * dim and out.mid.shape[-1] == dim and out.kd.shape[-1] == classes
     assert torch.equal(out.cls, out.kd)  # h''' is both the KD output and the representation
 
@@ -77,10 +63,10 @@ def test_no_kd_has_no_teacher_and_no_head():
     assert module.teacher is None and module.student.kd_head is None and module.bank is None
 
 
-def test_itc_bank_is_filled_with_detached_student_embeddings():
+def test_itc_bank_is_filled_with_detached_student_embeddings(random_batch):
     config = load_recipe("s-smke-itc-mb", "smoke")
     module = VLDistillationModule(config, vocab_size=VOCAB)
-    out = module.losses(_batch(config))
+    out = module.losses(random_batch(config))
     keys = out["itc_keys"]
     assert keys.shape == (2, 4, module.student.embed_dim) and not keys.requires_grad
 
@@ -97,7 +83,7 @@ def test_momentum_update_is_an_ema():
     )
 
 
-def test_independent_teacher_view_is_what_the_teacher_sees(monkeypatch):
+def test_independent_teacher_view_is_what_the_teacher_sees(monkeypatch, random_batch):
     config = load_recipe("s-smke-cdl", "smoke", ["teacher.independent_augmentation=true"])
     module = VLDistillationModule(config, vocab_size=VOCAB)
     seen = []
@@ -106,7 +92,7 @@ def test_independent_teacher_view_is_what_the_teacher_sees(monkeypatch):
     )
     from mmthesis.students.views import TwoViewBatch
 
-    batch = _batch(config)
+    batch = random_batch(config)
     other = torch.randn_like(batch.image)
     module.losses(TwoViewBatch(**{**batch.__dict__, "teacher_image": other}))
     assert torch.equal(seen[-1], other)
@@ -155,7 +141,7 @@ def test_package_paths_resolve_or_fail_in_one_line():
     assert "\n" not in str(e.value)
 
 
-def test_gradient_checkpointing_keeps_loss_and_gradients():
+def test_gradient_checkpointing_keeps_loss_and_gradients(random_batch):
     config = load_recipe("s-smke-cdl", "smoke")
     torch.manual_seed(0)
     a = VLDistillationModule(config, vocab_size=VOCAB).eval()
@@ -166,7 +152,7 @@ def test_gradient_checkpointing_keeps_loss_and_gradients():
         for mod in m.modules():
             if isinstance(mod, torch.nn.Dropout):
                 mod.p = 0.0
-    batch = _batch(config)
+    batch = random_batch(config)
     la, lb = a.losses(batch)["loss"], b.losses(batch)["loss"]
     la.backward(), lb.backward()
     assert torch.allclose(la, lb)

@@ -10,6 +10,7 @@ this process or the next. Decoded splits are memoised for the session.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,14 +86,21 @@ class EvalContext:
         )
         return feature_key(self.loaded.fingerprint, self.dataset(dataset).fingerprint, split, transform, tag)
 
-    def _embed(self, fn, *tensors: torch.Tensor, what: str) -> torch.Tensor:
-        outs, total = [], tensors[0].shape[0]
+    def _embed_batches(self, fn, batches: Iterable[tuple[torch.Tensor, ...]], total: int, what: str) -> torch.Tensor:
+        """``fn(*args)`` for each batch of arguments, with a progress bar; the results concatenated on the CPU."""
+        outs = []
         with progress(transient=True) as bar, torch.inference_mode():
             task = bar.add_task(what, total=total, visible=self.show_progress)
-            for start in range(0, total, self.batch_size):
-                outs.append(fn(*(t[start : start + self.batch_size] for t in tensors)).float().cpu())
-                bar.advance(task, min(self.batch_size, total - start))
+            for args in batches:
+                outs.append(fn(*args).float().cpu())
+                bar.advance(task, len(args[0]))
         return torch.cat(outs) if outs else torch.empty(0)
+
+    def _embed(self, fn, *tensors: torch.Tensor, what: str) -> torch.Tensor:
+        """``fn`` over in-memory tensors (split along the first dimension) in batches."""
+        total, size = tensors[0].shape[0], self.batch_size
+        batches = (tuple(t[start : start + size] for t in tensors) for start in range(0, total, size))
+        return self._embed_batches(fn, batches, total, what)
 
     def embed_images(self, fn, images: Dataset, what: str) -> torch.Tensor:
         """``fn`` over a dataset of ``(image tensor, label)`` in batches, decoded by ``num_workers`` workers.
@@ -100,13 +108,7 @@ class EvalContext:
         Streams: only one batch of pixels is in memory at a time (ImageNet-1k does not fit).
         """
         loader = DataLoader(images, batch_size=self.batch_size, num_workers=self.num_workers)
-        outs = []
-        with progress(transient=True) as bar, torch.inference_mode():
-            task = bar.add_task(what, total=len(images), visible=self.show_progress)
-            for x, _ in loader:
-                outs.append(fn(x).float().cpu())
-                bar.advance(task, len(x))
-        return torch.cat(outs) if outs else torch.empty(0)
+        return self._embed_batches(fn, ((x,) for x, _ in loader), len(images), what)
 
     def image_embeddings(self, dataset: str, split: str, corruption: Corruption | None = None) -> torch.Tensor:
         """(N, D) normalised image embeddings of the split's images (optionally corrupted), cached."""

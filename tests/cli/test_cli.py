@@ -65,7 +65,9 @@ def test_wrong_config_type():
 
 def test_missing_data_root_names_the_fix(tmp_path):
     result = invoke("reproduce", "table-3", "--scale", "smoke", "--out", str(tmp_path))
-    assert_one_line_error(result, "mmthesis data prepare imagenet --scale smoke", "mmthesis data prepare glue --scale smoke")
+    assert_one_line_error(
+        result, "mmthesis data prepare imagenet --scale smoke", "mmthesis data prepare glue --scale smoke"
+    )
     assert not any(tmp_path.iterdir())
 
 
@@ -82,7 +84,9 @@ def test_corrupt_checkpoint(tmp_path):
     get_dataset("shapes").prepare(PrepareRequest(out_root=data_root(), raw=None, scale="smoke"))
     run = tmp_path / "run"
     run.mkdir()
-    (run / "result.json").write_text(json.dumps({"name": "x", "scale": "smoke", "config": {}, "config_hash": "0", "status": "finished"}))
+    (run / "result.json").write_text(
+        json.dumps({"name": "x", "scale": "smoke", "config": {}, "config_hash": "0", "status": "finished"})
+    )
     (run / "config.json").write_text(json.dumps({"recipe": "s-smke-cdl-mb", "thesis_name": "S-SMKE_CDL_MB"}))
     from mmthesis.data.tokenizers import train_wordpiece
 
@@ -102,3 +106,22 @@ def test_doctor_reports_versions_and_missing_data():
 def test_bench_list_and_unknown():
     assert "retrieval_metrics" in invoke("bench", "list").output
     assert_one_line_error(invoke("bench", "run", "nope"), "unknown benchmark 'nope'")
+
+
+def _command_paths(command, path=()):
+    """Every command of the CLI tree, as the argument path that reaches it."""
+    children = getattr(command, "commands", {})
+    if not children:
+        return [path]
+    return [p for name, child in children.items() for p in _command_paths(child, (*path, name))]
+
+
+def test_every_command_renders_its_help():
+    import typer.main
+
+    paths = _command_paths(typer.main.get_command(app))
+    assert len(paths) > 10
+    for path in [*paths, ("eval", "retrieval-coco")]:  # a task name routes to the evaluate command
+        result = invoke(*path, "--help")
+        assert result.exit_code == 0, (path, result.output, result.exception)
+        assert "Usage" in result.output, path

@@ -80,8 +80,8 @@ def list_tasks(
 @app.command(EVALUATE, hidden=True)
 def evaluate(
     tasks: list[str] = typer.Argument(..., help="Task names, see `mmthesis eval list`."),
-    model: str = typer.Option(
-        ..., "--model", help="A run folder, run:NAME[/HASH], teacher:NAME[:CKPT] or open_clip:ARCH[:CKPT]."
+    model: str = typer.Option(  # help is rich markup: "\[" keeps "[/HASH]" from reading as a closing tag
+        ..., "--model", help=r"A run folder, run:NAME\[/HASH], teacher:NAME\[:CKPT] or open_clip:ARCH\[:CKPT]."
     ),
     scale: str = typer.Option("full", "--scale", help="smoke | small | full: picks each task's data and sizes."),
     per_sample: str = typer.Option(

@@ -92,8 +92,15 @@ def test_corrupt_checkpoint(tmp_path):
 
     train_wordpiece(["a red circle", "a blue square"], 50).save(run / "tokenizer.json")
     (run / "student.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
-    result = invoke("eval", "run", "retrieval", "--run", str(run), "--dataset", "shapes")
+    result = invoke("eval", "retrieval-shapes", "--model", str(run), "--scale", "smoke")
     assert_one_line_error(result, "student.safetensors", "fix:")
+
+
+def test_older_eval_path_is_gone():
+    # one evaluation path: `mmthesis eval TASK --model SPEC` (the harness); `eval run` was removed
+    result = invoke("eval", "run", "retrieval", "--run", "x", "--dataset", "shapes")
+    assert result.exit_code != 0
+    assert "eval run" not in invoke("--help").output and "eval run" not in invoke("eval", "--help").output
 
 
 def test_doctor_reports_versions_and_missing_data():

@@ -123,31 +123,24 @@ def test_cli_zero_shot_analysis_and_linear_probe_write_finite_results(tiny_run, 
     home, folder = tiny_run
     monkeypatch.setenv("MMTHESIS_HOME", str(home))
     expected = {
-        "zero-shot": ("top1", "top5", "chance_top1"),
-        "analysis": ("paired_cos", "unpaired_cos", "modality_gap", "cka_paired", "swapped_mean", "image_mean"),
-        "linear-probe": ("top1", "train_top1", "majority_top1"),
+        "zero-shot-shapes": ("top1", "top5", "chance_top1"),
+        "analysis-shapes": ("paired_cos", "unpaired_cos", "modality_gap", "cka_paired", "swapped_mean", "image_mean"),
+        "linear-probe-shapes": ("top1", "train_top1", "majority_top1"),
     }
+    args = ["eval", *expected, "--model", str(folder), "--scale", "smoke"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    records = list((runs_root() / "eval-mmthesis-run").glob("*/result.json"))
+    assert len(records) == 1, records
+    record = json.loads(records[0].read_text())
+    assert record["status"] == "finished" and record["datasets"]["shapes"]
     for task, keys in expected.items():
-        result = CliRunner().invoke(app, ["eval", "run", task, "--run", str(folder), "--dataset", "shapes"])
-        assert result.exit_code == 0, (task, result.output, result.exception)
-        records = list((runs_root() / f"eval-{task}-shapes").glob("*/result.json"))
-        assert len(records) == 1, records
-        record = json.loads(records[0].read_text())
-        assert record["status"] == "finished" and record["datasets"]["shapes"]
         for key in keys:
-            assert math.isfinite(record["metrics"][key]), (task, key, record["metrics"])
-        assert 0.0 <= record["metrics"].get("top1", 0.0) <= 100.0
-        # a second run reuses the cached result instead of evaluating again
-        mtime = records[0].stat().st_mtime_ns
-        assert (
-            CliRunner().invoke(app, ["eval", "run", task, "--run", str(folder), "--dataset", "shapes"]).exit_code == 0
-        )
-        assert records[0].stat().st_mtime_ns == mtime
-    assert len(list((home / "cache" / "features").glob("*.safetensors"))) == 2  # train + test features
-    assert (
-        -1.0
-        <= json.loads(next((runs_root() / "eval-analysis-shapes").glob("*/result.json")).read_text())["metrics"][
-            "cka_paired"
-        ]
-        <= 1.0
-    )
+            assert math.isfinite(record["metrics"][task][key]), (task, key, record["metrics"][task])
+        assert 0.0 <= record["metrics"][task].get("top1", 0.0) <= 100.0
+    assert -1.0 <= record["metrics"]["analysis-shapes"]["cka_paired"] <= 1.0
+    # a second run reuses the finished evaluation instead of evaluating again
+    mtime = records[0].stat().st_mtime_ns
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "reusing finished evaluation" in again.output
+    assert records[0].stat().st_mtime_ns == mtime

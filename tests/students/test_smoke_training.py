@@ -11,7 +11,7 @@ from mmthesis.core.config import config_hash
 from mmthesis.core.paths import data_root
 from mmthesis.core.results import run_dir
 from mmthesis.data.registry import PrepareRequest, get_dataset
-from mmthesis.eval.tasks import evaluate_retrieval
+from mmthesis.eval.harness import evaluate
 from mmthesis.students.recipes import load_recipe
 from mmthesis.students.train import LOSSES, WEIGHTS, load_trained, run_name, train_recipe
 
@@ -38,25 +38,15 @@ def test_smoke_slice_trains_and_beats_chance(trained, monkeypatch):
     monkeypatch.setenv("MMTHESIS_HOME", str(folder.parents[2]))
     assert result.status == "finished"
     assert "tiny random-initialised encoders" in " ".join(result.notes)
-    metrics = evaluate_retrieval(folder, "shapes", "test").metrics
+    result = evaluate(["retrieval-shapes"], str(folder), scale="smoke", show_progress=False)
+    metrics = result.metrics["retrieval-shapes"]
     chance = metrics["chance_t2i_r1"]
     assert metrics["t2i_r1"] >= 5 * chance, metrics
     assert metrics["i2t_r1"] >= 5 * metrics["chance_i2t_r1"], metrics
     # the result.json of the evaluation carries provenance and the metrics
-    record = json.loads((run_dir("eval-retrieval-shapes", _eval_hash(folder)) / "result.json").read_text())
-    assert record["status"] == "finished" and record["metrics"]["t2i_r1"] == metrics["t2i_r1"]
-
-
-def _eval_hash(folder):
-    from mmthesis.eval.tasks import RetrievalTaskConfig
-    from mmthesis.students.train import check_data
-
-    fp = check_data(["shapes"])["shapes"]
-    return config_hash(
-        RetrievalTaskConfig(
-            train_run=folder.name, recipe_run=folder.parent.name, dataset="shapes", dataset_fingerprint=fp
-        )
-    )
+    record = json.loads((run_dir(result.name, result.config_hash) / "result.json").read_text())
+    assert record["status"] == "finished" and record["metrics"]["retrieval-shapes"]["t2i_r1"] == metrics["t2i_r1"]
+    assert record["config"]["tasks"][0]["dataset"] == "shapes" and record["datasets"]["shapes"]
 
 
 @pytest.mark.smoke

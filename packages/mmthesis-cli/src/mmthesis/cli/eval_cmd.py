@@ -2,7 +2,9 @@
 
 mmthesis eval list
 mmthesis eval TASK [TASK...] --model SPEC [--scale smoke] [--per-sample [FILE]]
-mmthesis eval run TASK --run DIR --dataset NAME      (earlier form, kept)
+
+There is one evaluation path: this command and `mmthesis reproduce` both call
+``mmthesis.eval.harness.evaluate``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from mmthesis.core.console import console
-from mmthesis.core.errors import UnknownNameError
 
-LEGACY_TASKS = {
-    "retrieval": "image-text retrieval R@1/5/10 both directions, all images x all captions (REFERENCE.md §5.1)",
-    "zero-shot": "CLIP-style zero-shot top-1/top-5: prompt-averaged class prototypes, logits 100 * cos (REFERENCE.md §5.4)",
-    "linear-probe": "logistic regression (L-BFGS, L2) on frozen, cached image features; train split -> test top-1 (REFERENCE.md §5.3)",
-    "analysis": "paired vs unpaired cosine, modality gap, linear CKA, swapped-query retrieval (exposé question, REFERENCE.md §8)",
-}
 EVALUATE = "evaluate"
 
 
@@ -39,7 +34,15 @@ class TasksByDefault(TyperGroup):
         return [c for c in super().list_commands(ctx) if c != EVALUATE]
 
 
-app = typer.Typer(cls=TasksByDefault, no_args_is_help=True)
+app = typer.Typer(
+    cls=TasksByDefault,
+    no_args_is_help=True,
+    help=(
+        "Evaluate a model on tasks: `mmthesis eval TASK [TASK...] --model SPEC [--scale smoke]` "
+        "(SPEC: a run folder, run:NAME, teacher:NAME[:CKPT] or open_clip:ARCH[:CKPT]); `list` shows the tasks."
+        "\n\nExample: mmthesis eval retrieval-coco --model run:s-smke-cdl-mb-smoke --scale smoke"
+    ),
+)
 
 
 @app.command("list")
@@ -125,44 +128,3 @@ def evaluate(
             table.add_row(key, shown)
         console.print(table)
     console.print(f"result: {folder / 'result.json'}" + (f"\nper-sample: {sample_path}" if sample_path else ""))
-
-
-@app.command("run")
-def run(
-    task: str = typer.Argument(..., help="retrieval | zero-shot | linear-probe | analysis"),
-    run_dir: Path = typer.Option(..., "--run", help="A finished training run folder (holds result.json)."),
-    dataset: str = typer.Option(..., "--dataset", help="Prepared image-text dataset, e.g. shapes."),
-    split: str = typer.Option("test", "--split"),
-) -> None:
-    """Evaluate a trained run on one protocol and dataset (earlier form; `mmthesis eval TASK --model` is the general one).
-
-    Example: mmthesis eval run retrieval --run .mmthesis/runs/s-smke-cdl-mb-smoke/<hash> --dataset shapes
-    """
-    if task not in LEGACY_TASKS:
-        raise UnknownNameError(
-            f"unknown eval task {task!r} for `eval run`",
-            f"use one of: {', '.join(LEGACY_TASKS)} (or `mmthesis eval TASK --model SPEC`)",
-        )
-    result = _evaluate(task, run_dir, dataset, split)
-    table = Table("metric", "value", title=f"{task} on {dataset}/{split}")
-    for key, value in result.metrics.items():
-        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
-    console.print(table)
-
-
-def _evaluate(task: str, run_dir: Path, dataset: str, split: str):
-    if task == "zero-shot":
-        from mmthesis.eval.zeroshot import evaluate_zero_shot
-
-        return evaluate_zero_shot(run_dir, dataset, split)
-    if task == "linear-probe":
-        from mmthesis.eval.linear_probe import evaluate_linear_probe
-
-        return evaluate_linear_probe(run_dir, dataset, split)
-    if task == "analysis":
-        from mmthesis.eval.analysis import evaluate_analysis
-
-        return evaluate_analysis(run_dir, dataset, split)
-    from mmthesis.eval.tasks import evaluate_retrieval
-
-    return evaluate_retrieval(run_dir, dataset, split)

@@ -22,8 +22,6 @@ the quantitative measures it lacked, all on normalised embeddings:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
@@ -126,14 +124,3 @@ def representation_analysis(
     out["cka_paired"] = linear_cka(image_emb[index], text_emb)
     out.update(swapped_query_retrieval(image_emb, text_emb, index))
     return out
-
-
-# ------------------------------------------------------------------------------ task on a trained run
-def evaluate_analysis(run: Path, dataset: str, split: str = "test", *, root: Path | None = None):
-    """Representation analysis of a trained run on an image-text split (cached by config)."""
-    from mmthesis.eval.tasks import evaluate_paired_embeddings
-
-    def metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, data) -> dict[str, float]:
-        return representation_analysis(image_emb, text_emb, data.caption_image_index)
-
-    return evaluate_paired_embeddings("analysis", run, dataset, split, metrics, root=root)

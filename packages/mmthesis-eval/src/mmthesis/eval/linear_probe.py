@@ -23,12 +23,9 @@ validation split at larger scales, as CLIP's probes do).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from mmthesis.core.errors import DataMissingError
 
 DEFAULT_L2 = 1e-3
 LN_EPS = 1e-6
@@ -112,84 +109,3 @@ def fit_linear_probe(
 def top1_accuracy(probe: LinearProbe, features: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in percent."""
     return 100.0 * float((probe.predict(features) == labels.long()).double().mean()) if len(labels) else 0.0
-
-
-# ------------------------------------------------------------------------------ task on a trained run
-@dataclass
-class LinearProbeTaskConfig:
-    train_run: str
-    recipe_run: str
-    dataset: str
-    train_split: str = "train"
-    test_split: str = "test"
-    feature: str = "patch-mean"
-    l2: float = DEFAULT_L2
-    batch_size: int = 256
-    dataset_fingerprint: str = ""
-
-
-def evaluate_linear_probe(
-    run: Path,
-    dataset: str,
-    test_split: str = "test",
-    *,
-    train_split: str = "train",
-    feature: str = "patch-mean",
-    l2: float = DEFAULT_L2,
-    root: Path | None = None,
-):
-    """Top-1 of a logistic-regression probe fitted on ``train_split`` features, scored on ``test_split``."""
-    from mmthesis.core.console import console
-    from mmthesis.core.results import RunRecorder, find_finished_run
-    from mmthesis.data.image_text import load_retrieval_split
-    from mmthesis.data.transforms import eval_transform
-    from mmthesis.eval.features import cached_features, extract_image_features, feature_key
-    from mmthesis.students.train import check_data, load_trained
-
-    fingerprint = check_data([dataset])[dataset]
-    task = LinearProbeTaskConfig(
-        run.name, run.parent.name, dataset, train_split, test_split, feature, l2, dataset_fingerprint=fingerprint
-    )
-    name = f"eval-linear-probe-{dataset}"
-    if (done := find_finished_run(name, task, root)) is not None:
-        return done
-    config, tokenizer, model = load_trained(run)
-    transform = eval_transform(config.model.img_size)
-
-    def split_features(split: str) -> dict[str, torch.Tensor]:
-        def compute() -> dict[str, torch.Tensor]:
-            data = load_retrieval_split(dataset, split, transform, tokenizer, max_length=config.data.max_text_length)
-            if data.labels is None:
-                raise DataMissingError(
-                    f"dataset {dataset!r} split {split!r} has no class labels",
-                    "a linear probe needs a labelled dataset such as shapes or emoji",
-                )
-            return {
-                "features": extract_image_features(model, data.images, feature, task.batch_size),
-                "labels": data.labels,
-            }
-
-        key = feature_key(f"{run.parent.name}/{run.name}", fingerprint, split, repr(transform), feature)
-        return cached_features(key, compute)
-
-    train, test = split_features(train_split), split_features(test_split)
-    with RunRecorder(
-        name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}
-    ) as rec:
-        num_classes = int(max(train["labels"].max(), test["labels"].max())) + 1
-        console.print(
-            f"linear probe on {dataset}: {len(train['labels'])} train / {len(test['labels'])} test images, {num_classes} classes"
-        )
-        probe = fit_linear_probe(train["features"], train["labels"], num_classes, l2)
-        rec.result.metrics = {
-            "top1": top1_accuracy(probe, test["features"], test["labels"]),
-            "train_top1": top1_accuracy(probe, train["features"], train["labels"]),
-            "train_loss": probe.converged_loss,
-            "train_images": len(train["labels"]),
-            "test_images": len(test["labels"]),
-            "classes": num_classes,
-            "majority_top1": 100.0
-            * float(torch.bincount(test["labels"], minlength=num_classes).max())
-            / max(len(test["labels"]), 1),
-        }
-    return rec.result

@@ -21,9 +21,8 @@ from mmthesis.eval.analysis import representation_analysis
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.data_access import TransformedImages
 from mmthesis.eval.linear_probe import DEFAULT_L2, fit_linear_probe, top1_accuracy
-from mmthesis.eval.retrieval import KS, _rank, recall_from_ranks, retrieval_ranks
+from mmthesis.eval.retrieval import KS, _rank, chance_recall_at_1, recall_from_ranks, retrieval_ranks
 from mmthesis.eval.task_registry import ResolvedTask
-from mmthesis.eval.tasks import chance_recall_at_1
 from mmthesis.eval.zeroshot import (
     LOGIT_SCALE,
     SMOKE_TEMPLATES,

@@ -113,3 +113,10 @@ def retrieval_recall(
     ``caption_image_index`` (M,) gives each caption's image row.
     """
     return recall_from_ranks(*retrieval_ranks(image_emb, text_emb, caption_image_index, block_size), ks)
+
+
+def chance_recall_at_1(caption_image_index: torch.Tensor, num_images: int) -> dict[str, float]:
+    """Expected R@1 (percent) of a random ranking: i2t = mean captions per image / M, t2i = 1 / N."""
+    m = caption_image_index.numel()
+    per_image = torch.bincount(caption_image_index, minlength=num_images).double()
+    return {"chance_i2t_r1": 100.0 * float(per_image.mean()) / m, "chance_t2i_r1": 100.0 / num_images}

@@ -15,16 +15,13 @@ how their captions are written. It is a smoke-scale choice, not the thesis's.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from mmthesis.core.errors import DataMissingError
 from mmthesis.data.tokenizers import Tokenizer
 from mmthesis.eval.models import ImageTextModel, embed_in_batches
 from mmthesis.eval.retrieval import _rank
@@ -109,69 +106,3 @@ def zero_shot_accuracy(
         raise ValueError(f"every k must lie in [1, {c}] for {c} classes, got {ks}")
     rank = _rank(logit_scale * image_emb.float() @ prototypes.float().t(), labels)
     return {f"top{k}": 100.0 * int((rank < k).sum()) / max(n, 1) for k in ks}
-
-
-# ------------------------------------------------------------------------------ task on a trained run
-@dataclass
-class ZeroShotTaskConfig:
-    train_run: str  # config hash of the trained run (folder name)
-    recipe_run: str  # run name, e.g. s-smke-cdl-mb-smoke
-    dataset: str
-    split: str = "test"
-    templates: list[str] = field(default_factory=list)
-    logit_scale: float = LOGIT_SCALE
-    batch_size: int = 256
-    dataset_fingerprint: str = ""
-
-
-def evaluate_zero_shot(
-    run: Path, dataset: str, split: str = "test", *, templates: list[str] | None = None, root: Path | None = None
-):
-    """Zero-shot top-1/top-5 of a trained run on a labelled image-text split (cached by config).
-
-    Class names are the split's ``label_names`` (the manifest's); images are resized as for retrieval.
-    """
-    from mmthesis.core.console import console
-    from mmthesis.core.results import RunRecorder, find_finished_run
-    from mmthesis.data.image_text import load_retrieval_split
-    from mmthesis.data.transforms import eval_transform
-    from mmthesis.students.train import check_data, load_trained
-
-    fingerprint = check_data([dataset])[dataset]
-    task = ZeroShotTaskConfig(
-        train_run=run.name,
-        recipe_run=run.parent.name,
-        dataset=dataset,
-        split=split,
-        templates=list(templates) if templates else templates_for(dataset),
-        dataset_fingerprint=fingerprint,
-    )
-    name = f"eval-zero-shot-{dataset}"
-    if (done := find_finished_run(name, task, root)) is not None:
-        return done
-    config, tokenizer, model = load_trained(run)
-    data = load_retrieval_split(
-        dataset, split, eval_transform(config.model.img_size), tokenizer, max_length=config.data.max_text_length
-    )
-    if data.labels is None or not data.label_names:
-        raise DataMissingError(
-            f"dataset {dataset!r} split {split!r} has no class labels",
-            "zero-shot needs a labelled dataset such as shapes or emoji",
-        )
-    with RunRecorder(
-        name, scale=run.parent.name.rsplit("-", 1)[-1], config=task, root=root, datasets={dataset: fingerprint}
-    ) as rec:
-        num_classes = len(data.label_names)
-        console.print(
-            f"zero-shot on {dataset}/{split}: {data.num_images} images, {num_classes} classes x {len(task.templates)} templates"
-        )
-        with torch.inference_mode():
-            protos = zero_shot_classifier(
-                model, data.label_names, task.templates, tokenizer, config.data.max_text_length, task.batch_size
-            )
-            image_emb = embed_in_batches(model.encode_image, data.images, batch_size=task.batch_size)
-        ks = tuple(k for k in (1, 5) if k <= num_classes)
-        rec.result.metrics = zero_shot_accuracy(image_emb, protos, data.labels, ks, task.logit_scale)
-        rec.result.metrics.update({"images": data.num_images, "classes": num_classes, "templates": len(task.templates)})
-        rec.result.metrics["chance_top1"] = 100.0 / num_classes
-    return rec.result

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmthesis.core.config import config_hash
 from mmthesis.core.console import console
 from mmthesis.core.errors import ConfigError, DataMissingError
 from mmthesis.core.io import atomic_write_json, atomic_write_text
@@ -45,7 +44,9 @@ def reproduce(
     out = out_dir or default_out_dir()
     atomic_write_text(out / f"{name}.md", table.markdown())
     atomic_write_text(out / f"{name}.tex", table.latex())
-    atomic_write_json(out / f"{name}.json", {"table": spec.table, "scale": scale, "spec": spec.path, "values": data})
+    atomic_write_json(
+        out / f"{name}.json", {"table": spec.table, "scale": scale, "spec": spec_location(spec), "values": data}
+    )
     return table
 
 
@@ -180,31 +181,33 @@ def _missing_data(spec: TableSpec, scale: str, missing: list[DataMissingError]) 
 
 # -- Table 25 style: retrieval of trained recipes -------------------------------------------------
 def _retrieval(spec: TableSpec, scale: str, runs_root: Path | None) -> tuple[RenderedTable, dict[str, Any]]:
-    from mmthesis.eval.tasks import evaluate_retrieval
+    """Train each row's recipe (or reuse its finished run), then evaluate it through the eval harness."""
+    from mmthesis.eval.data_access import resolve_dataset
+    from mmthesis.eval.harness import evaluate, resolve_tasks
     from mmthesis.students.recipes import load_recipe
-    from mmthesis.students.train import check_data, run_name, train_recipe
+    from mmthesis.students.train import check_data, train_recipe
 
     rows = spec.retrieval_rows()
-    datasets = [(d, d.by_scale.get(scale)) for d in spec.datasets]
+    tasks = {t.name: t for t in resolve_tasks([d.task for d in spec.datasets], scale)}
     configs = {r.name: load_recipe(r.recipe, scale) for r in rows if r.recipe}
-    check_data([n for c in configs.values() for n in c.data.train] + [n for _, n in datasets if n])  # fail up front
+    # fail up front, with the prepare commands, before the first training starts
+    check_data([n for c in configs.values() for n in c.data.train], scale)
+    for t in tasks.values():
+        resolve_dataset(t.dataset, scale)
     measured: dict[str, dict[str, dict[str, float]]] = {}
     result_paths = []
     for row in rows:
         if not row.recipe:
             continue
-        config = configs[row.name]
         console.rule(f"{row.name} ({row.recipe}, {scale})")
-        train_recipe(config, scale, root=runs_root)
-        trained = run_dir(run_name(config, scale), config_hash(config), runs_root)
-        result_paths.append(str(trained / "result.json"))
-        measured[row.name] = {}
-        for d, actual in datasets:
-            if actual is None:
-                continue
-            measured[row.name][d.key] = evaluate_retrieval(trained, actual, "test", root=runs_root).metrics
+        trained = train_recipe(configs[row.name], scale, root=runs_root)
+        folder = run_dir(trained.name, trained.config_hash, runs_root)
+        result = evaluate(list(tasks), str(folder), scale=scale, root=runs_root)
+        result_paths += [str(folder / "result.json"), str(run_dir(result.name, result.config_hash, runs_root) / "result.json")]
+        measured[row.name] = {d.key: result.metrics[d.task] for d in spec.datasets}
     header = ["Model", "Values"]
-    for d, actual in datasets:
+    for d in spec.datasets:
+        actual = tasks[d.task].dataset
         shown = d.name if scale == "full" or actual == d.key else f"{d.name} [{scale}: {actual}]"
         for metric in spec.metrics:
             direction, k = metric.split("_")
@@ -213,30 +216,33 @@ def _retrieval(spec: TableSpec, scale: str, runs_root: Path | None) -> tuple[Ren
     data: dict[str, Any] = {}
     for row in rows:
         pub = ["published"] + [
-            _num(v) for d, _ in datasets for v in row.published.get(d.key, [None] * len(spec.metrics))
+            _num(v) for d in spec.datasets for v in row.published.get(d.key, [None] * len(spec.metrics))
         ]
         body.append([row.name, *pub])
         data[row.name] = {"published": row.published}
         if row.recipe:
             rep = [f"reproduced ({scale})"] + [
-                _num(measured[row.name].get(d.key, {}).get(m)) for d, _ in datasets for m in spec.metrics
+                _num(measured[row.name].get(d.key, {}).get(m)) for d in spec.datasets for m in spec.metrics
             ]
             body.append([row.name, *rep])
             data[row.name]["reproduced"] = measured[row.name]
         else:
             body.append([row.name, "reproduced", *(["quoted, not trained here"] + [""] * (len(header) - 3))])
-    notes = [f"Scale: {scale}. Published values from the thesis (spec {Path(spec.path).name}); '-' = not reported."]
+    notes = [
+        f"Scale: {scale}. Published values from the thesis (spec {Path(spec.path).name}); '-' = not reported. "
+        f"Reproduced values from the eval tasks {', '.join(tasks)} (`mmthesis eval TASK --model RUN`)."
+    ]
     if scale == "smoke":
-        mapping = ", ".join(f"{actual} stands in for {d.name}" for d, actual in datasets if actual)
+        mapping = ", ".join(f"{tasks[d.task].dataset} stands in for {d.name}" for d in spec.datasets)
         notes.append(
             f"Smoke scale: {mapping}; tiny random-initialised models of the real architectures, trained for seconds on CPU. Numbers show the pipeline works; they are not comparable to the published ones."
         )
         first = next(iter(measured.values()), {})
-        for d, actual in datasets:
+        for d in spec.datasets:
             metrics = first.get(d.key, {})
             if "chance_t2i_r1" in metrics:
                 notes.append(
-                    f"{actual} test split: {metrics['images']} images x {metrics['captions']} captions; "
+                    f"{tasks[d.task].dataset} test split: {metrics['images']} images x {metrics['captions']} captions; "
                     f"chance R@1 is I→T {metrics['chance_i2t_r1']:.2f}, T→I {metrics['chance_t2i_r1']:.2f}."
                 )
     for row in rows:
@@ -244,6 +250,15 @@ def _retrieval(spec: TableSpec, scale: str, runs_root: Path | None) -> tuple[Ren
             notes.append(f"{row.name}: {row.quoted}.")
     notes += [f"run record: {_home_relative(p)}" for p in result_paths]
     return RenderedTable(f"Table {spec.table}: {spec.title} (scale: {scale})", header, body, notes), data
+
+
+def spec_location(spec: TableSpec) -> str:
+    """The spec's path relative to the checkout (``reproductions/table-N.yaml``): no machine path in outputs."""
+    root = repo_root()
+    path = Path(spec.path).resolve()
+    if root is not None and path.is_relative_to(root.resolve()):
+        return path.relative_to(root.resolve()).as_posix()
+    return path.name
 
 
 def _home_relative(path: str) -> str:

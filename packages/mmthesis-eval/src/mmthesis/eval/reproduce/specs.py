@@ -39,9 +39,12 @@ class VLSummaryRow:
 
 @dataclass
 class RetrievalDataset:
+    """A column group: the thesis's dataset (``name``, ``key`` of the published values) and the eval task
+    that measures it; the task's own ``scales`` block picks the data at each scale (a stand-in at smoke)."""
+
     name: str
     key: str
-    by_scale: dict[str, str]
+    task: str
 
 
 @dataclass

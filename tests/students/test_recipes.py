@@ -1,9 +1,22 @@
-"""Every recipe in the registry trains 2 optimisation steps at smoke scale through the real `train_recipe` path."""
+"""Every recipe in the registry trains 3 optimisation steps at smoke scale through the real `train_recipe` path,
+and its first losses equal the pinned ones (as torchtune pins its recipes' losses).
+
+On CPU with a fixed seed a smoke run is deterministic, so any change to a model, a loss, the data path or a
+default that alters training shows up here as a changed loss. After an INTENDED change, re-pin and commit the file:
+
+    MMTHESIS_REPIN_LOSSES=1 python -m pytest tests/students/test_recipes.py -k trains_three_steps
+
+(which rewrites ``pinned_smoke_losses.json`` with the new values; review its diff: only the recipes you meant to
+change should move).
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +25,10 @@ from mmthesis.core.results import run_dir
 from mmthesis.students.recipes import load_recipe, recipe_header, recipe_names
 from mmthesis.students.train import LOSSES, WEIGHTS, run_name, train_recipe
 
-# tiny and quick: 2 steps, small batches, shapes only (offline), no teacher pre-fit
-FAST = ["train.max_steps=2", "train.checkpoint_every_n_steps=1", "teacher.prefit_steps=0"]
+PINNED = Path(__file__).with_name("pinned_smoke_losses.json")
+STEPS = 3
+# tiny and quick: 3 steps, small batches, shapes only (offline), no teacher pre-fit
+FAST = [f"train.max_steps={STEPS}", "train.checkpoint_every_n_steps=1", "teacher.prefit_steps=0"]
 FAST_BY_TASK = {
     "vl": ["data.train=[shapes]", "data.retrieval_eval=[shapes]", "data.batch_size=8"],
     "image_kd": ["data.train=[shapes]", "data.batch_size=8"],
@@ -40,20 +55,39 @@ def test_recipe_header_gives_command_and_section(recipe):
         assert load_recipe(recipe, scale).recipe == recipe
 
 
+def _pinned() -> dict[str, dict[str, list[float]]]:
+    return json.loads(PINNED.read_text(encoding="utf-8")) if PINNED.is_file() else {}
+
+
 @pytest.mark.smoke
 @pytest.mark.parametrize("recipe", recipe_names())
-def test_recipe_trains_two_steps_at_smoke(recipe, smoke_home, monkeypatch):
+def test_recipe_trains_three_steps_at_smoke_with_pinned_losses(recipe, smoke_home, monkeypatch):
     monkeypatch.setenv("MMTHESIS_HOME", str(smoke_home))
     task = load_recipe(recipe, "smoke").task
     config = load_recipe(recipe, "smoke", FAST + FAST_BY_TASK[task])
     result = train_recipe(config, "smoke")
     assert result.status == "finished"
-    assert result.metrics["steps"] == 2.0
+    assert result.metrics["steps"] == float(STEPS)
     folder = run_dir(run_name(config, "smoke"), config_hash(config))
     rows = list(csv.DictReader((folder / LOSSES).open()))
-    assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
+    assert len(rows) == STEPS and all(math.isfinite(float(r["loss"])) for r in rows)
     if config.uses_teacher:
         assert all(float(r["kd"]) > 0 for r in rows)
     if task == "vl":
         assert all(float(r["itc"]) > 0 for r in rows)
     assert (folder / WEIGHTS).is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
+
+    observed = {key: [float(r[key]) for r in rows] for key in ("loss", "itc", "kd") if key in rows[0]}
+    if os.environ.get("MMTHESIS_REPIN_LOSSES") == "1":
+        pinned = _pinned()
+        pinned[recipe] = observed
+        PINNED.write_text(json.dumps(dict(sorted(pinned.items())), indent=1) + "\n", encoding="utf-8")
+        return
+    expected = _pinned().get(recipe)
+    assert expected is not None, f"no pinned losses for {recipe}: re-pin (see this file's docstring)"
+    assert set(observed) == set(expected), (observed, expected)
+    for key, values in expected.items():
+        assert observed[key] == pytest.approx(values, rel=1e-4, abs=1e-6), (
+            f"{recipe} {key} losses changed: {observed[key]} vs pinned {values}. If the change is intended, "
+            "re-pin (see this file's docstring)."
+        )

@@ -142,9 +142,10 @@ def evaluate_linear_probe(
     from mmthesis.core.console import console
     from mmthesis.core.results import RunRecorder, find_finished_run
     from mmthesis.data.image_text import load_retrieval_split
+    from mmthesis.data.registry import check_data
     from mmthesis.data.transforms import eval_transform
     from mmthesis.eval.features import cached_features, extract_image_features, feature_key
-    from mmthesis.students.train import check_data, load_trained
+    from mmthesis.students.artifact import load_trained_tuple as load_trained
 
     fingerprint = check_data([dataset])[dataset]
     task = LinearProbeTaskConfig(

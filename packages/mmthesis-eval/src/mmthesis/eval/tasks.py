@@ -16,10 +16,11 @@ import torch
 from mmthesis.core.console import console
 from mmthesis.core.results import RunRecorder, RunResult, find_finished_run
 from mmthesis.data.image_text import RetrievalSplit, load_retrieval_split
+from mmthesis.data.registry import check_data
 from mmthesis.data.transforms import eval_transform
 from mmthesis.eval.models import embed_in_batches
 from mmthesis.eval.retrieval import retrieval_recall
-from mmthesis.students.train import check_data, load_trained
+from mmthesis.students.artifact import load_trained_tuple as load_trained
 
 
 def chance_recall_at_1(caption_image_index: torch.Tensor, num_images: int) -> dict[str, float]:

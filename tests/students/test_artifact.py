@@ -169,7 +169,8 @@ def test_bad_run_folders_fail_in_one_line(trained_runs, tmp_path):
 
 def test_artifact_and_eval_harness_import_without_lightning():
     code = (
-        "import sys, mmthesis.students, mmthesis.students.artifact, mmthesis.eval.harness, mmthesis.eval.adapters; "
+        "import sys, mmthesis.students, mmthesis.students.artifact, mmthesis.eval.harness, mmthesis.eval.adapters, "
+        "mmthesis.eval.protocols, mmthesis.eval.finetune, mmthesis.eval.glue_finetune; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'lightning_fabric')]; "
         "assert not bad, bad"
     )

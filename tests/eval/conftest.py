@@ -14,9 +14,9 @@ from mmthesis.core.paths import data_root
 from mmthesis.core.results import RunRecorder, run_dir
 from mmthesis.data.datasets.shapes import ShapesConfig, prepare_shapes
 from mmthesis.data.tokenizers import load_dataset_tokenizer
+from mmthesis.students.artifact import CONFIG, TOKENIZER, WEIGHTS, run_name
 from mmthesis.students.model import SSMKE
 from mmthesis.students.recipes import load_recipe
-from mmthesis.students.train import CONFIG, TOKENIZER, WEIGHTS, run_name
 
 SMALL_SHAPES = ShapesConfig(train=240, val=12, test=48, samples_per_shard=200)
 

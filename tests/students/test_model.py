@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from mmthesis.students.lightning_module import VLDistillationModule, cosine_with_warmup
+from mmthesis.students.lightning_module import VLDistillationModule
 from mmthesis.students.recipes import load_recipe, recipe_names
+from mmthesis.students.schedules import cosine_with_warmup
 
 VL_RECIPES = [r for r in recipe_names() if load_recipe(r, "smoke").task == "vl"]
 

@@ -12,8 +12,9 @@ from mmthesis.core.paths import data_root
 from mmthesis.core.results import run_dir
 from mmthesis.data.registry import PrepareRequest, get_dataset
 from mmthesis.eval.harness import evaluate
+from mmthesis.students.artifact import LOSSES, WEIGHTS, load_trained, run_name
 from mmthesis.students.recipes import load_recipe
-from mmthesis.students.train import LOSSES, WEIGHTS, load_trained, run_name, train_recipe
+from mmthesis.students.train import train_recipe
 
 SHAPES_ONLY = ["data.train=[shapes]", "data.retrieval_eval=[shapes]"]
 
@@ -75,5 +76,5 @@ def test_finished_run_is_reused_and_weights_reload(trained, monkeypatch):
     before = (folder / WEIGHTS).stat().st_mtime_ns
     again = train_recipe(config, "smoke")
     assert again.config_hash == result.config_hash and (folder / WEIGHTS).stat().st_mtime_ns == before
-    _, tokenizer, model = load_trained(folder)
-    assert not model.training and tokenizer.vocab_size > 10
+    loaded = load_trained(folder)
+    assert loaded.task == "vl" and not loaded.model.training and loaded.tokenizer.vocab_size > 10

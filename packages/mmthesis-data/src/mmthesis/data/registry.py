@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mmthesis.core.config import config_hash
+from mmthesis.core.errors import MMThesisError
 from mmthesis.core.registry import Registry
-from mmthesis.data.manifest import Manifest
+from mmthesis.data.manifest import Manifest, read_manifest
 
 Kind = Literal["image-text", "image-classification", "text", "glue"]
 Scale = Literal["smoke", "small", "full"]
@@ -99,3 +101,32 @@ def prepare_command(name: str, scale: str = "full") -> str:
         return f"mmthesis data prepare {name}" + (f" --scale {scale}" if scale in spec.stand_in else "")
     # a runnable command once the placeholder is the user's download; the layout is in `mmthesis data list`
     return f"mmthesis data prepare {name} --raw /path/to/{spec.raw_hint.split()[0]}"
+
+
+def prepared(name: str, scale: str) -> str:
+    """The prepared folder a recipe's dataset name means at ``scale`` (stand-ins: ``imagenet-smoke``).
+
+    A name that is not registered is taken as a prepared folder named directly.
+    """
+    try:
+        return prepared_name(name, scale)
+    except MMThesisError:
+        return name
+
+
+def check_data(names: list[str], scale: str = "full") -> dict[str, str]:
+    """Fail up front, with the fixing command, if a dataset is not prepared; returns ``{folder: fingerprint}``.
+
+    The fingerprint hashes the shards' sha256 from the manifest: it changes iff the prepared data does.
+    """
+    fingerprints = {}
+    for name in dict.fromkeys(names):
+        folder = prepared(name, scale)
+        try:
+            hint = prepare_command(name, scale)
+        except MMThesisError:
+            hint = "mmthesis data list"
+        manifest = read_manifest(folder, prepare_hint=hint)
+        digest = [s["sha256"] for split in manifest.splits.values() for s in split.get("shards", [])]
+        fingerprints[folder] = config_hash({"shards": digest})
+    return fingerprints

@@ -90,26 +90,56 @@ def resolve_run(spec: str) -> Path:
 
 
 def load_run(spec: str) -> LoadedModel:
-    from mmthesis.students.train import WEIGHTS, load_trained
+    """A finished training run of any kind, through ``mmthesis.students.artifact`` (no Lightning import).
+
+    ``vl``: the S-SMKE student, both modalities. ``image_kd``: the cropped Data2Vec2 student behind the
+    model interface (normalised CLS), no text. ``text_kd``: the cropped BERT student (normalised CLS),
+    no image; its teacher's checkpoint is where GLUE takes the pretrained pooler from.
+    """
+    from mmthesis.students.artifact import RESULT, WEIGHTS, load_trained
 
     run = resolve_run(spec)
-    if not (run / "result.json").is_file():
+    if not (run / RESULT).is_file():
         raise CheckpointError(
-            f"{run} is not a training run folder (no result.json)",
+            f"{run} is not a training run folder (no {RESULT})",
             "pass a folder under $MMTHESIS_HOME/runs/<recipe>-<scale>/ or run:NAME",
         )
-    config, tokenizer, model = load_trained(run)
+    trained = load_trained(run)
+    config, model = trained.config, trained.model
     fingerprint = sha256_json({"kind": "mmthesis-run", "weights": sha256_file(run / WEIGHTS)})[:16]
+    info: dict[str, Any] = {"kind": "mmthesis-run", "run": str(run), "recipe": config.recipe}
+    if config.task == "image_kd":
+        return LoadedModel(
+            spec=spec,
+            fingerprint=fingerprint,
+            model=TeacherEncoder(model).eval(),
+            image_transform=eval_transform(config.model.img_size),
+            image_backbone=model,
+            info={**info, "task": config.task, "has_text": False},
+        )
+    if config.task == "text_kd":
+        return LoadedModel(
+            spec=spec,
+            fingerprint=fingerprint,
+            model=TeacherEncoder(model).eval(),
+            image_transform=None,
+            tokenizer=trained.tokenizer,
+            max_text_length=config.data.max_text_length,
+            text_backbone=model,
+            # the student is the first layers of its teacher: GLUE re-attaches that checkpoint's pooler
+            info={**info, "task": config.task, "has_text": True, "text_encoder": config.teacher.name,
+                  "text_checkpoint": config.teacher.checkpoint},
+        )
     return LoadedModel(
         spec=spec,
         fingerprint=fingerprint,
         model=model,
         image_transform=eval_transform(config.model.img_size),
-        tokenizer=tokenizer,
+        tokenizer=trained.tokenizer,
         max_text_length=config.data.max_text_length,
         image_backbone=model.image_encoder,
         text_backbone=model.text_encoder,
-        info={"kind": "mmthesis-run", "run": str(run), "recipe": config.recipe, "has_text": True,
+        info={**info, "has_text": True,
               # where the text encoder's weights started (GLUE re-attaches that checkpoint's pooler)
               "text_encoder": config.model.text.name, "text_checkpoint": config.model.text.checkpoint},
     )

@@ -1,6 +1,6 @@
 """Finding a task's prepared dataset at a scale, its fingerprint, and labelled images.
 
-Why here and not in ``students.train.check_data``: tasks name stand-in datasets
+Why here and not in ``mmthesis.data.registry.check_data``: tasks name stand-in datasets
 (``glue`` at smoke scale lives in ``glue-smoke``) and classification datasets
 (ImageNet, CIFAR) whose samples carry a class label instead of captions, which
 the image-text loaders skip.

@@ -7,7 +7,7 @@ layer-wise learning-rate decay as in BEiT: with L blocks, the embeddings are
 layer 0, block i is layer i + 1, and the new norm + head are layer L + 1;
 layer l gets ``lr * layer_decay ** (L + 1 - l)``. As in BEiT, biases, norms
 and the CLS token get no weight decay. AdamW, linear warmup then cosine
-(``students.lightning_module.cosine_with_warmup``), timm's RandAugment +
+(``students.schedules.cosine_with_warmup``), timm's RandAugment +
 RandomErasing train transform and Mixup/CutMix with label smoothing;
 evaluation resizes the shorter side and centre-crops (crop_pct 1.0).
 
@@ -30,7 +30,7 @@ from mmthesis.eval.context import EvalContext
 from mmthesis.eval.data_access import TransformedImages
 from mmthesis.eval.protocols import TaskOutput, params_of, register
 from mmthesis.eval.task_registry import ResolvedTask
-from mmthesis.students.lightning_module import cosine_with_warmup
+from mmthesis.students.schedules import cosine_with_warmup
 
 _BLOCK = re.compile(r"(?:^|\.)(?:blocks|layer)\.(\d+)\.")
 _NO_DECAY_NAMES = ("cls_token", "pos_embed", "position_embeddings", "token_type_embeddings")

@@ -39,6 +39,7 @@ from mmthesis.students.memory_bank import TeacherMemoryBank
 from mmthesis.students.model import SSMKE, StudentOutput
 from mmthesis.students.paths import resolve_checkpoint, resolve_path
 from mmthesis.students.precompute import TargetTable
+from mmthesis.students.schedules import cosine_with_warmup
 from mmthesis.teachers import TeacherModule, TeacherOutput, get_spec, load_teacher
 
 CNN_TEACHERS = ("resnet50_a1", "efficientnet_lite0")  # fixed input handling, no patch grid
@@ -290,11 +291,3 @@ def distillation_target(out: TeacherOutput, kd: str, final_norm: bool) -> torch.
     if kd == "tcmli":
         return out.last_hidden_state[:, 1:]
     return out.cls if final_norm else out.hidden_states[-1][:, 0]
-
-
-def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
-    """LR multiplier: linear warmup from 0 to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))

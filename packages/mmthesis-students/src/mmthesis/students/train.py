@@ -2,35 +2,31 @@
 
 The run folder is ``runs_root()/<recipe>-<scale>/<config-hash>/``; a finished
 run with the same config is reused, an interrupted one resumes from its last
-Lightning checkpoint. Weights for downstream use are written as safetensors
-(``student.safetensors``) next to the tokenizer and the resolved config.
+Lightning checkpoint. The finished run's folder (weights as safetensors, tokenizer,
+resolved config, losses) is written and read by ``mmthesis.students.artifact``.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import Dataset
 
-from mmthesis.core.checkpoint import save_weights
-from mmthesis.core.config import config_hash, from_dict, to_dict
+from mmthesis.core.config import config_hash
 from mmthesis.core.console import console
-from mmthesis.core.errors import MMThesisError
-from mmthesis.core.io import atomic_write_text
-from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, read_result, run_dir
+from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, run_dir
 from mmthesis.data.image_text import ImageTextPairs
-from mmthesis.data.manifest import iter_split, read_manifest
-from mmthesis.data.registry import prepare_command, prepared_name
+from mmthesis.data.manifest import iter_split
+from mmthesis.data.registry import check_data, prepared
 from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, train_wordpiece
 from mmthesis.data.transforms import train_transform
+from mmthesis.students.artifact import CONFIG, LOSSES, TOKENIZER, WEIGHTS, run_name, write_artifact
+from mmthesis.students.callbacks import LossHistory, ResumeDataOrder, RNGState, Throughput
 from mmthesis.students.checkpointing import enable_gradient_checkpointing
 from mmthesis.students.config import VLRecipeConfig
 from mmthesis.students.distributed import ResumableDataLoader, ResumableSampler, SeededSamples
@@ -42,37 +38,22 @@ from mmthesis.students.unimodal_data import ImageSplit, TextBlocks
 from mmthesis.students.unimodal_module import UnimodalDistillationModule
 from mmthesis.students.views import TwoViews, teacher_transform
 
-WEIGHTS = "student.safetensors"
-TOKENIZER = "tokenizer.json"
-CONFIG = "config.json"
-LOSSES = "losses.csv"
-
-
-def run_name(config: VLRecipeConfig, scale: str) -> str:
-    return f"{config.recipe}-{scale}"
-
-
-def prepared(name: str, scale: str) -> str:
-    """The prepared folder a recipe's dataset name means at ``scale`` (stand-ins: ``imagenet-smoke``)."""
-    try:
-        return prepared_name(name, scale)
-    except MMThesisError:
-        return name  # not a registered name: a prepared folder named directly
-
-
-def check_data(names: list[str], scale: str = "full") -> dict[str, str]:
-    """Fail up front, with the fixing command, if a dataset is not prepared; returns fingerprints."""
-    fingerprints = {}
-    for name in dict.fromkeys(names):
-        folder = prepared(name, scale)
-        try:
-            hint = prepare_command(name, scale)
-        except MMThesisError:
-            hint = "mmthesis data list"
-        manifest = read_manifest(folder, prepare_hint=hint)
-        digest = [s["sha256"] for split in manifest.splits.values() for s in split.get("shards", [])]
-        fingerprints[folder] = config_hash({"shards": digest})
-    return fingerprints
+# the run folder's layout is mmthesis.students.artifact's; re-exported for existing callers
+__all__ = [
+    "CONFIG",
+    "LOSSES",
+    "TOKENIZER",
+    "WEIGHTS",
+    "build_module",
+    "build_tokenizer",
+    "build_training_data",
+    "check_data",
+    "precompute_recipe_targets",
+    "prepared",
+    "run_name",
+    "smoke_note",
+    "train_recipe",
+]
 
 
 def build_tokenizer(config: VLRecipeConfig, scale: str = "full") -> Tokenizer | None:
@@ -112,135 +93,6 @@ def build_module(config: VLRecipeConfig, vocab_size: int | None) -> TrainingModu
     if config.task == "vl":
         return VLDistillationModule(config, vocab_size=vocab_size or 0)
     return UnimodalDistillationModule(config, vocab_size=vocab_size)
-
-
-class Throughput(Callback):
-    """Shows samples/s in the progress bar (and records it) next to the losses."""
-
-    def __init__(self) -> None:
-        self._start: float | None = None
-
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self._start is not None:
-            rate = len(batch) * trainer.world_size / max(time.perf_counter() - self._start, 1e-9)
-            module.log("train/samples_per_s", rate, prog_bar=True, batch_size=len(batch))
-
-
-class LossHistory(Callback):
-    """Records every optimisation step's losses (for result.json and losses.csv).
-
-    The rows are part of the checkpoint (``state_dict``), so a resumed run keeps the
-    curve up to its checkpoint; with ``path`` each row is also appended to the csv as
-    it comes (progress survives a kill; rows past the checkpoint are dropped on resume).
-    """
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.rows: list[dict[str, float]] = []
-        self.path = path
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rows": [dict(r) for r in self.rows]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.rows = [dict(r) for r in state_dict["rows"]]
-
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if self.path is not None and trainer.is_global_zero:
-            # drop rows logged after the checkpoint we resumed from
-            if self.rows:
-                _write_losses(self.path, self.rows)
-            else:
-                self.path.unlink(missing_ok=True)
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        metrics = trainer.callback_metrics
-        row = {"step": float(trainer.global_step)}
-        for key in ("train/loss", "train/itc", "train/kd"):
-            if key in metrics:
-                row[key.split("/")[1]] = float(metrics[key])
-        self.rows.append(row)
-        if self.path is not None and trainer.is_global_zero:
-            _append_loss_row(self.path, row)
-
-
-class ResumeDataOrder(Callback):
-    """Hands a ``ResumableDataLoader`` its checkpointed (epoch, batches) before its first batch is drawn.
-
-    Lightning 2.6 saves stateful-loader states with the fit loop and loads them in
-    ``FitLoop.setup_data``, but the LR scheduler's ``estimated_stepping_batches`` sets
-    the loader up *before* the checkpoint is restored, so that load never happens
-    (and the restored batch progress lags one batch behind a checkpoint saved in
-    ``on_train_batch_end``). So the saved state is taken from the checkpoint here.
-    """
-
-    def __init__(self) -> None:
-        self._state: list[dict[str, int]] = []
-
-    def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        self._state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader", [])
-
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        loader = trainer.train_dataloader
-        if isinstance(loader, ResumableDataLoader) and len(self._state) == 1:
-            loader.load_state_dict(self._state[0])
-        self._state = []
-
-
-class RNGState(Callback):
-    """Saves the global RNG states in checkpoints and restores them right before the next step.
-
-    Restoring at the first ``on_train_batch_start`` (not at load time) makes anything
-    that draws random numbers between loading and training irrelevant; data
-    augmentation does not use the global RNG (``SeededSamples``), so these states
-    only drive the model (dropout, drop-path).
-    """
-
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        import random
-
-        import numpy as np
-
-        # plain tensors / ints only, so the checkpoint also loads with torch.load(weights_only=True)
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        numpy_state = {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": pos,
-            "has_gauss": has_gauss,
-            "cached": cached,
-        }
-        state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict
-
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._pending is None:
-            return
-        import random
-
-        import numpy as np
-
-        state, self._pending = self._pending, None
-        torch.set_rng_state(state["torch"])
-        random.setstate(state["python"])
-        n = state["numpy"]
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -327,11 +179,7 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         if resume.is_file():
             console.print(f"resuming from {resume}")
         trainer.fit(module, loader, ckpt_path=str(resume) if resume.is_file() else None, weights_only=True)
-        save_weights(out_dir / WEIGHTS, module.student.state_dict(), {"recipe": config.recipe, "scale": scale})
-        if tokenizer is not None:
-            tokenizer.save(out_dir / TOKENIZER)
-        atomic_write_text(out_dir / CONFIG, json.dumps(to_dict(config), indent=2))
-        _write_losses(out_dir / LOSSES, history.rows)
+        write_artifact(out_dir, config, scale, module.student, tokenizer, history.rows)
         recorder.result.metrics = _summary(history.rows)
         recorder.result.metrics["parameters_student"] = float(sum(p.numel() for p in module.student.parameters()))
         if config.model.size == "tiny":
@@ -365,57 +213,3 @@ def smoke_note(config: VLRecipeConfig) -> str:
     elif not config.teacher.checkpoint and config.uses_teacher:
         parts.append("random-initialised teacher")
     return "; ".join(parts)
-
-
-def _append_loss_row(path: Path, row: dict[str, float]) -> None:
-    """Append one row (header first if the file is new); the final ``_write_losses`` rewrites atomically."""
-    new = not path.is_file() or path.stat().st_size == 0
-    keys = sorted(row, key=lambda k: (k != "step", k))
-    with path.open("a", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _write_losses(path: Path, rows: list[dict[str, float]]) -> None:
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "step", k))
-    lines: list[str] = []
-
-    class _Sink:
-        def write(self, s: str) -> None:
-            lines.append(s)
-
-    writer = csv.DictWriter(_Sink(), fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, "".join(lines))
-
-
-def load_trained(run: Path) -> tuple[VLRecipeConfig, Tokenizer, torch.nn.Module]:
-    """Rebuild a trained student (weights loaded safely) and its tokenizer from a run folder."""
-    from mmthesis.core.checkpoint import load_weights
-    from mmthesis.core.errors import CheckpointError
-    from mmthesis.data.tokenizers import Tokenizer as Tok
-    from mmthesis.students.model import SSMKE
-
-    result = read_result(run)
-    if result is None or result.status != "finished":
-        raise CheckpointError(f"{run} holds no finished training run", "train it with `mmthesis train run RECIPE`")
-    config = from_dict(VLRecipeConfig, json.loads((run / CONFIG).read_text(encoding="utf-8")))
-    if config.task != "vl":
-        raise CheckpointError(
-            f"{run} is a unimodal distillation ({config.task}), not a vision-language student",
-            f"its {WEIGHTS} is the state dict of a cropped {config.teacher.name}: build it with mmthesis.teachers.crop",
-        )
-    tokenizer = Tok.load(run / TOKENIZER)
-    state = load_weights(run / WEIGHTS)
-    head = next((k for k in ("kd_head.1.weight", "shared.head.1.weight") if k in state), None)
-    kd_dim = state[head].shape[0] if head else None
-    model = SSMKE(config.model, tokenizer.vocab_size, kd_dim, load_pretrained=False)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{run / WEIGHTS} does not match the recipe's model (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    return config, tokenizer, model.eval()

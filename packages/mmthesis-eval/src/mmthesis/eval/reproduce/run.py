@@ -182,10 +182,11 @@ def _missing_data(spec: TableSpec, scale: str, missing: list[DataMissingError]) 
 # -- Table 25 style: retrieval of trained recipes -------------------------------------------------
 def _retrieval(spec: TableSpec, scale: str, runs_root: Path | None) -> tuple[RenderedTable, dict[str, Any]]:
     """Train each row's recipe (or reuse its finished run), then evaluate it through the eval harness."""
+    from mmthesis.data.registry import check_data
     from mmthesis.eval.data_access import resolve_dataset
     from mmthesis.eval.harness import evaluate, resolve_tasks
     from mmthesis.students.recipes import load_recipe
-    from mmthesis.students.train import check_data, train_recipe
+    from mmthesis.students.train import train_recipe
 
     rows = spec.retrieval_rows()
     tasks = {t.name: t for t in resolve_tasks([d.task for d in spec.datasets], scale)}

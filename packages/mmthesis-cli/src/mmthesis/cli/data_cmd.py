@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from mmthesis.cli.errors import CommandGroup
 from mmthesis.core.console import console
 from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
 from mmthesis.core.paths import data_root
@@ -26,6 +27,7 @@ from mmthesis.data.registry import (
 )
 
 app = typer.Typer(
+    cls=CommandGroup,
     help="Prepare, list, inspect and verify datasets (raw -> checksummed tar shards).", no_args_is_help=True
 )
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import click
 import typer
 from rich.table import Table
-from typer.core import TyperGroup
 
+from mmthesis.cli.errors import CommandGroup
 from mmthesis.core.console import console
-from mmthesis.core.errors import UnknownNameError
+from mmthesis.core.registry import unknown_name
 
 LEGACY_TASKS = {
     "retrieval": "image-text retrieval R@1/5/10 both directions, all images x all captions (REFERENCE.md §5.1)",
@@ -27,7 +27,7 @@ LEGACY_TASKS = {
 EVALUATE = "evaluate"
 
 
-class TasksByDefault(TyperGroup):
+class TasksByDefault(CommandGroup):
     """`mmthesis eval TASK...` runs tasks: a first argument that is no subcommand goes to `evaluate`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -139,10 +139,7 @@ def run(
     Example: mmthesis eval run retrieval --run .mmthesis/runs/s-smke-cdl-mb-smoke/<hash> --dataset shapes
     """
     if task not in LEGACY_TASKS:
-        raise UnknownNameError(
-            f"unknown eval task {task!r} for `eval run`",
-            f"use one of: {', '.join(LEGACY_TASKS)} (or `mmthesis eval TASK --model SPEC`)",
-        )
+        raise unknown_name("eval task for `eval run`", task, LEGACY_TASKS, also="(or `mmthesis eval TASK --model SPEC`)")
     result = _evaluate(task, run_dir, dataset, split)
     table = Table("metric", "value", title=f"{task} on {dataset}/{split}")
     for key, value in result.metrics.items():

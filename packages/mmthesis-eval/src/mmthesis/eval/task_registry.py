@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.config import deep_merge, from_dict, read_yaml
-from mmthesis.core.errors import ConfigError, UnknownNameError
+from mmthesis.core.errors import ConfigError
+from mmthesis.core.registry import unknown_name
 
 PROTOCOLS = ("retrieval", "zero-shot", "linear-probe", "finetune", "glue", "analysis", "robustness")
 SCALES = ("smoke", "small", "full")
@@ -130,7 +131,5 @@ def all_tasks(folder: Path | None = None) -> dict[str, TaskSpec]:
 def get_task(name: str, folder: Path | None = None) -> TaskSpec:
     tasks = all_tasks(folder)
     if name not in tasks:
-        close = [t for t in tasks if name in t or t.split("-")[0] == name]
-        hint = f"did you mean {', '.join(close[:6])}?" if close else "run `mmthesis eval list` for the task names"
-        raise UnknownNameError(f"unknown eval task {name!r}", hint)
+        raise unknown_name("eval task", name, tasks, "mmthesis eval list")
     return tasks[name]

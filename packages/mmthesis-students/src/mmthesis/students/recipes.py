@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.config import apply_overrides, deep_merge, from_dict, read_yaml
-from mmthesis.core.errors import ConfigError, UnknownNameError
+from mmthesis.core.errors import ConfigError
+from mmthesis.core.registry import unknown_name
 from mmthesis.students.config import VLRecipeConfig
 
 SCALES = ("smoke", "small", "full")
@@ -30,9 +31,7 @@ def recipe_names() -> list[str]:
 def recipe_file(name: str) -> Path:
     path = recipe_dir() / f"{name}.yaml"
     if name.startswith("_") or not path.is_file():
-        raise UnknownNameError(
-            f"unknown recipe {name!r}", f"use one of: {', '.join(recipe_names())} (see `mmthesis train list`)"
-        )
+        raise unknown_name("recipe", name, recipe_names(), "mmthesis train list")
     return path
 
 

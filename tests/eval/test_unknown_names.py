@@ -75,6 +75,13 @@ def _probe_feature(name):
     return from_dict(LinearProbeParams, {"feature": name})
 
 
+def _robustness_base(name):
+    from mmthesis.core.config import from_dict
+    from mmthesis.eval.robustness import RobustnessParams
+
+    return from_dict(RobustnessParams, {"base": name, "image": {"occlusion": [0.5]}})
+
+
 def _caption_unit(name):
     from mmthesis.data.counts import check_caption_unit
 
@@ -102,6 +109,7 @@ def _tokenizer(name):
         (_templates, "imagenet08", "imagenet80"),
         (_zero_shot_params, "smkoe", "smoke"),
         (_probe_feature, "patch-maen", "patch-mean"),
+        (_robustness_base, "zero_shot", "zero-shot"),
         (_caption_unit, "word", "words"),
         (_tokenizer, "train-wordpeice", "train-wordpiece"),
     ],

@@ -132,3 +132,11 @@ def test_include_of_missing_or_non_mapping_file_names_both_files(tmp_path):
     h = _write(tmp_path, "e.yaml", "include: {a: 1}\n")
     with pytest.raises(ConfigError, match="include must be a file name"):
         read_yaml(h)
+
+
+def test_one_scale_type_for_every_package():
+    from mmthesis.core.scales import SCALES, check_scale
+
+    assert SCALES == ("smoke", "small", "full") and check_scale("small") == "small"
+    with pytest.raises(ConfigError, match="unknown scale 'tiny'.*use one of: smoke, small, full"):
+        check_scale("tiny")

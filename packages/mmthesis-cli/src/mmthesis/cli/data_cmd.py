@@ -16,6 +16,7 @@ from mmthesis.cli.errors import CommandGroup
 from mmthesis.core.console import console
 from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
 from mmthesis.core.paths import data_root
+from mmthesis.core.scales import check_scale
 from mmthesis.data.manifest import Manifest, dataset_dir, read_manifest, verify
 from mmthesis.data.registry import (
     DatasetSpec,
@@ -31,7 +32,6 @@ app = typer.Typer(
     help="Prepare, list, inspect and verify datasets (raw -> checksummed tar shards).", no_args_is_help=True
 )
 
-SCALES = ("smoke", "small", "full")
 
 ScaleOpt = Annotated[
     str | None, typer.Option("--scale", help="smoke | small | full (default: full, or the only scale the dataset has)")
@@ -46,8 +46,7 @@ def resolve_scale(spec: DatasetSpec, scale: str | None) -> str:
     """The scale to use: as given (must be supported), else ``full`` if supported, else the first supported."""
     if scale is None:
         return "full" if "full" in spec.scales else spec.scales[0]
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}", f"use one of: {', '.join(SCALES)}")
+    check_scale(scale)
     if scale not in spec.scales:
         raise MMThesisError(
             f"dataset {spec.name!r} has no {scale!r} scale", f"use --scale {' or --scale '.join(spec.scales)}"

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 from mmthesis.core.registry import Registry
+from mmthesis.core.scales import Scale
 from mmthesis.data.manifest import Manifest
 
 Kind = Literal["image-text", "image-classification", "text", "glue"]
-Scale = Literal["smoke", "small", "full"]
 
 _BUILTIN_MODULES = (
     "mmthesis.data.datasets.shapes",

@@ -24,9 +24,9 @@ from typing import Any
 from mmthesis.core.config import deep_merge, from_dict, read_yaml
 from mmthesis.core.errors import ConfigError
 from mmthesis.core.registry import unknown_name
+from mmthesis.core.scales import SCALES, check_scale
 
 PROTOCOLS = ("retrieval", "zero-shot", "linear-probe", "finetune", "glue", "analysis", "robustness")
-SCALES = ("smoke", "small", "full")
 SCALE_KEYS = ("dataset", "split", "train_split", "params")
 
 
@@ -63,8 +63,7 @@ class TaskSpec:
 
     def at_scale(self, scale: str) -> ResolvedTask:
         """The task with the ``scales[scale]`` block merged in (parameters merged key by key)."""
-        if scale not in SCALES:
-            raise ConfigError(f"unknown scale {scale!r}", f"use one of {', '.join(SCALES)}")
+        check_scale(scale)
         block = self.scales.get(scale, {})
         return ResolvedTask(
             name=self.name,

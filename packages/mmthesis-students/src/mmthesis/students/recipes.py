@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.config import apply_overrides, deep_merge, from_dict, read_yaml
-from mmthesis.core.errors import ConfigError
 from mmthesis.core.registry import unknown_name
+from mmthesis.core.scales import check_scale
 from mmthesis.students.config import VLRecipeConfig
-
-SCALES = ("smoke", "small", "full")
 
 
 def recipe_dir() -> Path:
@@ -46,8 +44,7 @@ def recipe_header(name: str) -> str:
 
 
 def recipe_dict(name: str, scale: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}", f"use one of: {', '.join(SCALES)}")
+    check_scale(scale)
     raw = read_yaml(recipe_file(name))  # applies the file's ``include:`` bases
     base = {"recipe": raw["recipe"], "thesis_name": raw["thesis_name"], **raw.get("full", {})}
     if "task" in raw:

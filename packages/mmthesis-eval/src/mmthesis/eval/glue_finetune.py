@@ -36,6 +36,7 @@ from mmthesis.eval.context import EvalContext
 from mmthesis.eval.glue_metrics import mnli_metrics, task_metrics
 from mmthesis.eval.protocols import TaskOutput, params_of, register
 from mmthesis.eval.task_registry import ResolvedTask
+from mmthesis.teachers.base import TeacherModule
 
 
 @dataclass
@@ -140,8 +141,8 @@ def pretrained_pooler(loaded: LoadedModel) -> tuple[dict[str, torch.Tensor] | No
 def build_classifier(loaded: LoadedModel, outputs: int, dropout: float) -> tuple[TextClassifier, list[str]]:
     """A trainable copy of the text encoder + pooler (pretrained when available) + head; notes on the pooler."""
     backbone = copy.deepcopy(loaded.text_backbone)
-    if hasattr(backbone, "_frozen"):
-        backbone._frozen = False
+    if isinstance(backbone, TeacherModule):
+        backbone.unfreeze()
     backbone.requires_grad_(True)
     model = TextClassifier(backbone, outputs, dropout)
     weights, source = pretrained_pooler(loaded)

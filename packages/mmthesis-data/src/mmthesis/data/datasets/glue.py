@@ -81,7 +81,14 @@ from mmthesis.data.datasets.glue_standin import (  # noqa: F401 (the stand-in's 
     build_standin_raw,
     write_standin_tsvs,
 )
-from mmthesis.data.manifest import MANIFEST, Manifest, Skipped, dataset_dir, read_manifest, write_manifest
+from mmthesis.data.manifest import (
+    MANIFEST,
+    Manifest,
+    Skipped,
+    dataset_dir,
+    reuse_prepared,
+    write_manifest,
+)
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepare_command, prepared_name, register
 from mmthesis.data.standins import standin_dir
 
@@ -431,14 +438,8 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
         config["root"] = str(root.resolve())
     inputs = {f"{t}/{s}": [sha256_file(p) for p in files] for (t, s), files in sources.items()}
     config["inputs_sha256"] = inputs
-    if (folder / MANIFEST).is_file():
-        try:
-            existing = read_manifest(folder.name, folder.parent)
-            if existing.config == config:
-                console.print(f"{name}: already prepared at {folder}")
-                return existing
-        except DataMissingError:
-            pass
+    if (existing := reuse_prepared(name, folder, config, required=(), verify_files=False)) is not None:
+        return existing
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
     splits: dict[str, dict[str, Any]] = {}

@@ -86,7 +86,7 @@ def test_task_files_are_strict(tmp_path):
     bad.write_text(
         "name: x\nversion: 1\ndescription: d\nprotocol: retreival\ndataset: shapes\nsplit: test\nmetrics: [mean]\n"
     )
-    with pytest.raises(ConfigError, match="protocol 'retreival'"):
+    with pytest.raises(UnknownNameError, match="x.yaml: unknown eval protocol 'retreival', did you mean retrieval"):
         load_task_file(bad)
 
 

@@ -82,6 +82,26 @@ def _robustness_base(name):
     return from_dict(RobustnessParams, {"base": name, "image": {"occlusion": [0.5]}})
 
 
+def _corruption(name):
+    from mmthesis.core.config import from_dict
+    from mmthesis.eval.robustness import RobustnessParams
+
+    return from_dict(RobustnessParams, {"image": {name: [0.5]}})
+
+
+def _glue_task(name):
+    from mmthesis.core.config import from_dict
+    from mmthesis.eval.glue_finetune import GlueParams
+
+    return from_dict(GlueParams, {"task": name})
+
+
+def _teacher_size(name):
+    from mmthesis.teachers import build_model
+
+    return build_model("beitv2_base_pt", size=name)
+
+
 def _caption_unit(name):
     from mmthesis.data.counts import check_caption_unit
 
@@ -110,6 +130,9 @@ def _tokenizer(name):
         (_zero_shot_params, "smkoe", "smoke"),
         (_probe_feature, "patch-maen", "patch-mean"),
         (_robustness_base, "zero_shot", "zero-shot"),
+        (_corruption, "gaussian_nosie", "gaussian_noise"),
+        (_glue_task, "SST2", "SST-2"),
+        (_teacher_size, "tiyn", "tiny"),
         (_caption_unit, "word", "words"),
         (_tokenizer, "train-wordpeice", "train-wordpiece"),
     ],

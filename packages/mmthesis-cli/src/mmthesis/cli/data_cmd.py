@@ -16,6 +16,7 @@ from mmthesis.cli.errors import CommandGroup
 from mmthesis.core.console import console
 from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
 from mmthesis.core.paths import data_root
+from mmthesis.core.registry import unknown_name
 from mmthesis.core.scales import check_scale
 from mmthesis.data.manifest import Manifest, dataset_dir, read_manifest, verify
 from mmthesis.data.registry import (
@@ -170,7 +171,7 @@ def download_cmd(
 
     layouts = {"cc3m": cc.CC3M, "cc12m": cc.CC12M}
     if name not in layouts:
-        raise MMThesisError(f"dataset {name!r} has no downloader", f"use one of: {', '.join(layouts)}")
+        raise unknown_name("dataset to download", name, layouts, also="(the others are downloaded by hand)")
     report = cc.download_cc(raw, layouts[name], workers=workers, limit=limit, timeout=timeout, retries=retries)
     console.print(
         f"{name}: {report.downloaded} downloaded, {report.already_present} already present, failed: {dict(report.failed) or 'none'}"

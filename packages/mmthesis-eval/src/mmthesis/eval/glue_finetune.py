@@ -30,6 +30,7 @@ from torch import nn
 
 from mmthesis.core.errors import CheckpointError, ConfigError
 from mmthesis.core.paths import data_root
+from mmthesis.core.registry import unknown_name
 from mmthesis.data.datasets.glue import TASKS, read_rows
 from mmthesis.eval.adapters import LoadedModel
 from mmthesis.eval.context import EvalContext
@@ -56,7 +57,7 @@ class GlueParams:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"task {self.task!r} is not a GLUE task; use one of {', '.join(TASKS)}")
+            raise unknown_name("GLUE task", self.task, TASKS)
 
 
 def encode_pairs(

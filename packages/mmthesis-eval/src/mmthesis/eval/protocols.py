@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mmthesis.core.config import from_dict
-from mmthesis.core.errors import ConfigError, DataMissingError
+from mmthesis.core.errors import ConfigError, DataMissingError, UnknownNameError
 from mmthesis.core.registry import lookup
 from mmthesis.eval.analysis import representation_analysis
 from mmthesis.eval.context import EvalContext
@@ -58,8 +58,8 @@ def register(protocol: str) -> Callable[[Runner], Runner]:
 def params_of(cls: type, task: ResolvedTask):
     try:
         return from_dict(cls, task.params, prefix="params.")
-    except ConfigError as e:
-        raise ConfigError(f"task {task.name}: {e.message}", e.fix) from e
+    except (ConfigError, UnknownNameError) as e:
+        raise type(e)(f"task {task.name}: {e.message}", e.fix) from e
 
 
 # ------------------------------------------------------------------------------ retrieval

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mmthesis.core.config import from_dict
-from mmthesis.core.registry import lookup
+from mmthesis.core.registry import lookup, unknown_name
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.corruptions import IMAGE_CORRUPTIONS, TEXT_CORRUPTIONS
 from mmthesis.eval.protocols import (
@@ -44,13 +44,10 @@ class RobustnessParams:
 
     def __post_init__(self) -> None:
         lookup(BASES, "robustness base protocol", self.base)
-        bad = [k for k in self.image if k not in IMAGE_CORRUPTIONS] + [
-            k for k in self.text if k not in TEXT_CORRUPTIONS
-        ]
-        if bad:
-            raise ValueError(
-                f"unknown corruption {bad[0]!r}; image: {', '.join(IMAGE_CORRUPTIONS)}; text: {', '.join(TEXT_CORRUPTIONS)}"
-            )
+        for modality, kinds, known in (("image", self.image, IMAGE_CORRUPTIONS), ("text", self.text, TEXT_CORRUPTIONS)):
+            for kind in kinds:
+                if kind not in known:
+                    raise unknown_name(f"{modality} corruption", kind, known)
         if not self.image and not self.text:
             raise ValueError("give at least one image or text corruption with its strengths")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.config import deep_merge, from_dict, read_yaml
-from mmthesis.core.errors import ConfigError
+from mmthesis.core.errors import ConfigError, UnknownNameError
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.scales import SCALES, check_scale
 
@@ -47,7 +47,7 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+            raise unknown_name("eval protocol", self.protocol, PROTOCOLS)
         if self.version < 1:
             raise ValueError(f"version must be >= 1, got {self.version}")
         if not self.metrics:
@@ -105,8 +105,8 @@ def load_task_file(path: Path) -> TaskSpec:
     data = read_yaml(path)
     try:
         spec = from_dict(TaskSpec, data)
-    except ConfigError as e:
-        raise ConfigError(f"task file {path.name}: {e.message}", e.fix) from e
+    except (ConfigError, UnknownNameError) as e:
+        raise type(e)(f"task file {path.name}: {e.message}", e.fix) from e
     if spec.name != path.stem:
         raise ConfigError(
             f"task file {path.name} names the task {spec.name!r}",

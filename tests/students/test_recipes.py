@@ -74,5 +74,7 @@ def test_recipe_files_include_shared_bases_which_are_not_recipes(tmp_path, monke
     assert recipes.recipe_header("r") == "the r recipe\nmmthesis train run r"
     assert recipes.recipe_dict("r", "full")["train"] == {"max_steps": 9, "lr": 0.2}
     assert recipes.recipe_dict("r", "smoke")["train"] == {"max_steps": 1, "lr": 0.2}
+    (tmp_path / "s.yaml").write_text("include: _base.yaml\n# the s recipe\nrecipe: s\n")
+    assert recipes.recipe_header("s") == "the s recipe"
     with pytest.raises(UnknownNameError):
         recipes.recipe_file("_base")

@@ -34,9 +34,15 @@ def recipe_file(name: str) -> Path:
 
 
 def recipe_header(name: str) -> str:
-    """The recipe file's leading comment block (what it is, the command, the §10 readings)."""
-    lines = []
+    """The recipe file's leading comment block (what it is, the command, the §10 readings).
+
+    An ``include:`` line (or blank lines) above the comment block is skipped; the included base's
+    comments are not the recipe's.
+    """
+    lines: list[str] = []
     for line in recipe_file(name).read_text(encoding="utf-8").splitlines():
+        if not lines and (not line.strip() or line.startswith("include:")):
+            continue
         if not line.startswith("#"):
             break
         lines.append(line[1:].strip())

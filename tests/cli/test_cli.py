@@ -41,7 +41,7 @@ def test_caption_unit_errors(tmp_path):
     result = invoke("reproduce", "table-3", "--caption-unit", "bert-tokens", "--out", str(tmp_path))
     assert_one_line_error(result, "table-3 has no caption lengths")
     result = invoke("reproduce", "table-4", "--caption-unit", "chars", "--out", str(tmp_path))
-    assert_one_line_error(result, "unknown caption length unit 'chars'", "words, bert-tokens")
+    assert_one_line_error(result, "unknown caption length unit 'chars'", "bert-tokens, words")
     assert not any(tmp_path.iterdir())
     result = invoke("data", "stats", "shapes", "--caption-unit", "chars")
     assert_one_line_error(result, "unknown caption length unit 'chars'")
@@ -132,3 +132,8 @@ def test_every_command_renders_its_help():
         result = invoke(*path, "--help")
         assert result.exit_code == 0, (path, result.output, result.exception)
         assert "Usage" in result.output, path
+
+
+@pytest.mark.parametrize("args, suggestion", [(["trian"], "did you mean train?"), (["data", "prepar"], "prepare?")])
+def test_an_unknown_command_is_one_line_with_did_you_mean(args, suggestion):
+    assert_one_line_error(invoke(*args), "unknown command", suggestion, "use one of:")

@@ -95,7 +95,7 @@ def test_missing_data_names_the_prepare_command(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_or_scale() -> None:
-    with pytest.raises(UnknownNameError, match="no training-example count"):
+    with pytest.raises(UnknownNameError, match="unknown dataset for training-example counts"):
         count_training_examples("coco")
     with pytest.raises(UnknownNameError, match="no scale 'small'"):
         count_training_examples("glue", "small")

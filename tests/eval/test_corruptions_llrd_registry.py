@@ -86,5 +86,35 @@ def test_task_files_are_strict(tmp_path):
     bad.write_text(
         "name: x\nversion: 1\ndescription: d\nprotocol: retreival\ndataset: shapes\nsplit: test\nmetrics: [mean]\n"
     )
-    with pytest.raises(ConfigError, match="protocol 'retreival'"):
+    with pytest.raises(UnknownNameError, match="x.yaml: unknown eval protocol 'retreival', did you mean retrieval"):
         load_task_file(bad)
+
+
+def test_task_files_include_shared_bases_which_are_not_tasks(tmp_path):
+    (tmp_path / "_base.yaml").write_text(
+        "version: 1\nprotocol: retrieval\ndataset: shapes\nsplit: test\nmetrics: [mean]\nparams: {a: 1, b: 2}\n"
+    )
+    (tmp_path / "x.yaml").write_text("include: _base.yaml\nname: x\ndescription: d\nparams: {b: 3}\n")
+    assert set(all_tasks(tmp_path)) == {"x"}
+    x = get_task("x", tmp_path)
+    assert (x.dataset, x.params) == ("shapes", {"a": 1, "b": 3})
+    with pytest.raises(UnknownNameError):
+        get_task("_base", tmp_path)
+
+
+def test_bundled_task_bases_are_not_tasks_and_glue_resolves_as_before():
+    assert not [t for t in all_tasks() if t.startswith("_")]
+    cola = get_task("glue-cola")
+    assert cola.at_scale("full").to_json() == {
+        "name": "glue-cola", "version": 1, "protocol": "glue", "scale": "full", "dataset": "glue", "split": "dev",
+        "train_split": "train", "metrics": ["mcc"],
+        "params": {
+            "task": "CoLA", "epochs": 20, "batch_size": 16, "lr": 1e-05, "betas": [0.9, 0.98], "eps": 1e-06,
+            "weight_decay": 0.1, "warmup_fraction": 0.1, "head_dropout": 0.1, "max_length": 256,
+        },
+    }  # fmt: skip
+    smoke = get_task("glue-mnli").at_scale("smoke")
+    assert smoke.split == "dev_matched" and smoke.metrics == ["accuracy_m", "accuracy_mm"]
+    assert {k: smoke.params[k] for k in ("task", "epochs", "batch_size", "lr", "max_length")} == {
+        "task": "MNLI", "epochs": 3, "batch_size": 8, "lr": 0.001, "max_length": 64
+    }

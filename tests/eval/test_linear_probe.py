@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
+from mmthesis.core.errors import ConfigError, UnknownNameError
 from mmthesis.eval.features import cached_features, extract_image_features, feature_key
 from mmthesis.eval.linear_probe import fit_linear_probe, top1_accuracy
 
@@ -81,5 +82,7 @@ def test_features_are_cached_under_their_key(tmp_path):
     }
     assert key not in others and len(others) == 5
     assert [p.name for p in tmp_path.iterdir()] == [f"{key}.safetensors"]
-    with pytest.raises(ValueError, match="image_encoder"):
+    with pytest.raises(ConfigError, match="image backbone"):
         extract_image_features(model, images, kind="patch-mean")
+    with pytest.raises(UnknownNameError, match="did you mean patch-mean"):
+        extract_image_features(model, images, kind="patch-maen")

@@ -166,3 +166,15 @@ def test_supervised_outputs_logits() -> None:
     assert out.cls.shape == (2, m.embed_dim)
     with pytest.raises(MMThesisError):
         crop(m, 1)
+
+
+def test_unfreeze_undoes_freeze() -> None:
+    t = build_model("beitv2_base_pt", size="tiny").freeze()
+    assert t.frozen and not t.training
+    assert t.unfreeze() is t and not t.frozen
+    assert all(p.requires_grad for p in t.parameters())
+    t.train()
+    assert t.training  # .train() is obeyed again
+    t.freeze()
+    t.train()
+    assert t.frozen and not t.training and not any(p.requires_grad for p in t.parameters())

@@ -10,11 +10,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from mmthesis.cli.errors import CommandGroup
 from mmthesis.core.console import console
-from mmthesis.core.errors import DataMissingError, UnknownNameError
+from mmthesis.core.errors import DataMissingError
 from mmthesis.core.paths import repo_root
+from mmthesis.core.registry import unknown_name
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(cls=CommandGroup, no_args_is_help=True)
 
 
 def _bench_dir() -> Path:
@@ -49,6 +51,6 @@ def run(ctx: typer.Context, name: str = typer.Argument(..., help="Benchmark name
     """
     scripts = _scripts()
     if name not in scripts:
-        raise UnknownNameError(f"unknown benchmark {name!r}", f"use one of: {', '.join(scripts)}")
+        raise unknown_name("benchmark", name, scripts, "mmthesis bench list")
     code = subprocess.call([sys.executable, str(scripts[name]), *ctx.args])
     raise typer.Exit(code)

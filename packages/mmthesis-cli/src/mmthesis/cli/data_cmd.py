@@ -12,9 +12,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from mmthesis.cli.errors import CommandGroup
 from mmthesis.core.console import console
 from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
 from mmthesis.core.paths import data_root
+from mmthesis.core.registry import unknown_name
+from mmthesis.core.scales import check_scale
 from mmthesis.data.manifest import Manifest, dataset_dir, read_manifest, verify
 from mmthesis.data.registry import (
     DatasetSpec,
@@ -26,10 +29,10 @@ from mmthesis.data.registry import (
 )
 
 app = typer.Typer(
+    cls=CommandGroup,
     help="Prepare, list, inspect and verify datasets (raw -> checksummed tar shards).", no_args_is_help=True
 )
 
-SCALES = ("smoke", "small", "full")
 
 ScaleOpt = Annotated[
     str | None, typer.Option("--scale", help="smoke | small | full (default: full, or the only scale the dataset has)")
@@ -44,8 +47,7 @@ def resolve_scale(spec: DatasetSpec, scale: str | None) -> str:
     """The scale to use: as given (must be supported), else ``full`` if supported, else the first supported."""
     if scale is None:
         return "full" if "full" in spec.scales else spec.scales[0]
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}", f"use one of: {', '.join(SCALES)}")
+    check_scale(scale)
     if scale not in spec.scales:
         raise MMThesisError(
             f"dataset {spec.name!r} has no {scale!r} scale", f"use --scale {' or --scale '.join(spec.scales)}"
@@ -169,7 +171,7 @@ def download_cmd(
 
     layouts = {"cc3m": cc.CC3M, "cc12m": cc.CC12M}
     if name not in layouts:
-        raise MMThesisError(f"dataset {name!r} has no downloader", f"use one of: {', '.join(layouts)}")
+        raise unknown_name("dataset to download", name, layouts, also="(the others are downloaded by hand)")
     report = cc.download_cc(raw, layouts[name], workers=workers, limit=limit, timeout=timeout, retries=retries)
     console.print(
         f"{name}: {report.downloaded} downloaded, {report.already_present} already present, failed: {dict(report.failed) or 'none'}"

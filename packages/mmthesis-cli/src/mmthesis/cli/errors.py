@@ -7,13 +7,24 @@ from typer.core import TyperGroup
 
 from mmthesis.core.console import err_console
 from mmthesis.core.errors import MMThesisError
+from mmthesis.core.registry import unknown_name
 
 
 def report(error: MMThesisError) -> None:
     err_console.print(f"[bold red]error:[/] {error.one_line()}", soft_wrap=True, markup=True, highlight=False)
 
 
-class ErrorHandlingGroup(TyperGroup):
+class CommandGroup(TyperGroup):
+    """A command group whose unknown subcommand is the one ``UnknownNameError`` (known names, "did you mean")."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[override]
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
+            raise unknown_name("command", name, self.list_commands(ctx), f"{ctx.command_path} --help")
+        return super().resolve_command(ctx, args)
+
+
+class ErrorHandlingGroup(CommandGroup):
     """Root command group: an ``MMThesisError`` anywhere below becomes ``error: ... (fix: ...)`` + exit 2."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]

@@ -15,14 +15,14 @@ from pathlib import Path
 import click
 import typer
 from rich.table import Table
-from typer.core import TyperGroup
 
+from mmthesis.cli.errors import CommandGroup
 from mmthesis.core.console import console
 
 EVALUATE = "evaluate"
 
 
-class TasksByDefault(TyperGroup):
+class TasksByDefault(CommandGroup):
     """`mmthesis eval TASK...` runs tasks: a first argument that is no subcommand goes to `evaluate`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:

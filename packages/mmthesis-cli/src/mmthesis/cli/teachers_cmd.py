@@ -11,9 +11,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from mmthesis.cli.errors import CommandGroup
 from mmthesis.core.console import console
 
-app = typer.Typer(help="Teacher models: list them, inspect and convert checkpoints.", no_args_is_help=True)
+app = typer.Typer(cls=CommandGroup, help="Teacher models: list them, inspect and convert checkpoints.", no_args_is_help=True)
 
 
 def _millions(n: int) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from mmthesis.cli.errors import CommandGroup
 from mmthesis.core.console import console
 from mmthesis.core.results import run_dir
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(cls=CommandGroup, no_args_is_help=True)
 
 
 @app.command("list")

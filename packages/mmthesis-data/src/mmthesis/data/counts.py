@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.errors import DataMissingError, UnknownNameError
+from mmthesis.core.registry import unknown_name
 from mmthesis.data.indexed_dataset import MMapIndexedDataset
 from mmthesis.data.manifest import Manifest, dataset_dir, read_manifest
 from mmthesis.data.registry import get_dataset, prepare_command, prepared_name
@@ -117,9 +118,7 @@ _COUNTERS: dict[str, Callable[[Manifest, Path, str], tuple[int, str, dict[str, A
 def count_training_examples(name: str, scale: str = "full", root: Path | None = None) -> TrainingExampleCount:
     """Count the training examples of prepared dataset ``name`` at ``scale`` (under ``root``, default ``data_root()``)."""
     if name not in _COUNTERS:
-        raise UnknownNameError(
-            f"no training-example count is defined for dataset {name!r}", f"use one of: {', '.join(sorted(_COUNTERS))}"
-        )
+        raise unknown_name("dataset for training-example counts", name, _COUNTERS)
     spec = get_dataset(name)
     if scale not in spec.scales:
         raise UnknownNameError(f"dataset {name!r} has no scale {scale!r}", f"use one of: {', '.join(spec.scales)}")
@@ -160,7 +159,7 @@ class ImageTextSummary:
 
 def check_caption_unit(unit: str) -> str:
     if unit not in CAPTION_UNITS:
-        raise UnknownNameError(f"unknown caption length unit {unit!r}", f"use one of: {', '.join(CAPTION_UNITS)}")
+        raise unknown_name("caption length unit", unit, CAPTION_UNITS)
     return unit
 
 

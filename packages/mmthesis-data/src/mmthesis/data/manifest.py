@@ -218,12 +218,17 @@ def verify(name: str, root: Path | None = None) -> list[str]:
 
 
 def already_prepared(
-    folder: Path, config: dict[str, Any], required: tuple[str, ...] = ("tokenizer.json",)
+    folder: Path,
+    config: dict[str, Any],
+    required: tuple[str, ...] = ("tokenizer.json",),
+    verify_files: bool = True,
 ) -> Manifest | None:
     """The complete, verified manifest in ``folder`` if it was prepared with ``config``, else None.
 
     A different config, a missing ``required`` file, or a missing/modified shard means prepare
-    again (shards whose checksums still match are kept by ``prepare_shard``).
+    again (shards whose checksums still match are kept by ``prepare_shard``). ``verify_files=False``
+    trusts the manifest's checksums without re-hashing the files (the large datasets; `mmthesis
+    data verify` checks them).
     """
     if not (folder / MANIFEST).is_file() or not all((folder / f).is_file() for f in required):
         return None
@@ -231,6 +236,23 @@ def already_prepared(
         manifest = read_manifest(folder.name, folder.parent)
     except DataMissingError:
         return None
-    if manifest.config != config or verify(folder.name, folder.parent):
+    if manifest.config != config or (verify_files and verify(folder.name, folder.parent)):
         return None
     return manifest
+
+
+def reuse_prepared(
+    name: str,
+    folder: Path,
+    config: dict[str, Any],
+    required: tuple[str, ...] = ("tokenizer.json",),
+    verify_files: bool = True,
+) -> Manifest | None:
+    """``already_prepared``, saying "NAME: already prepared at FOLDER" when it reuses one: what every
+    preparer does first (``if (m := reuse_prepared(...)) is not None: return m``)."""
+    existing = already_prepared(folder, config, required, verify_files)
+    if existing is not None:
+        from mmthesis.core.console import console
+
+        console.print(f"{name}: already prepared at {folder}")
+    return existing

@@ -16,10 +16,10 @@ from typing import Literal
 from mmthesis.core.config import config_hash
 from mmthesis.core.errors import MMThesisError
 from mmthesis.core.registry import Registry
+from mmthesis.core.scales import Scale
 from mmthesis.data.manifest import Manifest, read_manifest
 
 Kind = Literal["image-text", "image-classification", "text", "glue"]
-Scale = Literal["smoke", "small", "full"]
 
 _BUILTIN_MODULES = (
     "mmthesis.data.datasets.shapes",

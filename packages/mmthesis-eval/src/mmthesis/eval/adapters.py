@@ -27,6 +27,7 @@ from torch import nn
 from mmthesis.core.errors import CheckpointError, ConfigError, MMThesisError
 from mmthesis.core.io import sha256_file, sha256_json
 from mmthesis.core.paths import runs_root
+from mmthesis.core.registry import unknown_name
 from mmthesis.core.results import read_result
 from mmthesis.data.transforms import eval_transform
 
@@ -217,14 +218,27 @@ def _path_digest(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------ entry point
+def _load_open_clip(spec: str, scale: str) -> LoadedModel:
+    from mmthesis.eval.open_clip_adapter import load_open_clip
+
+    return load_open_clip(spec)
+
+
+# ``--model KIND:...`` -> its loader (a SPEC without a known ``KIND:`` is a run folder path)
+MODEL_KINDS: dict[str, Callable[[str, str], LoadedModel]] = {
+    "run": lambda spec, scale: load_run(spec),
+    "teacher": load_teacher_model,
+    "open_clip": _load_open_clip,
+}
+
+
 def load_model(spec: str, scale: str = "full") -> LoadedModel:
     """Resolve ``--model SPEC`` (see the module docstring)."""
-    if spec.startswith("teacher:"):
-        return load_teacher_model(spec, scale)
-    if spec.startswith("open_clip:"):
-        from mmthesis.eval.open_clip_adapter import load_open_clip
-
-        return load_open_clip(spec)
+    kind, sep, _ = spec.partition(":")
+    if sep and kind in MODEL_KINDS:
+        return MODEL_KINDS[kind](spec, scale)
+    if sep and kind.replace("_", "").replace("-", "").isalnum() and not Path(spec).expanduser().exists():
+        raise unknown_name("model spec kind", kind, MODEL_KINDS, also="(as KIND:...), or give a run folder path")
     return load_run(spec)
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
+from mmthesis.core.errors import ConfigError
 from mmthesis.core.io import atomic_path, sha256_json
 from mmthesis.core.paths import mmthesis_home
+from mmthesis.core.registry import lookup
 from mmthesis.eval.models import embed_in_batches
-
-FEATURE_KINDS = ("embedding", "patch-mean")
 
 
 def feature_key(run_id: str, dataset_fingerprint: str, split: str, transform: str, kind: str = "embedding") -> str:
@@ -49,21 +49,33 @@ def cached_features(
     return tensors
 
 
-def image_feature_fn(model: torch.nn.Module, kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The function mapping an image batch to (B, D) probe features.
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
-    ``embedding``: the model's normalised image embedding (any ``ImageTextModel``).
-    ``patch-mean``: the thesis's probe input (REFERENCE.md §5.3): the image encoder's output
-    tokens without CLS, averaged; needs a model with an ``image_encoder`` (mmthesis students).
-    """
-    if kind == "embedding":
-        return model.encode_image
-    if kind == "patch-mean":
-        encoder = getattr(model, "image_encoder", None)
-        if encoder is None:
-            raise ValueError("feature kind 'patch-mean' needs a model with an image_encoder; use 'embedding'")
-        return lambda images: encoder(images).last_hidden_state[:, 1:].mean(dim=1)
-    raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
+
+def embedding_features(model: torch.nn.Module, backbone: torch.nn.Module | None = None) -> FeatureFn:
+    """``embedding``: the model's normalised image embedding (any ``ImageTextModel``)."""
+    return model.encode_image
+
+
+def patch_mean_features(model: torch.nn.Module, backbone: torch.nn.Module | None = None) -> FeatureFn:
+    """``patch-mean``: the thesis's probe input (REFERENCE.md §5.3): the image backbone's output
+    tokens without CLS, averaged; needs ``backbone`` or a model with an ``image_encoder``."""
+    encoder = backbone if backbone is not None else getattr(model, "image_encoder", None)
+    if encoder is None:
+        raise ConfigError(
+            "feature kind 'patch-mean' needs a model with an image backbone (an mmthesis run or a teacher)",
+            "set params.feature=embedding",
+        )
+    return lambda images: encoder(images).last_hidden_state[:, 1:].mean(dim=1)
+
+
+# the linear-probe task YAML's ``params.feature`` -> the function building the feature extractor
+FEATURE_KINDS: dict[str, Callable[..., FeatureFn]] = {"embedding": embedding_features, "patch-mean": patch_mean_features}
+
+
+def image_feature_fn(model: torch.nn.Module, kind: str, backbone: torch.nn.Module | None = None) -> FeatureFn:
+    """The function mapping an image batch to (B, D) probe features (see ``FEATURE_KINDS``)."""
+    return lookup(FEATURE_KINDS, "linear-probe feature kind", kind)(model, backbone)
 
 
 @torch.no_grad()

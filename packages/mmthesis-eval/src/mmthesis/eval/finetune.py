@@ -31,6 +31,7 @@ from mmthesis.eval.data_access import TransformedImages
 from mmthesis.eval.protocols import TaskOutput, params_of, register
 from mmthesis.eval.task_registry import ResolvedTask
 from mmthesis.students.schedules import cosine_with_warmup
+from mmthesis.teachers.base import TeacherModule
 
 _BLOCK = re.compile(r"(?:^|\.)(?:blocks|layer)\.(\d+)\.")
 _NO_DECAY_NAMES = ("cls_token", "pos_embed", "position_embeddings", "token_type_embeddings")
@@ -147,8 +148,8 @@ def run_finetune(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
 
     torch.manual_seed(p.seed)
     backbone = copy.deepcopy(ctx.loaded.image_backbone)
-    if hasattr(backbone, "_frozen"):
-        backbone._frozen = False  # a teacher copy is finetuned, not distilled from
+    if isinstance(backbone, TeacherModule):
+        backbone.unfreeze()  # a teacher copy is finetuned, not distilled from
     backbone.requires_grad_(True)
     model = ImageClassifier(backbone, classes, p.pooling)
     groups = layer_decay_param_groups(model, _num_blocks(backbone), p.lr, p.weight_decay, p.layer_decay)

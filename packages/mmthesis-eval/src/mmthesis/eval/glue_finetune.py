@@ -30,12 +30,14 @@ from torch import nn
 
 from mmthesis.core.errors import CheckpointError, ConfigError
 from mmthesis.core.paths import data_root
+from mmthesis.core.registry import unknown_name
 from mmthesis.data.datasets.glue import TASKS, read_rows
 from mmthesis.eval.adapters import LoadedModel
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.glue_metrics import mnli_metrics, task_metrics
 from mmthesis.eval.protocols import TaskOutput, params_of, register
 from mmthesis.eval.task_registry import ResolvedTask
+from mmthesis.teachers.base import TeacherModule
 
 
 @dataclass
@@ -55,7 +57,7 @@ class GlueParams:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"task {self.task!r} is not a GLUE task; use one of {', '.join(TASKS)}")
+            raise unknown_name("GLUE task", self.task, TASKS)
 
 
 def encode_pairs(
@@ -140,8 +142,8 @@ def pretrained_pooler(loaded: LoadedModel) -> tuple[dict[str, torch.Tensor] | No
 def build_classifier(loaded: LoadedModel, outputs: int, dropout: float) -> tuple[TextClassifier, list[str]]:
     """A trainable copy of the text encoder + pooler (pretrained when available) + head; notes on the pooler."""
     backbone = copy.deepcopy(loaded.text_backbone)
-    if hasattr(backbone, "_frozen"):
-        backbone._frozen = False
+    if isinstance(backbone, TeacherModule):
+        backbone.unfreeze()
     backbone.requires_grad_(True)
     model = TextClassifier(backbone, outputs, dropout)
     weights, source = pretrained_pooler(loaded)

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from mmthesis.core.config import from_dict
-from mmthesis.core.errors import ConfigError, DataMissingError
+from mmthesis.core.errors import ConfigError, DataMissingError, UnknownNameError
+from mmthesis.core.registry import lookup
 from mmthesis.eval.analysis import representation_analysis
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.data_access import TransformedImages
@@ -24,12 +25,13 @@ from mmthesis.eval.linear_probe import DEFAULT_L2, fit_linear_probe, top1_accura
 from mmthesis.eval.retrieval import KS, _rank, chance_recall_at_1, recall_from_ranks, retrieval_ranks
 from mmthesis.eval.task_registry import ResolvedTask
 from mmthesis.eval.zeroshot import (
+    CLASSNAMES,
     LOGIT_SCALE,
-    SMOKE_TEMPLATES,
+    TEMPLATES,
+    classnames_of,
     format_prompts,
-    imagenet_classnames,
-    imagenet_templates,
     prototypes_from_prompt_embeddings,
+    templates_of,
 )
 
 
@@ -55,8 +57,8 @@ def register(protocol: str) -> Callable[[Runner], Runner]:
 def params_of(cls: type, task: ResolvedTask):
     try:
         return from_dict(cls, task.params, prefix="params.")
-    except ConfigError as e:
-        raise ConfigError(f"task {task.name}: {e.message}", e.fix) from e
+    except (ConfigError, UnknownNameError) as e:
+        raise type(e)(f"task {task.name}: {e.message}", e.fix) from e
 
 
 # ------------------------------------------------------------------------------ retrieval
@@ -96,18 +98,16 @@ class ZeroShotParams:
     logit_scale: float = LOGIT_SCALE
     ks: list[int] = field(default_factory=lambda: [1, 5])
 
-    def __post_init__(self) -> None:
-        if self.classnames not in ("imagenet1k", "dataset"):
-            raise ValueError("classnames must be imagenet1k or dataset")
-        if self.templates not in ("imagenet80", "smoke"):
-            raise ValueError("templates must be imagenet80 or smoke")
+    def __post_init__(self) -> None:  # unknown names fail when the task is read, not after embedding
+        lookup(CLASSNAMES, "zero-shot classnames", self.classnames)
+        lookup(TEMPLATES, "zero-shot templates", self.templates)
 
 
 def zero_shot_setup(ctx: EvalContext, task: ResolvedTask, p: ZeroShotParams):
     """Labelled images of the split and (class names, templates) of the task."""
     images = ctx.labelled_images(task.dataset, task.split)
-    names = imagenet_classnames() if p.classnames == "imagenet1k" else images.label_names
-    templates = imagenet_templates() if p.templates == "imagenet80" else list(SMOKE_TEMPLATES)
+    names = classnames_of(p.classnames, images.label_names)
+    templates = templates_of(p.templates)
     if int(images.labels.max()) >= len(names):
         raise DataMissingError(
             f"dataset {task.dataset!r} has labels beyond its {len(names)} class names", "re-prepare the dataset"
@@ -162,6 +162,11 @@ class LinearProbeParams:
     feature: str = "patch-mean"  # §5.3: mean of the image encoder's patch tokens; "embedding" for any model
     l2: float = DEFAULT_L2
 
+    def __post_init__(self) -> None:
+        from mmthesis.eval.features import FEATURE_KINDS
+
+        lookup(FEATURE_KINDS, "linear-probe feature kind", self.feature)
+
 
 @register("linear-probe")
 def run_linear_probe(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
@@ -170,12 +175,7 @@ def run_linear_probe(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     p = params_of(LinearProbeParams, task)
     if task.train_split is None:
         raise ConfigError(f"task {task.name} needs train_split", "add train_split to its YAML")
-    if p.feature == "patch-mean":
-        ctx.loaded.require("image_backbone")
-        backbone = ctx.loaded.image_backbone
-        fn = lambda x: backbone(x).last_hidden_state[:, 1:].mean(dim=1)  # noqa: E731
-    else:
-        fn = image_feature_fn(ctx.loaded.model, p.feature)
+    fn = image_feature_fn(ctx.loaded.model, p.feature, backbone=ctx.loaded.image_backbone)
 
     def features(split: str) -> dict[str, torch.Tensor]:
         def compute():
@@ -230,4 +230,4 @@ def runner(protocol: str) -> Runner:
     # the modules below register themselves on import
     from mmthesis.eval import finetune, glue_finetune, robustness  # noqa: F401
 
-    return RUNNERS[protocol]
+    return lookup(RUNNERS, "eval protocol", protocol)

@@ -13,9 +13,11 @@ Zero-shot has no captions: text corruptions are applied to the class prompts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mmthesis.core.config import from_dict
+from mmthesis.core.registry import lookup, unknown_name
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.corruptions import IMAGE_CORRUPTIONS, TEXT_CORRUPTIONS
 from mmthesis.eval.protocols import (
@@ -41,36 +43,50 @@ class RobustnessParams:
     zero_shot: dict = field(default_factory=dict)  # ZeroShotParams for base zero-shot
 
     def __post_init__(self) -> None:
-        if self.base not in ("retrieval", "zero-shot"):
-            raise ValueError("base must be retrieval or zero-shot")
-        bad = [k for k in self.image if k not in IMAGE_CORRUPTIONS] + [
-            k for k in self.text if k not in TEXT_CORRUPTIONS
-        ]
-        if bad:
-            raise ValueError(
-                f"unknown corruption {bad[0]!r}; image: {', '.join(IMAGE_CORRUPTIONS)}; text: {', '.join(TEXT_CORRUPTIONS)}"
-            )
+        lookup(BASES, "robustness base protocol", self.base)
+        for modality, kinds, known in (("image", self.image, IMAGE_CORRUPTIONS), ("text", self.text, TEXT_CORRUPTIONS)):
+            for kind in kinds:
+                if kind not in known:
+                    raise unknown_name(f"{modality} corruption", kind, known)
         if not self.image and not self.text:
             raise ValueError("give at least one image or text corruption with its strengths")
+
+
+Value = Callable[..., float]  # value(image_c=None, text_c=None) -> the base protocol's headline number
+
+
+def retrieval_value(ctx: EvalContext, task: ResolvedTask, p: RobustnessParams) -> Value:
+    def value(image_c=None, text_c=None) -> float:
+        image_emb = ctx.image_embeddings(task.dataset, task.split, image_c)
+        text_emb = ctx.text_embeddings(task.dataset, task.split, text_c)
+        return retrieval_metrics(ctx, task, image_emb, text_emb, KS)[3]["mean"]
+
+    return value
+
+
+def zero_shot_value(ctx: EvalContext, task: ResolvedTask, p: RobustnessParams) -> Value:
+    zp = from_dict(ZeroShotParams, p.zero_shot, prefix="params.zero_shot.")
+    images, names, templates = zero_shot_setup(ctx, task, zp)
+
+    def value(image_c=None, text_c=None) -> float:
+        image_emb = labelled_image_embeddings(ctx, task, image_c)
+        return zero_shot_scores(ctx, task, zp, image_emb, names, templates, images.labels, text_c)[1]["top1"]
+
+    return value
+
+
+# the task YAML's ``params.base`` -> (builder of its value function, what the value is)
+BASES: dict[str, tuple[Callable[[EvalContext, ResolvedTask, RobustnessParams], Value], str]] = {
+    "retrieval": (retrieval_value, "mean R@K (percent)"),
+    "zero-shot": (zero_shot_value, "zero-shot top-1 (percent)"),
+}
 
 
 @register("robustness")
 def run_robustness(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     p = params_of(RobustnessParams, task)
-    if p.base == "retrieval":
-
-        def value(image_c=None, text_c=None) -> float:
-            image_emb = ctx.image_embeddings(task.dataset, task.split, image_c)
-            text_emb = ctx.text_embeddings(task.dataset, task.split, text_c)
-            return retrieval_metrics(ctx, task, image_emb, text_emb, KS)[3]["mean"]
-    else:
-        zp = from_dict(ZeroShotParams, p.zero_shot, prefix="params.zero_shot.")
-        images, names, templates = zero_shot_setup(ctx, task, zp)
-
-        def value(image_c=None, text_c=None) -> float:
-            image_emb = labelled_image_embeddings(ctx, task, image_c)
-            return zero_shot_scores(ctx, task, zp, image_emb, names, templates, images.labels, text_c)[1]["top1"]
-
+    build_value, value_name = BASES[p.base]
+    value = build_value(ctx, task, p)
     clean = value()
     curves: dict[str, dict[str, list[float]]] = {}
     for modality, kinds in (("image", p.image), ("text", p.text)):
@@ -84,7 +100,7 @@ def run_robustness(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
             curves[f"{modality}/{kind}"] = {"strength": list(strengths), "value": vals}
     metrics: dict = {
         "clean": clean,
-        "value": "mean R@K (percent)" if p.base == "retrieval" else "zero-shot top-1 (percent)",
+        "value": value_name,
     }
     metrics["missing_image"] = value(image_c=("occlusion", 1.0, p.seed))
     metrics["missing_text"] = value(text_c=("token_dropout", 1.0, p.seed))

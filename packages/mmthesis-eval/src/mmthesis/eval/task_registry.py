@@ -23,9 +23,10 @@ from typing import Any
 
 from mmthesis.core.config import deep_merge, from_dict, read_yaml
 from mmthesis.core.errors import ConfigError, UnknownNameError
+from mmthesis.core.registry import unknown_name
+from mmthesis.core.scales import SCALES, check_scale
 
 PROTOCOLS = ("retrieval", "zero-shot", "linear-probe", "finetune", "glue", "analysis", "robustness")
-SCALES = ("smoke", "small", "full")
 SCALE_KEYS = ("dataset", "split", "train_split", "params")
 
 
@@ -46,7 +47,7 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+            raise unknown_name("eval protocol", self.protocol, PROTOCOLS)
         if self.version < 1:
             raise ValueError(f"version must be >= 1, got {self.version}")
         if not self.metrics:
@@ -62,8 +63,7 @@ class TaskSpec:
 
     def at_scale(self, scale: str) -> ResolvedTask:
         """The task with the ``scales[scale]`` block merged in (parameters merged key by key)."""
-        if scale not in SCALES:
-            raise ConfigError(f"unknown scale {scale!r}", f"use one of {', '.join(SCALES)}")
+        check_scale(scale)
         block = self.scales.get(scale, {})
         return ResolvedTask(
             name=self.name,
@@ -101,12 +101,12 @@ def task_dir() -> Path:
 
 
 def load_task_file(path: Path) -> TaskSpec:
-    """Parse and validate one task file; the file name must be ``<name>.yaml``."""
+    """Parse and validate one task file (``include:`` applied); the file name must be ``<name>.yaml``."""
     data = read_yaml(path)
     try:
         spec = from_dict(TaskSpec, data)
-    except ConfigError as e:
-        raise ConfigError(f"task file {path.name}: {e.message}", e.fix) from e
+    except (ConfigError, UnknownNameError) as e:
+        raise type(e)(f"task file {path.name}: {e.message}", e.fix) from e
     if spec.name != path.stem:
         raise ConfigError(
             f"task file {path.name} names the task {spec.name!r}",
@@ -117,7 +117,9 @@ def load_task_file(path: Path) -> TaskSpec:
 
 @lru_cache(maxsize=4)
 def _load_all(folder: str) -> dict[str, TaskSpec]:
-    return {p.stem: load_task_file(p) for p in sorted(Path(folder).glob("*.yaml"))}
+    # ``_*.yaml`` files are shared bases (``include: _glue.yaml``), not tasks
+    paths = sorted(p for p in Path(folder).glob("*.yaml") if not p.name.startswith("_"))
+    return {p.stem: load_task_file(p) for p in paths}
 
 
 def all_tasks(folder: Path | None = None) -> dict[str, TaskSpec]:
@@ -128,7 +130,5 @@ def all_tasks(folder: Path | None = None) -> dict[str, TaskSpec]:
 def get_task(name: str, folder: Path | None = None) -> TaskSpec:
     tasks = all_tasks(folder)
     if name not in tasks:
-        close = [t for t in tasks if name in t or t.split("-")[0] == name]
-        hint = f"did you mean {', '.join(close[:6])}?" if close else "run `mmthesis eval list` for the task names"
-        raise UnknownNameError(f"unknown eval task {name!r}", hint)
+        raise unknown_name("eval task", name, tasks, "mmthesis eval list")
     return tasks[name]

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mmthesis.core.registry import lookup
 from mmthesis.data.tokenizers import Tokenizer
 from mmthesis.eval.models import ImageTextModel, embed_in_batches
 from mmthesis.eval.retrieval import _rank
@@ -44,6 +45,32 @@ def imagenet_classnames() -> list[str]:
 def imagenet_templates() -> list[str]:
     """The 80 OpenAI CLIP prompt templates for ImageNet (``{c}`` = class name)."""
     return list(_imagenet_asset()["templates"])
+
+
+def _dataset_classnames(label_names: list[str]) -> list[str]:
+    return list(label_names)
+
+
+def _smoke_templates() -> list[str]:
+    return list(SMOKE_TEMPLATES)
+
+
+# the zero-shot task YAML's ``params.classnames`` / ``params.templates`` values -> the function giving them
+CLASSNAMES: dict[str, Any] = {
+    "imagenet1k": lambda label_names: imagenet_classnames(),  # the bundled OpenAI names
+    "dataset": _dataset_classnames,  # the prepared dataset's own label names
+}
+TEMPLATES: dict[str, Any] = {"imagenet80": imagenet_templates, "smoke": _smoke_templates}
+
+
+def classnames_of(kind: str, label_names: list[str]) -> list[str]:
+    """Class names for ``params.classnames`` (``label_names``: the dataset's own)."""
+    return lookup(CLASSNAMES, "zero-shot classnames", kind)(label_names)
+
+
+def templates_of(kind: str) -> list[str]:
+    """Prompt templates for ``params.templates``."""
+    return lookup(TEMPLATES, "zero-shot templates", kind)()
 
 
 def templates_for(dataset: str) -> list[str]:

@@ -9,9 +9,7 @@ the training names (``train_recipe``, the modules, the callbacks) load it on fir
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from mmthesis.core._lazy import lazy_exports
 from mmthesis.students.artifact import (
     CONFIG,
     LOSSES,
@@ -36,7 +34,7 @@ from mmthesis.students.config import (
     TrainConfig,
     VLRecipeConfig,
 )
-from mmthesis.students.recipes import SCALES, load_recipe, recipe_header, recipe_names
+from mmthesis.students.recipes import load_recipe, recipe_header, recipe_names
 from mmthesis.students.schedules import cosine_with_warmup
 
 # Lightning-dependent names, imported from their module on first access
@@ -51,7 +49,6 @@ _LAZY = {
 __all__ = [
     "CONFIG",
     "LOSSES",
-    "SCALES",
     "TOKENIZER",
     "WEIGHTS",
     "DataConfig",
@@ -78,13 +75,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.config import apply_overrides, deep_merge, from_dict, read_yaml
-from mmthesis.core.errors import ConfigError, UnknownNameError
+from mmthesis.core.registry import unknown_name
+from mmthesis.core.scales import check_scale
 from mmthesis.students.config import VLRecipeConfig
-
-SCALES = ("smoke", "small", "full")
 
 
 def recipe_dir() -> Path:
@@ -23,22 +22,27 @@ def recipe_dir() -> Path:
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+    """The recipes; files named ``_*.yaml`` are shared bases for ``include:``, not recipes."""
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml") if not p.name.startswith("_"))
 
 
 def recipe_file(name: str) -> Path:
     path = recipe_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise UnknownNameError(
-            f"unknown recipe {name!r}", f"use one of: {', '.join(recipe_names())} (see `mmthesis train list`)"
-        )
+    if name.startswith("_") or not path.is_file():
+        raise unknown_name("recipe", name, recipe_names(), "mmthesis train list")
     return path
 
 
 def recipe_header(name: str) -> str:
-    """The recipe file's leading comment block (what it is, the command, the §10 readings)."""
-    lines = []
+    """The recipe file's leading comment block (what it is, the command, the §10 readings).
+
+    An ``include:`` line (or blank lines) above the comment block is skipped; the included base's
+    comments are not the recipe's.
+    """
+    lines: list[str] = []
     for line in recipe_file(name).read_text(encoding="utf-8").splitlines():
+        if not lines and (not line.strip() or line.startswith("include:")):
+            continue
         if not line.startswith("#"):
             break
         lines.append(line[1:].strip())
@@ -46,9 +50,8 @@ def recipe_header(name: str) -> str:
 
 
 def recipe_dict(name: str, scale: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}", f"use one of: {', '.join(SCALES)}")
-    raw = read_yaml(recipe_file(name))
+    check_scale(scale)
+    raw = read_yaml(recipe_file(name))  # applies the file's ``include:`` bases
     base = {"recipe": raw["recipe"], "thesis_name": raw["thesis_name"], **raw.get("full", {})}
     if "task" in raw:
         base["task"] = raw["task"]

@@ -63,8 +63,7 @@ def prefit_teacher(
         # finetuning did; any other teacher gets a throw-away linear head on its CLS
         own_head = int(teacher.config.get("num_classes") or 0) >= offset
         head = nn.Identity() if own_head else nn.Linear(teacher.embed_dim, offset)
-        teacher._frozen = False
-        teacher.requires_grad_(True).train()
+        teacher.unfreeze().train()
         opt = torch.optim.AdamW([*teacher.parameters(), *head.parameters()], lr=lr, weight_decay=0.01)
         history = []
         for _ in range(steps):

@@ -9,6 +9,7 @@ resolved config, losses) is written and read by ``mmthesis.students.artifact``.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 
 from mmthesis.core.config import config_hash
 from mmthesis.core.console import console
+from mmthesis.core.registry import unknown_name
 from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, run_dir
 from mmthesis.data.image_text import ImageTextPairs
 from mmthesis.data.manifest import iter_split
@@ -56,17 +58,29 @@ __all__ = [
 ]
 
 
-def build_tokenizer(config: VLRecipeConfig, scale: str = "full") -> Tokenizer | None:
-    """The recipe's tokenizer: a vocab.txt (plain or ``package:`` path) or one learnt from the smoke captions."""
+def _train_wordpiece_tokenizer(config: VLRecipeConfig, scale: str) -> Tokenizer:
+    """``train-wordpiece``: a WordPiece vocabulary learnt from the training captions (smoke)."""
     d = config.data
+    captions = [c for name in d.train for s in iter_split(prepared(name, scale), "train") for c in s["json"]["captions"]]
+    return train_wordpiece(captions, d.tokenizer_vocab_size)
+
+
+# recipe ``data.tokenizer`` names -> builder; any other value is a vocab.txt path (plain or ``package:``)
+TOKENIZER_BUILDERS: dict[str, Callable[[VLRecipeConfig, str], Tokenizer]] = {
+    "train-wordpiece": _train_wordpiece_tokenizer,
+}
+
+
+def build_tokenizer(config: VLRecipeConfig, scale: str = "full") -> Tokenizer | None:
+    """The recipe's tokenizer: a named builder of ``TOKENIZER_BUILDERS`` or a vocab.txt (plain or ``package:`` path)."""
     if config.task == "image_kd":
         return None
-    if d.tokenizer == "train-wordpiece":
-        captions = [
-            c for name in d.train for s in iter_split(prepared(name, scale), "train") for c in s["json"]["captions"]
-        ]
-        return train_wordpiece(captions, d.tokenizer_vocab_size)
-    return bert_wordpiece(resolve_path(d.tokenizer))
+    name = config.data.tokenizer
+    if name in TOKENIZER_BUILDERS:
+        return TOKENIZER_BUILDERS[name](config, scale)
+    if not any(c in name for c in "/\\:."):  # a bare name, not a vocab.txt path: a typo of a builder
+        raise unknown_name("tokenizer", name, TOKENIZER_BUILDERS, also="or a vocab.txt path")
+    return bert_wordpiece(resolve_path(name))
 
 
 def build_training_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, scale: str) -> tuple[Dataset, Any, list]:

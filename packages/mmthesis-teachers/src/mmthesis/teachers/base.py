@@ -43,6 +43,15 @@ class TeacherModule(nn.Module):
         self._frozen = True
         return super().train(False)
 
+    def unfreeze(self) -> TeacherModule:
+        """Undo ``freeze``: gradients on and ``.train()`` obeyed again (to finetune a teacher or a copy).
+
+        The module stays in its current mode; call ``.train()`` to train it.
+        """
+        self._frozen = False
+        self.requires_grad_(True)
+        return self
+
     @property
     def frozen(self) -> bool:
         return self._frozen

@@ -16,7 +16,7 @@ import torch
 
 from mmthesis.core.errors import ConfigError
 from mmthesis.core.paths import mmthesis_home
-from mmthesis.core.registry import Registry
+from mmthesis.core.registry import Registry, unknown_name
 from mmthesis.teachers import beitv2, bert, data2vec2, dino, supervised
 from mmthesis.teachers.base import TeacherModule
 from mmthesis.teachers.converters import dino as dino_conv
@@ -86,7 +86,7 @@ def resolve_config(spec: TeacherSpec, size: str, inferred: dict[str, Any] | None
                    overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Preset for ``size``, then what a checkpoint's shapes say, then the caller's overrides."""
     if size not in spec.presets:
-        raise ConfigError(f"unknown size {size!r} for teacher {spec.name}", f"use one of: {', '.join(spec.presets)}")
+        raise unknown_name(f"size for teacher {spec.name}:", size, spec.presets)
     cfg = dict(spec.presets[size])
     inferred = dict(inferred or {})
     if "embed_dim" in inferred and inferred["embed_dim"] != cfg.get("embed_dim") and "num_heads" not in inferred:

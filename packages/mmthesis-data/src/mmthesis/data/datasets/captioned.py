@@ -28,7 +28,7 @@ from typing import Any
 
 from mmthesis.core.console import console
 from mmthesis.data.datasets.imagenet import verify_image
-from mmthesis.data.manifest import PARTLY_SKIPPED, Manifest, Sample, Skipped, already_prepared
+from mmthesis.data.manifest import PARTLY_SKIPPED, Manifest, Sample, Skipped, reuse_prepared
 from mmthesis.data.sharding import begin_preparation, finish_manifest, prepare_split
 
 MAX_CAPTION_CHARS = 1000
@@ -161,8 +161,7 @@ def prepare_captioned(
     """Prepare every split (resumable; a finished preparation with the same config is returned as is)."""
     config = {**config, "samples_per_shard": samples_per_shard, "max_caption_chars": MAX_CAPTION_CHARS}
     config = json.loads(json.dumps(config, sort_keys=True, default=str))
-    if (existing := already_prepared(folder, config, required=())) is not None:
-        console.print(f"{name}: already prepared at {folder}")
+    if (existing := reuse_prepared(name, folder, config, required=())) is not None:
         return existing
     begin_preparation(folder, config)
     prepared: dict[str, dict[str, Any]] = {}

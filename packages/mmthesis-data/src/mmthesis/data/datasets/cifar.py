@@ -29,7 +29,7 @@ from PIL import Image
 
 from mmthesis.core.console import console
 from mmthesis.core.errors import DataMissingError
-from mmthesis.data.manifest import Manifest, Sample, Skipped, already_prepared, dataset_dir
+from mmthesis.data.manifest import Manifest, Sample, Skipped, dataset_dir, reuse_prepared
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepared_name, register
 from mmthesis.data.sharding import begin_preparation, finish_manifest, prepare_split
 
@@ -183,8 +183,7 @@ def prepare_cifar(
     """Prepare the binary release at ``raw`` into ``folder`` (resumable; reuses a finished preparation)."""
     files = RawFiles(raw, layout)
     config = {"format_version": FORMAT_VERSION, "raw": str(files.raw.resolve()), "samples_per_shard": samples_per_shard}
-    if (existing := already_prepared(folder, config, required=())) is not None:
-        console.print(f"{layout.name}: already prepared at {folder}")
+    if (existing := reuse_prepared(layout.name, folder, config, required=())) is not None:
         return existing
     names = label_names(files)
     begin_preparation(folder, config)

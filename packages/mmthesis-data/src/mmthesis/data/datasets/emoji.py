@@ -33,7 +33,7 @@ from PIL import Image
 from mmthesis.core.console import console
 from mmthesis.core.errors import DataMissingError
 from mmthesis.core.paths import raw_root
-from mmthesis.data.manifest import Manifest, Sample, Skipped, already_prepared, dataset_dir
+from mmthesis.data.manifest import Manifest, Sample, Skipped, dataset_dir, reuse_prepared
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, register
 from mmthesis.data.sharding import begin_preparation, finish_manifest, prepare_split
 
@@ -312,8 +312,7 @@ def prepare_from_tarball(tarball: Path, out_root: Path, workers: int = 1) -> Man
 
     folder = dataset_dir(NAME, out_root)
     config = _config(tarball)
-    if (existing := already_prepared(folder, config)) is not None:
-        console.print(f"{NAME}: already prepared at {folder}")
+    if (existing := reuse_prepared(NAME, folder, config)) is not None:
         return existing
     begin_preparation(folder, config)
     items = list(_iter_raw(tarball))

@@ -54,8 +54,8 @@ and open in any editor. The manifest lists each file with its sha256 and row
 count (splits ``<Task>/train``, ``<Task>/dev``, ``MNLI/dev_matched``, ...).
 
 Smoke scale without ``--raw``: toy task files are *generated* in exactly the
-official formats (templated sentences, deterministic) and parsed by the same
-code; they are a stand-in, not GLUE.
+official formats (templated sentences, deterministic; ``glue_standin``) and
+parsed by the same code; they are a stand-in, not GLUE.
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import random
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -75,14 +74,27 @@ import numpy as np
 from mmthesis.core.console import console
 from mmthesis.core.errors import DataMissingError
 from mmthesis.core.io import atomic_path, sha256_file
-from mmthesis.data.manifest import MANIFEST, Manifest, Skipped, dataset_dir, read_manifest, write_manifest
+from mmthesis.data.datasets.glue_standin import (  # noqa: F401 (the stand-in's names stay importable from here)
+    STAND_IN,
+    STANDIN_DEV_ROWS,
+    STANDIN_TRAIN_ROWS,
+    build_standin_raw,
+    write_standin_tsvs,
+)
+from mmthesis.data.manifest import (
+    MANIFEST,
+    Manifest,
+    Skipped,
+    dataset_dir,
+    reuse_prepared,
+    write_manifest,
+)
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepare_command, prepared_name, register
-from mmthesis.data.standins import build_once, standin_dir
+from mmthesis.data.standins import standin_dir
 
 NAME = "glue"
 FORMAT_VERSION = 1
 RAW_HINT = "glue_data/ (CoLA/ SST-2/ MRPC/ STS-B/ QQP/ MNLI/ QNLI/ RTE/ WNLI/ with train.tsv, dev*.tsv)"
-STAND_IN = "generated GLUE-format toy task files"
 MAX_LISTED_SKIPS = 100  # per file; the counts by reason are always complete
 
 # row skip reasons (stable: the manifest counts them)
@@ -426,14 +438,8 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
         config["root"] = str(root.resolve())
     inputs = {f"{t}/{s}": [sha256_file(p) for p in files] for (t, s), files in sources.items()}
     config["inputs_sha256"] = inputs
-    if (folder / MANIFEST).is_file():
-        try:
-            existing = read_manifest(folder.name, folder.parent)
-            if existing.config == config:
-                console.print(f"{name}: already prepared at {folder}")
-                return existing
-        except DataMissingError:
-            pass
+    if (existing := reuse_prepared(name, folder, config, required=(), verify_files=False)) is not None:
+        return existing
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
     splits: dict[str, dict[str, Any]] = {}
@@ -484,217 +490,6 @@ def read_rows(folder: Path, task: str, split: str) -> list[dict[str, Any]]:
         raise DataMissingError(f"GLUE file {path} is missing", f"run `{prepare_command(NAME)}`")
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
-
-
-# --------------------------------------------------------------------------- smoke stand-in
-
-STANDIN_TRAIN_ROWS = {
-    "CoLA": 40,
-    "SST-2": 48,
-    "MRPC": 32,
-    "STS-B": 36,
-    "QQP": 44,
-    "MNLI": 60,
-    "QNLI": 40,
-    "RTE": 28,
-    "WNLI": 24,
-}
-STANDIN_DEV_ROWS = 12
-
-_NAMES = ["Anna", "Ben", "Carla", "David", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jonas"]
-_THINGS = [
-    "the book",
-    "a bicycle",
-    "the old map",
-    "a red kite",
-    "the letter",
-    "a small boat",
-    "the piano",
-    "a garden chair",
-]
-_VERBS = [
-    ("reads", "read"),
-    ("repairs", "repair"),
-    ("paints", "paint"),
-    ("sells", "sell"),
-    ("finds", "find"),
-    ("carries", "carry"),
-]
-_PLACES = ["in the park", "at the station", "near the river", "in the kitchen", "on the roof", "at school"]
-_GOOD = ["wonderful", "delightful", "moving", "clever", "charming"]
-_BAD = ["dull", "tedious", "clumsy", "forgettable", "painful"]
-
-
-def _clause(rng: random.Random) -> tuple[str, str, str, str]:
-    return rng.choice(_NAMES), rng.choice(_VERBS)[0], rng.choice(_THINGS), rng.choice(_PLACES)
-
-
-def _sentence(rng: random.Random) -> str:
-    who, verb, what, where = _clause(rng)
-    return f"{who} {verb} {what} {where}."
-
-
-def _paraphrase(sentence: str) -> str:
-    who, rest = sentence.split(" ", 1)
-    return f"{who} indeed {rest}"
-
-
-def _parse(sentence: str) -> tuple[str, str]:
-    words = sentence.rstrip(".").split()
-    return "( " + " ".join(words) + " . )", "(ROOT (S " + " ".join(f"(W {w})" for w in words) + " (. .)))"
-
-
-def _standin_rows(task: str, n: int, rng: random.Random, split: str) -> list[list[str]]:
-    rows: list[list[str]] = []
-    for i in range(n):
-        label = i % 2
-        s1 = _sentence(rng)
-        if task == "CoLA":
-            words = s1.rstrip(".").split()
-            text = s1 if label else " ".join(reversed(words)) + "."
-            rows.append([rng.choice(["gj04", "bc01", "ks08"]), str(label), "" if label else "*", text])
-        elif task == "SST-2":
-            adjective = rng.choice(_GOOD if label else _BAD)
-            rows.append([f"a {adjective} film about {rng.choice(_THINGS)} ", str(label)])
-        elif task in ("MRPC", "QQP"):
-            s2 = _paraphrase(s1) if label else _sentence(rng)
-            if task == "MRPC":
-                rows.append([str(label), str(100000 + 2 * i), str(100001 + 2 * i), s1, s2])
-            else:
-                q1, q2 = f"Why does {s1[:-1]}?", f"Why does {s2[:-1]}?"
-                rows.append([str(i), str(2 * i + 1), str(2 * i + 2), q1, q2, str(label)])
-        elif task == "STS-B":
-            s2 = _paraphrase(s1) if i % 3 else _sentence(rng)
-            common = len(set(s1.split()) & set(s2.split())) / len(set(s1.split()) | set(s2.split()))
-            score = round(5.0 * common, 3)
-            rows.append(
-                [str(i), "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", s1, s2, f"{score:.3f}"]
-            )
-        elif task == "MNLI":
-            gold = ("entailment", "neutral", "contradiction")[i % 3]
-            who, verb, what, where = _clause(rng)
-            premise = f"{who} {verb} {what} {where}."
-            hypothesis = {
-                "entailment": f"{who} {verb} {what}.",
-                "neutral": f"{who} {verb} {what} every day.",
-                "contradiction": f"{who} never {verb} anything.",
-            }[gold]
-            p1, p2 = _parse(premise)
-            h1, h2 = _parse(hypothesis)
-            genre = rng.choice(["fiction", "government", "slate", "telephone", "travel"])
-            labels = [gold] if split == "train" else [gold] * 5
-            rows.append(
-                [
-                    str(i),
-                    str(1000 + i),
-                    f"{1000 + i}{'enc'[i % 3]}",
-                    genre,
-                    p1,
-                    h1,
-                    p2,
-                    h2,
-                    premise,
-                    hypothesis,
-                    *labels,
-                    gold,
-                ]
-            )
-        elif task == "QNLI":
-            who, verb, what, where = _clause(rng)
-            question = f"Where does {who} {dict(_VERBS)[verb]} {what}?"
-            answer = (
-                f"{who} {verb} {what} {where}." if label == 0 else f"{rng.choice(_NAMES)} likes {rng.choice(_THINGS)}."
-            )
-            rows.append([str(i), question, answer, ("entailment", "not_entailment")[label]])
-        elif task == "RTE":
-            who, verb, what, where = _clause(rng)
-            hypothesis = f"{who} {verb} {what}." if label == 0 else f"{who} has never seen {what}."
-            rows.append([str(i), f"{who} {verb} {what} {where}.", hypothesis, ("entailment", "not_entailment")[label]])
-        elif task == "WNLI":
-            a, b = rng.sample(_NAMES, 2)
-            thing = rng.choice(_THINGS)
-            referent = a if label else b
-            rows.append(
-                [str(i), f"{a} gave {thing} to {b} because {a} was leaving.", f"{referent} was leaving.", str(label)]
-            )
-    return rows
-
-
-_HEADERS = {
-    "SST-2": ["sentence", "label"],
-    "MRPC": ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"],
-    "STS-B": [
-        "index",
-        "genre",
-        "filename",
-        "year",
-        "old_index",
-        "source1",
-        "source2",
-        "sentence1",
-        "sentence2",
-        "score",
-    ],
-    "QQP": ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
-    "MNLI": [
-        "index",
-        "promptID",
-        "pairID",
-        "genre",
-        "sentence1_binary_parse",
-        "sentence2_binary_parse",
-        "sentence1_parse",
-        "sentence2_parse",
-        "sentence1",
-        "sentence2",
-        "label1",
-        "gold_label",
-    ],
-    "MNLI-dev": [
-        "index",
-        "promptID",
-        "pairID",
-        "genre",
-        "sentence1_binary_parse",
-        "sentence2_binary_parse",
-        "sentence1_parse",
-        "sentence2_parse",
-        "sentence1",
-        "sentence2",
-        "label1",
-        "label2",
-        "label3",
-        "label4",
-        "label5",
-        "gold_label",
-    ],
-    "QNLI": ["index", "question", "sentence", "label"],
-    "RTE": ["index", "sentence1", "sentence2", "label"],
-    "WNLI": ["index", "sentence1", "sentence2", "label"],
-}
-
-
-def write_standin_tsvs(dest: Path, seed: int = 0) -> None:
-    """Generate all 9 tasks' train/dev TSVs in the official layouts (deterministic in ``seed``)."""
-    for task in TASKS.values():
-        for split in task.splits:
-            rng = random.Random(f"{seed}/{task.name}/{split}")
-            n = STANDIN_TRAIN_ROWS[task.name] if split == "train" else STANDIN_DEV_ROWS
-            rows = _standin_rows(task.name, n, rng, split)
-            header = (
-                None
-                if not task.header
-                else _HEADERS["MNLI-dev" if task.name == "MNLI" and split != "train" else task.name]
-            )
-            out = dest / task.name / f"{split}.tsv"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            lines = (["\t".join(header)] if header else []) + ["\t".join(r) for r in rows]
-            out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def build_standin_raw(dest: Path) -> Path:
-    version = {"generator": "glue-standin-v1", "train_rows": STANDIN_TRAIN_ROWS, "dev_rows": STANDIN_DEV_ROWS}
-    return build_once(dest, STAND_IN, version, write_standin_tsvs)
 
 
 def prepare(req: PrepareRequest) -> Manifest:

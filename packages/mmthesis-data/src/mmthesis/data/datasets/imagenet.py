@@ -42,7 +42,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mmthesis.core.console import console
 from mmthesis.core.errors import DataMissingError, MMThesisError
-from mmthesis.data.manifest import MANIFEST, Manifest, Sample, Skipped, dataset_dir, read_manifest
+from mmthesis.data.manifest import Manifest, Sample, Skipped, dataset_dir, reuse_prepared
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepare_command, prepared_name, register
 from mmthesis.data.sharding import finish_manifest, prepare_split
 from mmthesis.data.standins import build_once, standin_dir
@@ -271,14 +271,8 @@ def prepare_from_raw(
         "samples_per_shard": samples_per_shard,
         "stand_in": stand_in,
     }
-    if (folder / MANIFEST).is_file():
-        try:
-            existing = read_manifest(folder.name, folder.parent)
-            if existing.config == config:
-                console.print(f"{name}: already prepared at {folder}")
-                return existing
-        except DataMissingError:
-            pass
+    if (existing := reuse_prepared(name, folder, config, required=(), verify_files=False)) is not None:
+        return existing
     wnids, train_items = list_train(root)
     class_index = {w: i for i, w in enumerate(wnids)}
     val_items, val_layout = list_val(root, class_index)

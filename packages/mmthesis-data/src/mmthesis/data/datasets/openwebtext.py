@@ -58,7 +58,7 @@ from mmthesis.core.errors import DataMissingError, MMThesisError
 from mmthesis.core.io import atomic_path, atomic_write_json, sha256_file, sha256_json
 from mmthesis.data.gpt2_bpe import DICT_TXT, GPT2BPE, FairseqDictionary, fairseq_dictionary, gpt2_bpe
 from mmthesis.data.indexed_dataset import MMapIndexedDataset, MMapIndexedDatasetBuilder, best_fitting_int_dtype
-from mmthesis.data.manifest import MANIFEST, Manifest, dataset_dir, read_manifest, write_manifest
+from mmthesis.data.manifest import MANIFEST, Manifest, dataset_dir, reuse_prepared, write_manifest
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepare_command, prepared_name, register
 from mmthesis.data.standins import build_once, standin_dir
 
@@ -358,14 +358,8 @@ def prepare_from_raw(
         "dict_sha256": dict_sha,
         "stand_in": stand_in,
     }
-    if (folder / MANIFEST).is_file():
-        try:
-            existing = read_manifest(folder.name, folder.parent)
-            if existing.config == manifest_config:
-                console.print(f"{name}: already prepared at {folder}")
-                return existing
-        except DataMissingError:
-            pass
+    if (existing := reuse_prepared(name, folder, manifest_config, required=(), verify_files=False)) is not None:
+        return existing
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # the dataset is incomplete until the new manifest is written
     splits: dict[str, dict[str, Any]] = {}

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mmthesis.core.console import console
-from mmthesis.data.manifest import Manifest, Sample, already_prepared, dataset_dir, read_shard
+from mmthesis.data.manifest import Manifest, Sample, dataset_dir, read_shard, reuse_prepared
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, register
 from mmthesis.data.sharding import begin_preparation, finish_manifest, prepare_split
 
@@ -238,8 +238,7 @@ def prepare_shapes(out_root: Path, config: ShapesConfig | None = None, workers: 
 
     config = config or ShapesConfig()
     folder = dataset_dir(NAME, out_root)
-    if (existing := already_prepared(folder, config.to_json())) is not None:
-        console.print(f"{NAME}: already prepared at {folder}")
+    if (existing := reuse_prepared(NAME, folder, config.to_json())) is not None:
         return existing
     begin_preparation(folder, config.to_json())
     splits = {

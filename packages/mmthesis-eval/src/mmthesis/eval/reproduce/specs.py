@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmthesis.core.config import from_dict, read_yaml
-from mmthesis.core.errors import DataMissingError, UnknownNameError
+from mmthesis.core.errors import DataMissingError
 from mmthesis.core.paths import repo_root
+from mmthesis.core.registry import unknown_name
 
 
 @dataclass
@@ -99,8 +100,7 @@ def spec_names() -> list[str]:
 def load_spec(name: str) -> TableSpec:
     path = specs_dir() / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(spec_names()) or "none"
-        raise UnknownNameError(f"no reproduction spec {name!r}", f"use one of: {known} (see `mmthesis reproduce list`)")
+        raise unknown_name("reproduction spec", name, spec_names(), "mmthesis reproduce list")
     spec = from_dict(TableSpec, read_yaml(path), prefix="")
     spec.path = str(path)
     return spec

@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from mmthesis.core.config import apply_overrides, config_hash, from_dict, load_config, to_dict
+from mmthesis.core.config import apply_overrides, config_hash, from_dict, load_config, read_yaml, to_dict
 from mmthesis.core.errors import ConfigError
 
 
@@ -76,3 +76,59 @@ def test_bad_yaml_file(tmp_path):
         load_config(Outer, f)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Outer, tmp_path / "nope.yaml")
+
+
+def _write(folder, name, text):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_include_merges_base_first_and_the_including_file_wins_recursively(tmp_path):
+    _write(tmp_path, "_base.yaml", "name: base\nsteps: 5\ninner: {lr: 0.1, betas: [0.1, 0.2]}\ntags: [a]\n")
+    f = _write(tmp_path, "c.yaml", "include: _base.yaml\nname: x\ninner: {lr: 0.5}\n")
+    assert read_yaml(f) == {"name": "x", "steps": 5, "inner": {"lr": 0.5, "betas": [0.1, 0.2]}, "tags": ["a"]}
+    assert load_config(Outer, f, ["steps=7"]) == Outer(
+        name="x", steps=7, inner=Inner(lr=0.5, betas=(0.1, 0.2)), tags=["a"]
+    )
+
+
+def test_include_list_merges_in_order_and_nests(tmp_path):
+    _write(tmp_path, "_root.yaml", "name: root\nsteps: 1\nmode: a\n")
+    _write(tmp_path, "_one.yaml", "include: _root.yaml\nsteps: 2\npath: one\n")
+    _write(tmp_path, "_two.yaml", "path: two\n")
+    f = _write(tmp_path, "c.yaml", "include: [_one.yaml, _two.yaml]\nmode: b\n")
+    assert read_yaml(f) == {"name": "root", "steps": 2, "mode": "b", "path": "two"}
+
+
+def test_include_paths_are_relative_to_the_including_file(tmp_path):
+    _write(tmp_path, "bases/_inner.yaml", "inner: {lr: 0.3}\n")
+    _write(tmp_path, "bases/_base.yaml", "include: _inner.yaml\nname: nested\n")
+    f = _write(tmp_path, "tasks/c.yaml", "include: ../bases/_base.yaml\nsteps: 4\n")
+    assert read_yaml(f) == {"name": "nested", "inner": {"lr": 0.3}, "steps": 4}
+
+
+def test_include_cycle_is_a_one_line_error_naming_both_files(tmp_path):
+    _write(tmp_path, "a.yaml", "include: b.yaml\nname: a\n")
+    _write(tmp_path, "b.yaml", "include: a.yaml\nsteps: 1\n")
+    with pytest.raises(ConfigError, match="cycle") as e:
+        read_yaml(tmp_path / "a.yaml")
+    msg = e.value.one_line()
+    assert "b.yaml" in msg and "a.yaml" in msg and "\n" not in msg
+    _write(tmp_path, "self.yaml", "include: self.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        read_yaml(tmp_path / "self.yaml")
+
+
+def test_include_of_missing_or_non_mapping_file_names_both_files(tmp_path):
+    f = _write(tmp_path, "c.yaml", "include: _nope.yaml\nname: x\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*includes.*_nope\.yaml.*does not exist"):
+        read_yaml(f)
+    _write(tmp_path, "_list.yaml", "- 1\n- 2\n")
+    g = _write(tmp_path, "d.yaml", "include: _list.yaml\n")
+    with pytest.raises(ConfigError, match=r"d\.yaml.*includes.*_list\.yaml.*not hold a mapping"):
+        read_yaml(g)
+    h = _write(tmp_path, "e.yaml", "include: {a: 1}\n")
+    with pytest.raises(ConfigError, match="include must be a file name"):
+        read_yaml(h)

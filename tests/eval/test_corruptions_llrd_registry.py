@@ -88,3 +88,15 @@ def test_task_files_are_strict(tmp_path):
     )
     with pytest.raises(ConfigError, match="protocol 'retreival'"):
         load_task_file(bad)
+
+
+def test_task_files_include_shared_bases_which_are_not_tasks(tmp_path):
+    (tmp_path / "_base.yaml").write_text(
+        "version: 1\nprotocol: retrieval\ndataset: shapes\nsplit: test\nmetrics: [mean]\nparams: {a: 1, b: 2}\n"
+    )
+    (tmp_path / "x.yaml").write_text("include: _base.yaml\nname: x\ndescription: d\nparams: {b: 3}\n")
+    assert set(all_tasks(tmp_path)) == {"x"}
+    x = get_task("x", tmp_path)
+    assert (x.dataset, x.params) == ("shapes", {"a": 1, "b": 3})
+    with pytest.raises(UnknownNameError):
+        get_task("_base", tmp_path)

@@ -57,3 +57,22 @@ def test_recipe_trains_two_steps_at_smoke(recipe, smoke_home, monkeypatch):
     if task == "vl":
         assert all(float(r["itc"]) > 0 for r in rows)
     assert (folder / WEIGHTS).is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_recipe_files_include_shared_bases_which_are_not_recipes(tmp_path, monkeypatch):
+    from mmthesis.core.errors import UnknownNameError
+    from mmthesis.students import recipes
+
+    (tmp_path / "_base.yaml").write_text(
+        "thesis_name: T\nfull: {train: {max_steps: 9, lr: 0.1}}\nsmoke: {train: {max_steps: 1}}\n"
+    )
+    (tmp_path / "r.yaml").write_text(
+        "# the r recipe\n# mmthesis train run r\ninclude: _base.yaml\nrecipe: r\nfull: {train: {lr: 0.2}}\n"
+    )
+    monkeypatch.setattr(recipes, "recipe_dir", lambda: tmp_path)
+    assert recipes.recipe_names() == ["r"]
+    assert recipes.recipe_header("r") == "the r recipe\nmmthesis train run r"
+    assert recipes.recipe_dict("r", "full")["train"] == {"max_steps": 9, "lr": 0.2}
+    assert recipes.recipe_dict("r", "smoke")["train"] == {"max_steps": 1, "lr": 0.2}
+    with pytest.raises(UnknownNameError):
+        recipes.recipe_file("_base")

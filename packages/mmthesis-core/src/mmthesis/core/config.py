@@ -191,10 +191,11 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+def _read_yaml_file(path: Path, included_by: Path | None = None) -> dict[str, Any]:
+    """One YAML file's top-level mapping, ``include:`` not yet applied."""
+    by = f"config file {str(included_by)!r} includes {str(path)!r}, which" if included_by else None
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"{by} does not exist" if by else f"config file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -204,8 +205,45 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
+        if by:
+            raise ConfigError(f"{by} does not hold a mapping at the top level")
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     return data
+
+
+def _resolve_includes(path: Path, included_by: Path | None, stack: tuple[Path, ...]) -> dict[str, Any]:
+    data = _read_yaml_file(path, included_by)
+    includes = data.pop("include", None)
+    if includes is None:
+        return data
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) and i for i in includes):
+        raise ConfigError(
+            f"config file {str(path)!r}: include must be a file name or a list of file names, got {includes!r}"
+        )
+    here = (*stack, path.resolve())
+    merged: dict[str, Any] = {}
+    for name in includes:
+        target = path.parent / name
+        if target.resolve() in here:
+            chain = " -> ".join(p.name for p in (*here, target))
+            raise ConfigError(f"config file {str(path)!r} includes {str(target)!r}, which is a cycle ({chain})")
+        merged = deep_merge(merged, _resolve_includes(target, path, here))
+    return deep_merge(merged, data)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's top-level mapping, with ``include:`` applied.
+
+    A file may have a top-level ``include: base.yaml`` (or a list of files),
+    paths relative to the including file, as lm-eval's task YAML does: the
+    included files are merged first, in order, then the including file's keys
+    win, recursively (``deep_merge``). Includes may nest; a cycle, a missing
+    file or an included file that is not a mapping is a one-line
+    ``ConfigError`` naming both files. Every config loader reads through here.
+    """
+    return _resolve_includes(Path(path), None, ())
 
 
 def load_config(cls: type[C], source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None) -> C:

@@ -101,7 +101,7 @@ def task_dir() -> Path:
 
 
 def load_task_file(path: Path) -> TaskSpec:
-    """Parse and validate one task file; the file name must be ``<name>.yaml``."""
+    """Parse and validate one task file (``include:`` applied); the file name must be ``<name>.yaml``."""
     data = read_yaml(path)
     try:
         spec = from_dict(TaskSpec, data)
@@ -117,7 +117,9 @@ def load_task_file(path: Path) -> TaskSpec:
 
 @lru_cache(maxsize=4)
 def _load_all(folder: str) -> dict[str, TaskSpec]:
-    return {p.stem: load_task_file(p) for p in sorted(Path(folder).glob("*.yaml"))}
+    # ``_*.yaml`` files are shared bases (``include: _glue.yaml``), not tasks
+    paths = sorted(p for p in Path(folder).glob("*.yaml") if not p.name.startswith("_"))
+    return {p.stem: load_task_file(p) for p in paths}
 
 
 def all_tasks(folder: Path | None = None) -> dict[str, TaskSpec]:

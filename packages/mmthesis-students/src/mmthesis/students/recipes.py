@@ -23,12 +23,13 @@ def recipe_dir() -> Path:
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+    """The recipes; files named ``_*.yaml`` are shared bases for ``include:``, not recipes."""
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml") if not p.name.startswith("_"))
 
 
 def recipe_file(name: str) -> Path:
     path = recipe_dir() / f"{name}.yaml"
-    if not path.is_file():
+    if name.startswith("_") or not path.is_file():
         raise UnknownNameError(
             f"unknown recipe {name!r}", f"use one of: {', '.join(recipe_names())} (see `mmthesis train list`)"
         )
@@ -48,7 +49,7 @@ def recipe_header(name: str) -> str:
 def recipe_dict(name: str, scale: str, overrides: list[str] | None = None) -> dict[str, Any]:
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}", f"use one of: {', '.join(SCALES)}")
-    raw = read_yaml(recipe_file(name))
+    raw = read_yaml(recipe_file(name))  # applies the file's ``include:`` bases
     base = {"recipe": raw["recipe"], "thesis_name": raw["thesis_name"], **raw.get("full", {})}
     if "task" in raw:
         base["task"] = raw["task"]

@@ -3,7 +3,10 @@
 Each rank computes its loss on its half, backpropagates and the gradients are
 all-reduce-averaged as DDP does; loss (mean over ranks) and gradients must match
 the single-process computation to 1e-6. Checked for the bare loss with tiny
-projections and for ``VLDistillationModule.losses`` (ITC of the tiny student).
+projections, for ``VLDistillationModule.losses`` (ITC of the tiny student) and for
+contrastive distillation with ``loss.kd_keys=gathered`` (CDL: students against the
+teacher targets of both ranks, the code's KDClipLoss); ``kd_keys=local`` (the CDL_MB
+code's per-rank keys) differs from the global-batch loss.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ def _projection_loss(model, x_img, x_txt) -> torch.Tensor:
     return global_clip_contrastive_loss(model["img"](x_img), model["txt"](x_txt), model.log_scale)
 
 
-def _module_problem():
+def _module_problem(recipe: str = "s-smke-cdl-mb", overrides: tuple[str, ...] = ()):
     from mmthesis.students.lightning_module import VLDistillationModule
     from mmthesis.students.recipes import load_recipe
 
-    config = load_recipe("s-smke-cdl-mb", "smoke", ["loss.kd=none", "loss.memory_bank_size=0", "model.itc_on_fc1=true"])
+    overrides = overrides or ("loss.kd=none", "loss.memory_bank_size=0", "model.itc_on_fc1=true")
+    config = load_recipe(recipe, "smoke", list(overrides))
     torch.manual_seed(2)
     module = VLDistillationModule(config, vocab_size=VOCAB).eval()  # eval: no dropout, same forward on all ranks
     g = torch.Generator().manual_seed(3)
@@ -56,6 +60,15 @@ def _module_loss(module, images, ids, mask) -> torch.Tensor:
     return module.losses(
         Batch(id=[str(i) for i in range(len(ids))], image=images, text_ids=ids, text_padding_mask=mask)
     )["loss"]
+
+
+CDL = ("loss.memory_bank_size=0",)  # s-smke-cdl: contrastive KD of a tiny random BEiTv2's CLS, no bank
+
+
+def _cdl_loss(module, images, ids, mask) -> torch.Tensor:
+    return module.losses(
+        Batch(id=[str(i) for i in range(len(ids))], image=images, text_ids=ids, text_padding_mask=mask)
+    )["kd"]
 
 
 def _run(model, loss_fn, inputs, rank: int | None) -> tuple[float, dict[str, torch.Tensor]]:
@@ -82,9 +95,13 @@ def _worker(rank: int, init_file: str, out: str) -> None:
         proj = _run(model, _projection_loss, x, rank)
         module, *y = _module_problem()
         mod = _run(module, _module_loss, y, rank)
+        cdl = {}
+        for keys in ("gathered", "local"):
+            module, *y = _module_problem("s-smke-cdl", CDL + (f"loss.kd_keys={keys}",))
+            cdl[keys] = _run(module, _cdl_loss, y, rank)
         gathered = gather_with_grad(torch.full((2, 3), float(rank)))
         if rank == 0:
-            torch.save({"proj": proj, "module": mod, "gathered": gathered}, out)
+            torch.save({"proj": proj, "module": mod, "cdl": cdl, "gathered": gathered}, out)
     finally:
         dist.destroy_process_group()
 
@@ -131,3 +148,14 @@ def test_without_process_group_matches_plain_clip_loss():
     assert gather_with_grad(img) is img
     got = global_clip_contrastive_loss(img, txt, model.log_scale)
     assert got.item() == pytest.approx(clip_contrastive_loss(img, txt, model.log_scale).item(), abs=1e-6)
+
+
+def test_ddp_gathered_contrastive_kd_equals_single_process_and_local_does_not(two_rank_results):
+    module, *y = _module_problem("s-smke-cdl", CDL)
+    loss, grads = _run(module, _cdl_loss, y, None)  # one process: 2B students against 2B targets
+    ddp_loss, ddp_grads = two_rank_results["cdl"]["gathered"]
+    assert abs(ddp_loss - loss) < 1e-6
+    assert _max_diff(ddp_grads, grads) < 1e-6
+    assert any(k.startswith("student.kd_head") for k in grads)
+    local_loss, _ = two_rank_results["cdl"]["local"]  # B students against the B local targets: fewer negatives
+    assert local_loss < loss - 1e-4

@@ -15,7 +15,9 @@ from mmthesis.students.precompute import precompute_teacher_targets
 from mmthesis.students.recipes import load_recipe
 from mmthesis.students.train import build_tokenizer, build_training_data, precompute_recipe_targets, train_recipe
 
-SHAPES = ["data.train=[shapes]", "data.retrieval_eval=[shapes]", "teacher.prefit_steps=0"]
+# one view per image: precomputed targets are computed on the resized image, not on a separate teacher view
+ONE_VIEW = "teacher.independent_augmentation=false"
+SHAPES = ["data.train=[shapes]", "data.retrieval_eval=[shapes]", "teacher.prefit_steps=0", ONE_VIEW]
 
 
 @pytest.fixture()
@@ -59,7 +61,9 @@ def test_precomputed_run_trains_and_wrong_kind_is_refused(shapes_home):
     assert "precomputed" in " ".join(result.notes)
     # the file holds final-norm CLS targets; the bank recipe wants pre-norm ones
     with pytest.raises(CheckpointError, match="needs"):
-        VLDistillationModule(load_recipe("s-smke-cdl-mb", "smoke", [f"teacher.precomputed_targets={path}"]), 50)
+        VLDistillationModule(
+            load_recipe("s-smke-cdl-mb", "smoke", [f"teacher.precomputed_targets={path}", ONE_VIEW]), 50
+        )
     with pytest.raises(ConfigError, match="one view"):
         load_recipe(
             "s-smke-cdl", "smoke", [f"teacher.precomputed_targets={path}", "teacher.independent_augmentation=true"]

@@ -92,6 +92,7 @@ def test_recipe_trains_three_steps_at_smoke_with_pinned_losses(recipe, smoke_hom
             "re-pin (see this file's docstring)."
         )
 
+
 def test_recipe_files_include_shared_bases_which_are_not_recipes(tmp_path, monkeypatch):
     from mmthesis.core.errors import UnknownNameError
     from mmthesis.students import recipes

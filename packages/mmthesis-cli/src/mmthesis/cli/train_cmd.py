@@ -1,4 +1,4 @@
-"""`mmthesis train`: list and run the thesis's training recipes."""
+"""`mmthesis train`: list, show and run the thesis's training recipes."""
 
 from __future__ import annotations
 
@@ -23,6 +23,45 @@ def list_recipes() -> None:
     table = Table("recipe", "what (from the recipe header)", title="Training recipes")
     for name in recipe_names():
         table.add_row(name, recipe_header(name).splitlines()[0])
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    recipe: str = typer.Argument(..., help="Recipe name, see `mmthesis train list`."),
+    scale: str = typer.Option("full", "--scale", help="smoke | small | full"),
+    overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. model.image.blocks=6"),
+) -> None:
+    """Print RECIPE's resolved config and, per code-vs-text disagreement (REFERENCE.md §10), the reading in force.
+
+    Example: mmthesis train show s-smke-cdl-mb --scale full model.image.blocks=6
+    """
+    import yaml
+    from rich.markup import escape
+
+    from mmthesis.core.config import to_dict
+    from mmthesis.students.config import READINGS, get_key, reading_in_force
+    from mmthesis.students.recipes import load_recipe
+
+    config = load_recipe(recipe, scale, overrides or [])
+    console.print(f"[bold]{recipe}[/] ({scale}): resolved config")
+    console.print(escape(yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None, width=118)))
+    table = Table(
+        "key", "value", "in force", "§10", "code", "thesis text", "what", title=f"{recipe} ({scale}): readings"
+    )
+    for r in READINGS:
+        if not r.applies(config):
+            continue
+        code, text = r.values(config)
+        table.add_row(
+            r.key,
+            escape(str(get_key(config, r.key))),
+            reading_in_force(r, config),
+            f"item {r.item}" if r.item is not None else "not in §10",
+            "not stated" if code is None else escape(str(code)),
+            "not stated" if text is None else escape(str(text)),
+            escape(r.what),
+        )
     console.print(table)
 
 
@@ -72,4 +111,7 @@ def precompute(
 
     config = load_recipe(recipe, scale, overrides or [])
     path = precompute_recipe_targets(config, scale, Path(out))
-    console.print(f"train with: mmthesis train run {recipe} --scale {scale} teacher.precomputed_targets={path}")
+    console.print(
+        f"train with: mmthesis train run {recipe} --scale {scale} teacher.precomputed_targets={path}"
+        " teacher.independent_augmentation=false"
+    )

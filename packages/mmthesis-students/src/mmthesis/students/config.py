@@ -7,13 +7,18 @@ all so that recipes, overrides, hashing and result.json work the same way.
 
 Defaults are the thesis's ``full`` settings; each recipe YAML overrides them
 per scale. Where the thesis text and its code disagree (REFERENCE.md §10),
-the default follows what the reported numbers imply (the code that produced
-them) and the other reading is a documented option.
+the default follows the code that produced the reported numbers (the 2024-09
+commits of TimCares/MasterThesis, §10 item 15) and the text's reading is a
+documented option. ``READINGS`` below is the one table of those disagreements:
+per config key the §10 item, the code's value, the text's value and a line of
+description. ``mmthesis train show`` prints which reading is in force, and each
+recipe header holds the lines ``readings_block`` makes for it (tested).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +31,9 @@ KDKind = Literal["contrastive", "mse", "kl", "tcmli", "none"]
 class EncoderConfig:
     name: str  # a mmthesis.teachers model name
     checkpoint: str | None = None  # None: random init (smoke); "default": the file `mmthesis teachers list` expects
-    blocks: int = 6  # first blocks kept, flattened numbering (§10 item 1 for Data2Vec2)
+    # first blocks kept, flattened numbering: Data2Vec2's image model has 2 prenet blocks before its main blocks, so
+    # the code's ``blocks[:6]`` is 8 here and the thesis's 6 in total (43.1M parameters) is 6 (§10 item 1)
+    blocks: int = 6
     # extra config fields of the encoder (e.g. num_heads for a checkpoint whose width has no preset)
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -43,10 +50,17 @@ class ModelConfig:
     # §3.7: "after" = type embedding added to the encoders' outputs, scaled by a LayerScale (kept variant B);
     # "before" = added to every token with the positional encoding, before the encoders (variant A, VLMo)
     token_type_embeddings: Literal["none", "before", "after"] = "after"
+    # §3.7 / Table 20: the type embedding scaled by a LayerScale (the kept variant, code 3c2dfdd); false = the
+    # "TTE only" row (type embedding added unscaled)
+    tte_layer_scale: bool = True
     tte_layer_scale_init: float = 1e-5
     shared_layer_scale_init: float = 0.2  # §10 item 9 (code); the thesis text has no LayerScale
-    # §10 item 6: the thesis applies ITC to the final shared-block CLS only; the code also to the fc1 CLS
-    itc_on_fc1: bool = False
+    # §10 item 6: the code (every S-SMKE run, Sept 2024) averages an ITC on the fc1 CLS (pre-GELU) and one on the
+    # final CLS; the thesis text (and SHRe_T's commit b4c40d4) has the final CLS only
+    itc_on_fc1: bool = True
+    # SHRe's shared MLP (§3.3): what encode_image/encode_text return. "fc2" = h'' (768-d), the code's retrieval and
+    # zero-shot representation (``x``); "head" = h''' (1000-d), what the thesis text selects models with
+    mlp_representation: Literal["fc2", "head"] = "fc2"
     itc_init_temperature: float = 0.07
 
 
@@ -60,7 +74,7 @@ class TeacherConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     # §10 item 5: the thesis code gave the teacher its own random view (same RRC + flip, plus ColorJitter 0.4);
     # the thesis text describes one pipeline for both. False = one view for student and teacher.
-    independent_augmentation: bool = False
+    independent_augmentation: bool = True
     color_jitter: float = 0.4  # strength of the teacher view's ColorJitter (brightness/contrast/saturation)
     # smoke scale only: fit the random tiny teacher for this many steps to classify the training images' labels
     # before distilling, so that its CLS carries image information (a stand-in for a real pretrained teacher)
@@ -80,6 +94,11 @@ class LossConfig:
     # §10 item 7: the KD logit scale is a parameter the code never optimises -> fixed 1/0.07
     kd_logit_scale: float = 1.0 / 0.07
     kd_learnable_scale: bool = False
+    # contrastive KD keys on several GPUs: "gathered" = each rank's local students against the teacher targets of
+    # all ranks (B*P keys, label rank*B + i), the thesis formula and the code's KDClipLoss (CDL without bank);
+    # "local" = each rank's own B targets only, the code's KDClipMomentumMemoryBankLoss (CDL_MB, §10 item 8).
+    # A bank is appended after the keys either way. On one process both are the same.
+    kd_keys: Literal["gathered", "local"] = "gathered"
     tcmli_dim: int = 32  # width of the shared projection g of T-CMLI (§3.9)
     # §3.8: FIFO bank of past student embeddings as extra ITC negatives (0 = none; thesis 768 plain, 65,536 momentum)
     itc_memory_bank_size: int = 0
@@ -114,6 +133,10 @@ class OptimConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     scale_lr_with_devices: bool = True
+    # the code's parameter groups exempt from weight decay every parameter whose name contains "embeddings" (BERT's
+    # word, position and token-type embeddings) besides 1-D parameters, biases, positions and extra tokens;
+    # false = decay BERT's word embeddings (positions, token types, CLS, LayerScale and 1-D stay exempt)
+    no_decay_embeddings: bool = True
 
 
 @dataclass
@@ -121,7 +144,8 @@ class TrainConfig:
     epochs: int = 7
     max_steps: int = -1  # > 0 overrides epochs
     seed: int = 42
-    # bf16 mixed precision on GPU (no loss scaling); the thesis ran fp16 ("16-mixed"); CPU runs fall back to 32-true
+    # bf16 mixed precision on GPU (no loss scaling); the thesis code ran fp16 AMP: "16-mixed" (also for GPUs without
+    # bf16); CPU runs fall back to 32-true
     precision: str = "bf16-mixed"
     devices: int = 1
     accelerator: str = "auto"
@@ -156,7 +180,10 @@ class VLRecipeConfig:
             raise ValueError("the shared MLP (SHRe, §3.3) goes with loss.kd=kl and model.token_type_embeddings=none")
 
         if self.teacher.precomputed_targets and (self.teacher.independent_augmentation or self.loss.kd == "tcmli"):
-            raise ValueError("precomputed teacher targets need one view per image and CLS/logit targets (not T-CMLI)")
+            raise ValueError(
+                "precomputed teacher targets need one view per image and CLS/logit targets (not T-CMLI):"
+                " set teacher.independent_augmentation=false"
+            )
 
     @property
     def uses_teacher(self) -> bool:
@@ -164,3 +191,226 @@ class VLRecipeConfig:
 
 
 INIT_LOG_SCALE = math.log(1.0 / 0.07)
+
+
+# -- the readings of REFERENCE.md §10 -----------------------------------------------------------------------------
+Value = Any | Callable[[VLRecipeConfig], Any]
+NOT_STATED = None  # a reading whose source says nothing (or whose run's code is not in the repository)
+
+
+def _is_vl(c: VLRecipeConfig) -> bool:
+    return c.task == "vl"
+
+
+def _data2vec2_image(c: VLRecipeConfig) -> bool:
+    return c.task in ("vl", "image_kd") and c.model.image.name == "data2vec2_image"
+
+
+def _kd_is(*kinds: str) -> Callable[[VLRecipeConfig], bool]:
+    return lambda c: c.task == "vl" and c.loss.kd in kinds
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One code-vs-text disagreement as a config key (REFERENCE.md §10; ``item`` None = not listed in §10).
+
+    ``code`` / ``text``: the value that follows the thesis code / the thesis text, or a function of the
+    config for values that differ per recipe; ``NOT_STATED`` where that source says nothing.
+    """
+
+    key: str
+    item: int | None
+    code: Value
+    text: Value
+    what: str
+    applies: Callable[[VLRecipeConfig], bool] = lambda c: True
+
+    def values(self, config: VLRecipeConfig) -> tuple[Any, Any]:
+        code, text = (v(config) if callable(v) else v for v in (self.code, self.text))
+        return code, text
+
+
+def _prenet_plus_6(c: VLRecipeConfig) -> int:
+    return 8  # the Data2Vec2 base image model has 2 prenet blocks; blocks[:6] of its main blocks -> 2 + 6
+
+
+READINGS: tuple[Reading, ...] = (
+    Reading(
+        "model.image.blocks",
+        1,
+        _prenet_plus_6,
+        6,
+        "Data2Vec2 image encoder: the code's blocks[:6] = 2 prenet + 6 main (~57M); the text's 43.1M = 6 in total",
+        _data2vec2_image,
+    ),
+    Reading(
+        "loss.student_kd_layers",
+        1,
+        6,
+        0,
+        "image KD layer average: the code's 6 kept main blocks (prenet excluded); the text's L_s = all blocks",
+        lambda c: c.task == "image_kd",
+    ),
+    Reading(
+        "optim.lr",
+        2,
+        5e-4,
+        1e-4,
+        "image KD base LR: text and code config 5e-4; Table 31 1e-4",
+        lambda c: c.task == "image_kd",
+    ),
+    Reading(
+        "train.max_steps",
+        3,
+        60000,
+        1000000,
+        "text KD length: the code caps 1 epoch at 60k steps; Table 33 1M",
+        lambda c: c.task == "text_kd",
+    ),
+    Reading(
+        "optim.warmup_fraction",
+        3,
+        0.1,
+        0.01,
+        "text KD warmup: code 10%; Table 33 10k of 1M steps",
+        lambda c: c.task == "text_kd",
+    ),
+    Reading(
+        "loss.text_kd_include_embeddings",
+        4,
+        True,
+        False,
+        "text KD layer average: the code includes the embedding output; the text averages layers 1..L",
+        lambda c: c.task == "text_kd",
+    ),
+    Reading(
+        "teacher.independent_augmentation",
+        5,
+        lambda c: NOT_STATED if c.model.shared == "mlp" else True,
+        False,
+        "teacher view: the code's own random view with ColorJitter 0.4 (from 2024-09-05; the MLP SHRe runs'"
+        " committed data code has none); the text's one pipeline for both",
+        lambda c: c.task == "vl" and c.loss.kd != "none",
+    ),
+    Reading(
+        "model.itc_on_fc1",
+        6,
+        lambda c: c.recipe != "shre-t",
+        False,
+        "ITC: the code (all S-SMKE runs) averages ITC on the fc1 CLS and the final CLS; the text and SHRe_T's"
+        " commit b4c40d4 the final CLS only",
+        lambda c: c.task == "vl" and c.model.shared == "transformer",
+    ),
+    Reading(
+        "model.shared_layer_scale_init",
+        9,
+        0.2,
+        NOT_STATED,
+        "shared block LayerScale init 0.2 (code); the text has no LayerScale",
+        lambda c: c.task == "vl" and c.model.shared == "transformer",
+    ),
+    Reading(
+        "loss.kd_learnable_scale",
+        7,
+        False,
+        NOT_STATED,
+        "KD logit scale: a parameter the code never optimised (fixed 1/0.07); the text states none",
+        _kd_is("contrastive"),
+    ),
+    Reading(
+        "loss.kd_keys",
+        8,
+        lambda c: "local" if c.loss.memory_bank_size else "gathered",
+        "gathered",
+        "contrastive KD keys under DDP: the bank run's code scores local targets + bank, the no-bank code"
+        " (KDClipLoss) and the text's formula the targets gathered over GPUs",
+        _kd_is("contrastive"),
+    ),
+    Reading(
+        "teacher.final_norm",
+        8,
+        lambda c: not c.loss.memory_bank_size,
+        NOT_STATED,
+        "teacher CLS after its final LayerNorm; the bank run's code replaced that norm by identity",
+        _kd_is("contrastive", "mse"),
+    ),
+    Reading(
+        "optim.scale_lr_with_devices",
+        10,
+        True,
+        False,
+        "LR = base LR x #GPUs (code: base_lr x batch x GPUs / 256); the text's tables list the base LR",
+        lambda c: c.train.devices > 1,
+    ),
+    Reading(
+        "model.mlp_representation",
+        None,
+        "fc2",
+        "head",
+        "SHRe MLP retrieval/zero-shot representation: the code's normalised fc2 output h'' (768-d); the text's"
+        " h''' (1000-d)",
+        lambda c: c.task == "vl" and c.model.shared == "mlp",
+    ),
+    Reading(
+        "optim.no_decay_embeddings",
+        None,
+        True,
+        lambda c: True if c.task == "text_kd" else NOT_STATED,
+        "no weight decay on parameters named *embeddings* (BERT word/position/type) as the code's groups",
+        lambda c: c.task in ("vl", "text_kd"),
+    ),
+    Reading(
+        "train.precision",
+        None,
+        "16-mixed",
+        "16-mixed",
+        "the thesis trained with fp16 AMP (16-mixed); bf16-mixed is used where the GPU has bf16 (no loss scaling)",
+    ),
+)
+
+
+def get_key(config: Any, key: str) -> Any:
+    """The value of a dotted config key (``model.image.blocks``)."""
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def reading_in_force(reading: Reading, config: VLRecipeConfig) -> str:
+    """'code', 'thesis text', 'code = thesis text' or 'other' for this config's value of ``reading.key``."""
+    value = get_key(config, reading.key)
+    code, text = reading.values(config)
+    is_code, is_text = code is not NOT_STATED and value == code, text is not NOT_STATED and value == text
+    if is_code and is_text:
+        return "code = thesis text"
+    return "code" if is_code else "thesis text" if is_text else "other"
+
+
+def fmt_value(value: Any) -> str:
+    if value is NOT_STATED:
+        return "not stated"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def readings_block(config: VLRecipeConfig) -> list[str]:
+    """The §10 lines of a recipe header: per applicable reading, which one is in force and how to get the other."""
+    lines = []
+    for r in READINGS:
+        if not r.applies(config):
+            continue
+        value = get_key(config, r.key)
+        code, text = r.values(config)
+        item = f"item {r.item}" if r.item is not None else "not in §10"
+        alt = [
+            f"code {r.key}={fmt_value(code)}" if code is not NOT_STATED and value != code else "",
+            f"text {r.key}={fmt_value(text)}" if text is not NOT_STATED and value != text else "",
+        ]
+        alt_s = "; ".join(a for a in alt if a)
+        lines.append(
+            f"{item}: {r.key}={fmt_value(value)} [{reading_in_force(r, config)}]"
+            + (f" (else {alt_s})" if alt_s else "")
+        )
+        lines.append(f"  {r.what}")
+    return lines

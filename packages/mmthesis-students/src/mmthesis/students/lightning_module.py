@@ -27,7 +27,7 @@ from torch import nn
 from mmthesis.core.errors import MMThesisError
 from mmthesis.data.batch import Batch
 from mmthesis.students.config import VLRecipeConfig
-from mmthesis.students.distributed import global_clip_contrastive_loss
+from mmthesis.students.distributed import gather_with_grad, global_clip_contrastive_loss, world_info
 from mmthesis.students.losses import (
     clip_contrastive_loss_with_bank,
     contrastive_distillation_loss,
@@ -44,6 +44,20 @@ from mmthesis.teachers import TeacherModule, TeacherOutput, get_spec, load_teach
 
 CNN_TEACHERS = ("resnet50_a1", "efficientnet_lite0")  # fixed input handling, no patch grid
 NO_DECAY_NAME_PARTS = ("cls_token", "pos_embed", "extra_tokens", "position", "token_type", "log_scale", "gamma")
+# the thesis code's parameter groups exempt every name containing "embeddings" (BERT's word embeddings among them)
+NO_DECAY_EMBEDDINGS = "embeddings"
+
+
+def decays(name: str, param: torch.Tensor, no_decay_embeddings: bool = True) -> bool:
+    """Whether AdamW decays this trainable parameter (weight decay groups of the thesis code).
+
+    Exempt: 1-D parameters, biases, positions, CLS / extra tokens, token types, logit scales, LayerScale
+    gammas and, with ``optim.no_decay_embeddings`` (the code's rule ``'embeddings' in name``), every
+    parameter named *embeddings* (BERT's word, position and token-type tables).
+    """
+    if param.ndim <= 1 or name.endswith(".bias") or any(part in name for part in NO_DECAY_NAME_PARTS):
+        return False
+    return not (no_decay_embeddings and NO_DECAY_EMBEDDINGS in name)
 
 
 class NonFiniteLossError(MMThesisError):
@@ -79,16 +93,13 @@ class TrainingModule(L.LightningModule):
         return self
 
     def configure_optimizers(self):  # type: ignore[override]
-        """AdamW (no decay on 1-D parameters, biases, positions, extra tokens) + cosine with linear warmup."""
+        """AdamW (weight decay as ``decays``) + cosine with linear warmup."""
         o = self.config.optim
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad or name.startswith("teacher."):
                 continue
-            if p.ndim <= 1 or name.endswith(".bias") or any(part in name for part in NO_DECAY_NAME_PARTS):
-                no_decay.append(p)
-            else:
-                decay.append(p)
+            (decay if decays(name, p, o.no_decay_embeddings) else no_decay).append(p)
         world = self.trainer.world_size if o.scale_lr_with_devices else 1
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -212,19 +223,26 @@ class VLDistillationModule(TrainingModule):
             return tcmli_distillation_loss(img_patches, target, txt_proj, self.tcmli_proj(target), valid)
         scale = self.kd_log_scale.exp()
         bank = self.bank.bank if self.bank is not None else None
+        offset = 0
+        if self.config.loss.kd_keys == "gathered":
+            # every rank's targets as keys (the thesis formula, the code's KDClipLoss); this rank's at rank * B
+            rank, _ = world_info()
+            offset = rank * target.shape[0]
+            target = gather_with_grad(target.detach())
         return 0.5 * (
-            contrastive_distillation_loss(txt.kd.float(), target, scale, bank)
-            + contrastive_distillation_loss(img.kd.float(), target, scale, bank)
+            contrastive_distillation_loss(txt.kd.float(), target, scale, bank, offset)
+            + contrastive_distillation_loss(img.kd.float(), target, scale, bank, offset)
         )
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-rank losses. ITC is over the global batch (features all-gathered with gradient, §3.4), so
         DDP's gradient average is the exact global-batch gradient (see ``students.distributed``); with
-        ITC banks each rank scores its local batch against the banks (the thesis ran them on one GPU).
+        ITC banks each rank scores its local batch against the banks.
 
-        Contrastive KD keeps the thesis code's reading (§10 item 8, the default): each rank scores its
-        *local* student vectors against its local teacher targets + the bank; the bank is then filled
-        with the all-gathered targets in ``training_step``. On one process both readings coincide.
+        Contrastive KD (``loss.kd_keys``): "gathered" scores each rank's local student vectors against the
+        teacher targets of all ranks (CDL: the thesis formula and the code's KDClipLoss); "local" against
+        its own targets + the bank, as the code's CDL_MB run (§10 item 8). The bank is filled with the
+        all-gathered targets in ``training_step``. On one process both readings coincide.
         """
         keys, loss_kind = None, self.config.loss.kd
         if self.momentum_student is not None:

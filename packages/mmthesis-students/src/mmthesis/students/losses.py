@@ -33,19 +33,22 @@ def contrastive_distillation_loss(
     teacher: torch.Tensor,
     scale: torch.Tensor | float,
     bank: torch.Tensor | None = None,
+    label_offset: int = 0,
 ) -> torch.Tensor:
     """One direction of contrastive distillation (CDL), REFERENCE.md §3.10.
 
-    L = (1/B) sum_i -log softmax_row(scale * delta(S) delta([T; V])^T)_{i,i}:
-    each student vector must find its own teacher target among the batch's
-    targets T (B x D) and the memory-bank entries V (G x D, may be None).
-    Only the row direction (student queries against teacher keys) is used.
+    L = (1/B) sum_i -log softmax_row(scale * delta(S) delta([T; V])^T)_{i,i+o}:
+    each of the B student vectors S must find its own teacher target among the
+    targets T (K x D: the local batch, or the targets gathered over ranks, in
+    which the local ones start at row o = ``label_offset`` = rank * B) and the
+    memory-bank entries V (G x D, may be None). Only the row direction (student
+    queries against teacher keys) is used.
     """
     keys = F.normalize(teacher, dim=-1)
     if bank is not None and bank.numel():
         keys = torch.cat([keys, F.normalize(bank, dim=-1).to(keys.dtype)], dim=0)
     logits = scale * F.normalize(student, dim=-1) @ keys.t()
-    targets = torch.arange(student.shape[0], device=student.device)
+    targets = torch.arange(student.shape[0], device=student.device) + label_offset
     return F.cross_entropy(logits, targets)
 
 

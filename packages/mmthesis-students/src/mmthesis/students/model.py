@@ -7,7 +7,8 @@ text encoder   = the first layers of BERT-base uncased (``crop``)
 token types    = ``none`` | ``before`` (a learned vector per modality added to every
                  token with the positional encoding, before the encoders: §3.7
                  variant A) | ``after`` (added to each encoder's output, scaled by a
-                 LayerScale shared by both modalities: variant B, kept)
+                 LayerScale shared by both modalities: variant B, kept; without
+                 the LayerScale with ``tte_layer_scale=false``, Table 20's "TTE only")
 shared encoder = ``transformer``: one randomly initialised pre-LN Transformer block,
                  applied to each modality's sequence separately (timm's BEiT
                  ``Block``: q/v-only biases, LayerScale, LN eps 1e-6 — the thesis
@@ -15,10 +16,10 @@ shared encoder = ``transformer``: one randomly initialised pre-LN Transformer bl
                  CLS (regression head for feature KD, 1000-way head for KL);
                  ``mlp``: SHRe's 3-layer MLP on each encoder's CLS (§3.3).
 
-Representations for retrieval and zero-shot are the L2-normalised ``cls`` of
-``StudentOutput`` (the shared block's CLS; for the MLP the last layer h''',
-the representation the thesis selected models with), exposed as
-``encode_image`` / ``encode_text``.
+Representations for retrieval and zero-shot (``encode_image`` / ``encode_text``)
+are L2-normalised: the shared block's CLS (``StudentOutput.cls``); for SHRe's MLP
+the fc2 output h'' (768-d), as the thesis code's retrieval and zero-shot used
+(``model.mlp_representation=fc2``), or h''' (1000-d, ``head``), the thesis text's.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ IMAGE_TYPE, TEXT_TYPE = 1, 0  # thesis code: nn.Embedding(2, D), index 1 = image
 
 @dataclass
 class StudentOutput:
-    cls: torch.Tensor  # (B, D') the representation used for retrieval, not normalised
+    cls: torch.Tensor  # (B, D') shared-block CLS (MLP: h''', the KD logits), not normalised
     fc1_cls: torch.Tensor | None  # (B, 4D) CLS of the shared fc1 pre-activation (§10 item 6; SHRe's h')
     kd: torch.Tensor | None  # (B, D_head) head output: regression target space or class logits
     tokens: torch.Tensor | None = None  # (B, N, D) shared-block output sequence (T-CMLI)
@@ -101,7 +102,7 @@ class SSMKE(nn.Module):
         self.token_type = nn.Embedding(2, dim) if config.token_type_embeddings != "none" else None
         self.tte_scale = (
             LayerScale(dim, init_values=config.tte_layer_scale_init)
-            if config.token_type_embeddings == "after"
+            if config.token_type_embeddings == "after" and config.tte_layer_scale
             else None
         )
         if config.shared == "mlp":
@@ -162,8 +163,11 @@ class SSMKE(nn.Module):
         if isinstance(self.shared, SharedMLP):
             h1, h2, h3 = self.shared(tokens[:, 0])
             return StudentOutput(cls=h3, fc1_cls=h1, kd=h3, mid=h2)
-        if self.tte_scale is not None:
-            tokens = tokens + self.tte_scale(self.token_type.weight[type_id]).to(tokens.dtype)
+        if self.config.token_type_embeddings == "after":
+            type_vector = self.token_type.weight[type_id]
+            if self.tte_scale is not None:
+                type_vector = self.tte_scale(type_vector)
+            tokens = tokens + type_vector.to(tokens.dtype)
         bias = None
         if padding_mask is not None:
             # additive key-padding mask, broadcast over heads and queries
@@ -188,10 +192,16 @@ class SSMKE(nn.Module):
         return self._shared(hidden, TEXT_TYPE, padding_mask, self.config.itc_on_fc1)
 
     # -- the model interface of DESIGN.md ---------------------------------------------------------
+    def representation(self, out: StudentOutput) -> torch.Tensor:
+        """The retrieval / zero-shot vector of a forward (not normalised): shared CLS, or h'' / h''' of the MLP."""
+        if isinstance(self.shared, SharedMLP) and self.config.mlp_representation == "fc2":
+            return out.mid
+        return out.cls
+
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.forward_image(images).cls.float(), dim=-1)
+        return F.normalize(self.representation(self.forward_image(images)).float(), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, text_ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.forward_text(text_ids, padding_mask).cls.float(), dim=-1)
+        return F.normalize(self.representation(self.forward_text(text_ids, padding_mask)).float(), dim=-1)

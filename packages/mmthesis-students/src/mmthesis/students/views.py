@@ -3,8 +3,9 @@
 The thesis text describes one augmentation pipeline (RandomResizedCrop [0.9, 1]
 + flip) whose output both student and teacher see; the thesis code instead drew
 an independent view for the teacher, with the same crop and flip plus
-ColorJitter 0.4. The default follows the text (one view); this wrapper gives the
-code's reading: ``TwoViewBatch.teacher_image`` is the teacher's view.
+ColorJitter 0.4. The default follows the code (``teacher.independent_augmentation``
+true): this wrapper gives ``TwoViewBatch.teacher_image``, the teacher's view; false
+= the text's one view.
 """
 
 from __future__ import annotations

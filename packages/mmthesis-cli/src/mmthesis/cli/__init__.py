@@ -7,7 +7,4 @@ _EXPORTS = {
     "main": "mmthesis.cli.app",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = [
-    "app",
-    "main",
-]
+__all__ = sorted(_EXPORTS)

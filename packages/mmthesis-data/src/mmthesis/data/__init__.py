@@ -31,26 +31,4 @@ _EXPORTS = {
     "count_training_examples": "mmthesis.data.counts",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = [
-    "Batch",
-    "DatasetSpec",
-    "ImageTextPairs",
-    "Manifest",
-    "RetrievalSplit",
-    "Tokenizer",
-    "bert_wordpiece",
-    "count_training_examples",
-    "dataset_dir",
-    "dataset_names",
-    "eval_transform",
-    "get_dataset",
-    "iter_split",
-    "load_dataset_tokenizer",
-    "load_retrieval_split",
-    "prepare_command",
-    "prepared_name",
-    "read_manifest",
-    "train_transform",
-    "train_wordpiece",
-    "verify",
-]
+__all__ = sorted(_EXPORTS)

@@ -15,15 +15,4 @@ _EXPORTS = {
     "get_task": "mmthesis.eval.task_registry",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-__all__ = [
-    "HarnessConfig",
-    "ImageTextModel",
-    "LoadedModel",
-    "ResolvedTask",
-    "TaskSpec",
-    "all_tasks",
-    "evaluate",
-    "get_task",
-    "headline",
-    "load_model",
-]
+__all__ = sorted(_EXPORTS)

@@ -159,3 +159,16 @@ def test_ddp_gathered_contrastive_kd_equals_single_process_and_local_does_not(tw
     assert any(k.startswith("student.kd_head") for k in grads)
     local_loss, _ = two_rank_results["cdl"]["local"]  # B students against the B local targets: fewer negatives
     assert local_loss < loss - 1e-4
+
+
+def test_training_precision_falls_back_to_fp16_without_bf16(monkeypatch):
+    import torch
+
+    from mmthesis.students.train import training_precision
+
+    assert training_precision("bf16-mixed", on_cpu=True) == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert training_precision("bf16-mixed", on_cpu=False) == "16-mixed"
+    assert training_precision("16-mixed", on_cpu=False) == "16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert training_precision("bf16-mixed", on_cpu=False) == "bf16-mixed"

@@ -144,8 +144,8 @@ class TrainConfig:
     epochs: int = 7
     max_steps: int = -1  # > 0 overrides epochs
     seed: int = 42
-    # bf16 mixed precision on GPU (no loss scaling); the thesis code ran fp16 AMP: "16-mixed" (also for GPUs without
-    # bf16); CPU runs fall back to 32-true
+    # bf16 mixed precision on GPU (no loss scaling); the thesis code ran fp16 AMP: "16-mixed". A GPU without bf16
+    # falls back to 16-mixed by itself (train.training_precision); CPU runs use 32-true
     precision: str = "bf16-mixed"
     devices: int = 1
     accelerator: str = "auto"

@@ -174,7 +174,7 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     trainer = L.Trainer(
         accelerator="cpu" if on_cpu else t.accelerator,
         devices=t.devices if not on_cpu else 1,
-        precision="32-true" if on_cpu else t.precision,
+        precision=training_precision(t.precision, on_cpu),
         max_epochs=t.epochs,
         max_steps=t.max_steps,
         log_every_n_steps=t.log_every_n_steps,
@@ -199,6 +199,17 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         if config.model.size == "tiny":
             recorder.result.notes.append(smoke_note(config))
     return recorder.result
+
+
+def training_precision(requested: str, on_cpu: bool) -> str:
+    """The Lightning precision a run uses: fp32 on CPU; ``bf16-mixed`` falls back to fp16 AMP (``16-mixed``, what
+    the thesis ran) on GPUs without bf16, with a note; anything else as requested."""
+    if on_cpu:
+        return "32-true"
+    if requested == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        console.print("[yellow]this GPU has no bf16:[/] training with fp16 AMP (16-mixed), as the thesis did")
+        return "16-mixed"
+    return requested
 
 
 def precompute_recipe_targets(config: VLRecipeConfig, scale: str, out: Path) -> Path:

@@ -137,3 +137,19 @@ def test_tcmli_loss_matches_hand_computation():
 def test_kl_is_zero_for_equal_distributions_and_shift_invariant():
     logits = torch.tensor([[0.3, -1.0, 2.0]])
     assert kl_distillation_loss(logits, logits + 5.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_kd_names_resolve_through_one_table_with_suggestions():
+    from typing import get_args
+
+    from mmthesis.core.errors import ConfigError, UnknownNameError
+    from mmthesis.students.config import KDKind
+    from mmthesis.students.lightning_module import KD_LOSSES, KD_TARGETS, distillation_target
+    from mmthesis.students.recipes import load_recipe
+
+    # every selectable name has its function (and its target), and nothing else is selectable
+    assert set(get_args(KDKind)) == set(KD_LOSSES) | {"none"} and set(KD_TARGETS) == set(KD_LOSSES)
+    with pytest.raises(ConfigError, match=r"loss.kd.*got 'contrastiv' \(did you mean 'contrastive'\?\)"):
+        load_recipe("s-smke-cdl", "smoke", ["loss.kd=contrastiv"])
+    with pytest.raises(UnknownNameError, match="unknown loss.kd 'mes', did you mean mse"):
+        distillation_target(None, "mes", True)

@@ -11,6 +11,7 @@ allowed keys.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -45,7 +46,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         if value in get_args(tp):
             return value
-        raise ConfigError(f"config key {key!r} must be one of {_type_name(tp)}, got {value!r}")
+        close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"config key {key!r} must be one of {_type_name(tp)}, got {value!r}{hint}")
     if origin in (Union, types.UnionType):
         for arm in get_args(tp):
             try:

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import lightning as L
 import torch
 from torch import nn
 
 from mmthesis.core.errors import MMThesisError
+from mmthesis.core.registry import lookup
 from mmthesis.data.batch import Batch
 from mmthesis.students.config import VLRecipeConfig
 from mmthesis.students.distributed import gather_with_grad, global_clip_contrastive_loss, world_info
@@ -200,39 +202,7 @@ class VLDistillationModule(TrainingModule):
     def _kd(
         self, img: StudentOutput, txt: StudentOutput, target: torch.Tensor, padding_mask: torch.Tensor
     ) -> torch.Tensor:
-        kind = self.config.loss.kd
-        if kind == "kl":
-            return 0.5 * (kl_distillation_loss(img.kd.float(), target) + kl_distillation_loss(txt.kd.float(), target))
-        if kind == "mse":
-            return 0.5 * (mse_distillation_loss(img.kd.float(), target) + mse_distillation_loss(txt.kd.float(), target))
-        if kind == "tcmli":
-            # the regression head maps the student's tokens into the teacher's space (identity-sized at base)
-            head = self.student.kd_head
-            img_patches = head(img.tokens[:, 1:])
-            if img_patches.shape[1] != target.shape[1]:
-                raise MMThesisError(
-                    f"T-CMLI needs the student's patch grid ({img_patches.shape[1]}) to equal the teacher's ({target.shape[1]})",
-                    "use the same img_size and patch_size for student and teacher",
-                )
-            valid = ~padding_mask
-            sep = valid.sum(1) - 1  # [CLS] t_1 .. t_n [SEP] [PAD]...
-            valid = valid.clone()
-            valid[:, 0] = False
-            valid[torch.arange(valid.shape[0], device=valid.device), sep] = False
-            txt_proj = self.tcmli_proj(head(txt.tokens))
-            return tcmli_distillation_loss(img_patches, target, txt_proj, self.tcmli_proj(target), valid)
-        scale = self.kd_log_scale.exp()
-        bank = self.bank.bank if self.bank is not None else None
-        offset = 0
-        if self.config.loss.kd_keys == "gathered":
-            # every rank's targets as keys (the thesis formula, the code's KDClipLoss); this rank's at rank * B
-            rank, _ = world_info()
-            offset = rank * target.shape[0]
-            target = gather_with_grad(target.detach())
-        return 0.5 * (
-            contrastive_distillation_loss(txt.kd.float(), target, scale, bank, offset)
-            + contrastive_distillation_loss(img.kd.float(), target, scale, bank, offset)
-        )
+        return lookup(KD_LOSSES, "loss.kd", self.config.loss.kd)(self, img, txt, target, padding_mask)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-rank losses. ITC is over the global batch (features all-gathered with gradient, §3.4), so
@@ -298,14 +268,74 @@ def momentum_update(target: nn.Module, source: nn.Module, m: float) -> None:
         pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
 
 
-def distillation_target(out: TeacherOutput, kd: str, final_norm: bool) -> torch.Tensor:
-    """What the student distils: class logits (kl), patch tokens (tcmli) or the CLS (mse, contrastive).
+# -- distillation losses by ``loss.kd`` (image and text halves averaged, §3.3-§3.10) --------------------------
+KDLoss = Callable[["VLDistillationModule", StudentOutput, StudentOutput, torch.Tensor, torch.Tensor], torch.Tensor]
 
-    The CLS is taken after the teacher's final norm (``final_norm``) or before it, as the CDL_MB run
-    used BEiTv2's pre-norm last-layer CLS (§10 item 8).
-    """
-    if kd == "kl":
-        return out.logits
-    if kd == "tcmli":
-        return out.last_hidden_state[:, 1:]
+
+def kl_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> torch.Tensor:
+    """KL to a supervised teacher's class distribution (SHRe §3.3, BEiTv2-FT §3.11)."""
+    return 0.5 * (kl_distillation_loss(img.kd.float(), target) + kl_distillation_loss(txt.kd.float(), target))
+
+
+def mse_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> torch.Tensor:
+    """Feature regression of the teacher's CLS (S-SMKE §3.6)."""
+    return 0.5 * (mse_distillation_loss(img.kd.float(), target) + mse_distillation_loss(txt.kd.float(), target))
+
+
+def tcmli_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> torch.Tensor:
+    """Target cross-modal late interaction on the teacher's patch tokens (§3.9)."""
+    # the regression head maps the student's tokens into the teacher's space (identity-sized at base)
+    head = module.student.kd_head
+    img_patches = head(img.tokens[:, 1:])
+    if img_patches.shape[1] != target.shape[1]:
+        raise MMThesisError(
+            f"T-CMLI needs the student's patch grid ({img_patches.shape[1]}) to equal the teacher's ({target.shape[1]})",
+            "use the same img_size and patch_size for student and teacher",
+        )
+    valid = ~padding_mask
+    sep = valid.sum(1) - 1  # [CLS] t_1 .. t_n [SEP] [PAD]...
+    valid = valid.clone()
+    valid[:, 0] = False
+    valid[torch.arange(valid.shape[0], device=valid.device), sep] = False
+    txt_proj = module.tcmli_proj(head(txt.tokens))
+    return tcmli_distillation_loss(img_patches, target, txt_proj, module.tcmli_proj(target), valid)
+
+
+def contrastive_kd(
+    module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask
+) -> torch.Tensor:
+    """Contrastive distillation against the teacher's CLS, with or without the teacher bank (CDL / CDL_MB §3.10)."""
+    scale = module.kd_log_scale.exp()
+    bank = module.bank.bank if module.bank is not None else None
+    offset = 0
+    if module.config.loss.kd_keys == "gathered":
+        # every rank's targets as keys (the thesis formula, the code's KDClipLoss); this rank's at rank * B
+        rank, _ = world_info()
+        offset = rank * target.shape[0]
+        target = gather_with_grad(target.detach())
+    return 0.5 * (
+        contrastive_distillation_loss(txt.kd.float(), target, scale, bank, offset)
+        + contrastive_distillation_loss(img.kd.float(), target, scale, bank, offset)
+    )
+
+
+# ``loss.kd`` -> its loss ("none" = ITC only: no teacher, no KD term); ``KDKind`` in config.py lists the same names
+KD_LOSSES: dict[str, KDLoss] = {"kl": kl_kd, "mse": mse_kd, "tcmli": tcmli_kd, "contrastive": contrastive_kd}
+# ``loss.kd`` -> what the student distils from the teacher's output
+KD_TARGETS: dict[str, Callable[[TeacherOutput, bool], torch.Tensor]] = {
+    "kl": lambda out, final_norm: out.logits,  # class logits
+    "tcmli": lambda out, final_norm: out.last_hidden_state[:, 1:],  # patch tokens
+    "mse": lambda out, final_norm: teacher_cls(out, final_norm),
+    "contrastive": lambda out, final_norm: teacher_cls(out, final_norm),
+}
+
+
+def teacher_cls(out: TeacherOutput, final_norm: bool) -> torch.Tensor:
+    """The teacher's CLS after its final norm (``final_norm``) or before it, as the CDL_MB run used BEiTv2's
+    pre-norm last-layer CLS (§10 item 8)."""
     return out.cls if final_norm else out.hidden_states[-1][:, 0]
+
+
+def distillation_target(out: TeacherOutput, kd: str, final_norm: bool) -> torch.Tensor:
+    """What the student distils under ``loss.kd`` (``KD_TARGETS``)."""
+    return lookup(KD_TARGETS, "loss.kd", kd)(out, final_norm)

@@ -101,11 +101,16 @@ def test_image_kd_run_linear_probe_and_finetune(fast_tasks):
 
 
 def test_image_kd_run_text_task_fails_in_one_line(fast_tasks):
+    from mmthesis.core.paths import runs_root
+
+    before = set(runs_root().glob("eval-*/*/result.json"))
     out = CliRunner().invoke(
         app, ["eval", "retrieval-shapes", "--model", "run:distil-data2vec2-smoke", "--scale", "smoke"]
     )
     assert out.exit_code != 0 and "run:distil-data2vec2-smoke has no text" in out.output
     assert "Traceback" not in out.output
+    # checked before anything runs: no evaluation record (no failed result.json) is left behind
+    assert set(runs_root().glob("eval-*/*/result.json")) == before
 
 
 @pytest.mark.smoke

@@ -122,7 +122,7 @@ def _num_blocks(backbone: nn.Module) -> int:
     return int(getattr(backbone, "num_blocks", None) or len(backbone.blocks))
 
 
-@register("finetune")
+@register("finetune", needs=("image_backbone",))
 def run_finetune(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
     from timm.loss import SoftTargetCrossEntropy

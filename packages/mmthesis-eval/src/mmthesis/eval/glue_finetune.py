@@ -164,7 +164,7 @@ def _rows(folder: Path, task: str, split: str):
     return [r["sentence1"] for r in rows], [r.get("sentence2") for r in rows], [r["label"] for r in rows]
 
 
-@register("glue")
+@register("glue", needs=("text_backbone",))
 def run_glue(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     from transformers import get_polynomial_decay_schedule_with_warmup
 

@@ -56,11 +56,14 @@ def evaluate(
 
     ``num_workers`` only changes speed (image decoding), never results, so it is not part of the config.
     """
-    from mmthesis.eval.protocols import runner
+    from mmthesis.eval.protocols import model_needs, runner
 
     tasks = resolve_tasks(task_names, scale)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
     ctx = EvalContext(loaded, scale=scale, show_progress=show_progress, num_workers=num_workers)
+    for t in tasks:  # a task the model cannot serve fails here, before anything is written
+        for what in model_needs(t):
+            loaded.require(what)
     datasets = {}
     for t in tasks:  # fail up front (with the prepare command) before spending time on the first task
         for name in (t.dataset,):

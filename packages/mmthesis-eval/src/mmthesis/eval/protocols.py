@@ -44,14 +44,26 @@ class TaskOutput:
 
 Runner = Callable[[EvalContext, ResolvedTask], TaskOutput]
 RUNNERS: dict[str, Runner] = {}
+# what each protocol needs of a model (``LoadedModel.require``): checked for every task before anything runs or is
+# written, so a task the model cannot serve fails in one line and leaves no result.json behind
+NEEDS: dict[str, Callable[[ResolvedTask], tuple[str, ...]]] = {}
 
 
-def register(protocol: str) -> Callable[[Runner], Runner]:
+def register(
+    protocol: str, needs: tuple[str, ...] | Callable[[ResolvedTask], tuple[str, ...]] = ()
+) -> Callable[[Runner], Runner]:
     def wrap(fn: Runner) -> Runner:
         RUNNERS[protocol] = fn
+        NEEDS[protocol] = needs if callable(needs) else (lambda task: needs)
         return fn
 
     return wrap
+
+
+def model_needs(task: ResolvedTask) -> tuple[str, ...]:
+    """What ``task`` needs of the model (image, text, image_backbone, text_backbone)."""
+    runner(task.protocol)  # registers every protocol
+    return NEEDS[task.protocol](task)
 
 
 def params_of(cls: type, task: ResolvedTask):
@@ -75,7 +87,7 @@ def retrieval_metrics(
     return data, i2t, t2i, recall_from_ranks(i2t, t2i, ks)
 
 
-@register("retrieval")
+@register("retrieval", needs=("image", "text"))
 def run_retrieval(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     p = params_of(RetrievalParams, task)
     image_emb = ctx.image_embeddings(task.dataset, task.split)
@@ -137,7 +149,7 @@ def zero_shot_scores(ctx, task, p, image_emb, names, templates, labels, text_cor
     return rank, {f"top{k}": 100.0 * int((rank < k).sum()) / len(rank) for k in ks}
 
 
-@register("zero-shot")
+@register("zero-shot", needs=("image", "text"))
 def run_zero_shot(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     p = params_of(ZeroShotParams, task)
     images, names, templates = zero_shot_setup(ctx, task, p)
@@ -168,7 +180,12 @@ class LinearProbeParams:
         lookup(FEATURE_KINDS, "linear-probe feature kind", self.feature)
 
 
-@register("linear-probe")
+def _linear_probe_needs(task: ResolvedTask) -> tuple[str, ...]:
+    patch_mean = task.params.get("feature", LinearProbeParams.feature) == "patch-mean"
+    return ("image", "image_backbone") if patch_mean else ("image",)
+
+
+@register("linear-probe", needs=_linear_probe_needs)
 def run_linear_probe(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     from mmthesis.eval.features import cached_features, image_feature_fn
 
@@ -214,7 +231,7 @@ class AnalysisParams:
     pass
 
 
-@register("analysis")
+@register("analysis", needs=("image", "text"))
 def run_analysis(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     params_of(AnalysisParams, task)
     data = ctx.retrieval_split(task.dataset, task.split)

@@ -82,7 +82,7 @@ BASES: dict[str, tuple[Callable[[EvalContext, ResolvedTask, RobustnessParams], V
 }
 
 
-@register("robustness")
+@register("robustness", needs=("image", "text"))
 def run_robustness(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     p = params_of(RobustnessParams, task)
     build_value, value_name = BASES[p.base]

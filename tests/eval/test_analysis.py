@@ -94,8 +94,9 @@ def tiny_run(tmp_path_factory):
     from mmthesis.core.paths import data_root
     from mmthesis.core.results import run_dir
     from mmthesis.data.registry import PrepareRequest, get_dataset
+    from mmthesis.students.artifact import run_name
     from mmthesis.students.recipes import load_recipe
-    from mmthesis.students.train import run_name, train_recipe
+    from mmthesis.students.train import train_recipe
 
     home = tmp_path_factory.mktemp("eval_smoke_home")
     mp = pytest.MonkeyPatch()

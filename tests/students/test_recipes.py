@@ -22,8 +22,9 @@ import pytest
 
 from mmthesis.core.config import config_hash
 from mmthesis.core.results import run_dir
+from mmthesis.students.artifact import LOSSES, WEIGHTS, run_name
 from mmthesis.students.recipes import load_recipe, recipe_header, recipe_names
-from mmthesis.students.train import LOSSES, WEIGHTS, run_name, train_recipe
+from mmthesis.students.train import train_recipe
 
 PINNED = Path(__file__).with_name("pinned_smoke_losses.json")
 STEPS = 3

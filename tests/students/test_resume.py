@@ -22,10 +22,11 @@ import torch
 
 from mmthesis.core.paths import data_root
 from mmthesis.data.registry import PrepareRequest, get_dataset
+from mmthesis.students.artifact import LOSSES
 from mmthesis.students.distributed import ResumableDataLoader, ResumableSampler, SeededSamples
 from mmthesis.students.lightning_module import NonFiniteLossError, VLDistillationModule
 from mmthesis.students.recipes import load_recipe
-from mmthesis.students.train import LOSSES, train_recipe
+from mmthesis.students.train import train_recipe
 
 OVERRIDES = [
     "data.train=[shapes]",

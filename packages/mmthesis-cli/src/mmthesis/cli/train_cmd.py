@@ -77,8 +77,9 @@ def run(
     Example: mmthesis train run s-smke-cdl-mb --scale smoke train.max_steps=50
     """
     from mmthesis.core.config import config_hash
+    from mmthesis.students.artifact import run_name
     from mmthesis.students.recipes import load_recipe
-    from mmthesis.students.train import run_name, train_recipe
+    from mmthesis.students.train import train_recipe
 
     config = load_recipe(recipe, scale, overrides or [])
     result = train_recipe(config, scale, force=force)

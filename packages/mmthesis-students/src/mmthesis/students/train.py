@@ -27,7 +27,7 @@ from mmthesis.data.manifest import iter_split
 from mmthesis.data.registry import check_data, prepared
 from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, train_wordpiece
 from mmthesis.data.transforms import train_transform
-from mmthesis.students.artifact import CONFIG, LOSSES, TOKENIZER, WEIGHTS, run_name, write_artifact
+from mmthesis.students.artifact import LOSSES, run_name, write_artifact
 from mmthesis.students.callbacks import LossHistory, ResumeDataOrder, RNGState, Throughput
 from mmthesis.students.checkpointing import enable_gradient_checkpointing
 from mmthesis.students.config import VLRecipeConfig
@@ -40,19 +40,12 @@ from mmthesis.students.unimodal_data import ImageSplit, TextBlocks
 from mmthesis.students.unimodal_module import UnimodalDistillationModule
 from mmthesis.students.views import TwoViews, teacher_transform
 
-# the run folder's layout is mmthesis.students.artifact's; re-exported for existing callers
+# the run folder's layout lives in mmthesis.students.artifact only; this module trains
 __all__ = [
-    "CONFIG",
-    "LOSSES",
-    "TOKENIZER",
-    "WEIGHTS",
     "build_module",
     "build_tokenizer",
     "build_training_data",
-    "check_data",
     "precompute_recipe_targets",
-    "prepared",
-    "run_name",
     "smoke_note",
     "train_recipe",
 ]

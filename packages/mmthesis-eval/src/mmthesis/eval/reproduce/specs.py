@@ -1,83 +1,72 @@
-"""Reproduction specs: typed views of ``reproductions/table-N.yaml``."""
+"""Reproduction specs: ``reproductions/table-N.yaml`` and the kinds that build them.
+
+Every spec has the same header (table number, label, title, section, kind,
+scales); the rest is the kind's own schema. A kind is a small module under
+``mmthesis.eval.reproduce.kinds`` that registers its spec dataclass, a
+``build`` function (compute + render) and optionally a ``plan`` function (what
+``--dry-run`` lists). ``KIND_MODULES`` is the one list of them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from mmthesis.core.config import from_dict, read_yaml
-from mmthesis.core.errors import DataMissingError
+from mmthesis.core.errors import ConfigError, DataMissingError
 from mmthesis.core.paths import repo_root
-from mmthesis.core.registry import unknown_name
+from mmthesis.core.registry import Registry, unknown_name
+
+# What a table is, as `mmthesis reproduce list` and the index show it.
+Category = Literal["results", "derived", "time-cost", "quoted", "data"]
+
+KIND_MODULES = ("inventory", "vl_summary", "results")
 
 
 @dataclass
-class Published:
-    value: float
-    display: str
+class SpecHeader:
+    """Fields every spec has; a kind's spec dataclass extends this."""
 
-
-@dataclass
-class InventoryRow:
-    name: str
-    published: Published
-    dataset: str | None = None
-    sum_of: list[str] = field(default_factory=list)
-    note: str = ""
-
-
-@dataclass
-class VLSummaryRow:
-    """A Table 4 row: published columns (None = not given) of one dataset, or the total of ``sum_of``."""
-
-    name: str
-    published: dict[str, float | None]
-    dataset: str | None = None
-    sum_of: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RetrievalDataset:
-    """A column group: the thesis's dataset (``name``, ``key`` of the published values) and the eval task
-    that measures it; the task's own ``scales`` block picks the data at each scale (a stand-in at smoke)."""
-
-    name: str
-    key: str
-    task: str
-
-
-@dataclass
-class RetrievalRow:
-    name: str
-    published: dict[str, list[float | None]]
-    recipe: str | None = None
-    quoted: str = ""
-
-
-@dataclass
-class TableSpec:
     table: int
     label: str
     title: str
     section: str
-    kind: Literal["dataset-inventory", "vl-dataset-summary", "retrieval"]
+    kind: str
     scales: list[str]
-    rows: list[dict[str, Any]]
-    value_header: str = "Value"
-    metrics: list[str] = field(default_factory=list)
-    datasets: list[RetrievalDataset] = field(default_factory=list)
     path: str = ""
 
-    def inventory_rows(self) -> list[InventoryRow]:
-        return [from_dict(InventoryRow, r, prefix=f"rows[{i}].") for i, r in enumerate(self.rows)]
+    @property
+    def name(self) -> str:
+        return f"table-{self.table}"
 
-    def vl_summary_rows(self) -> list[VLSummaryRow]:
-        return [from_dict(VLSummaryRow, r, prefix=f"rows[{i}].") for i, r in enumerate(self.rows)]
 
-    def retrieval_rows(self) -> list[RetrievalRow]:
-        return [from_dict(RetrievalRow, r, prefix=f"rows[{i}].") for i, r in enumerate(self.rows)]
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    category: Category
+    spec_type: type
+    build: Callable[..., Any]  # (spec, ctx) -> Built
+    plan: Callable[..., Any] | None = None  # (spec, ctx) -> list[PlannedStep]
+    # scale-independent kinds (configs, parameter counts, quotes) build the same table at every scale
+    scale_independent: bool = False
+
+
+KINDS: Registry[Kind] = Registry("table kind")
+
+
+def register_kind(kind: Kind) -> Kind:
+    return KINDS.register(kind.name, kind)
+
+
+def get_kind(name: str) -> Kind:
+    if not len(KINDS):
+        for module in KIND_MODULES:
+            importlib.import_module(f"mmthesis.eval.reproduce.kinds.{module}")
+    return KINDS.get(name)
 
 
 def specs_dir() -> Path:
@@ -97,10 +86,22 @@ def spec_names() -> list[str]:
     return sorted((p.stem for p in specs_dir().glob("table-*.yaml")), key=lambda s: int(s.split("-")[1]))
 
 
-def load_spec(name: str) -> TableSpec:
+def load_spec(name: str) -> Any:
+    """The spec ``name`` (``table-N``) as its kind's dataclass; unknown names and kinds fail in one line."""
     path = specs_dir() / f"{name}.yaml"
     if not path.is_file():
         raise unknown_name("reproduction spec", name, spec_names(), "mmthesis reproduce list")
-    spec = from_dict(TableSpec, read_yaml(path), prefix="")
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or "kind" not in raw:
+        raise ConfigError(f"spec {path.name} has no `kind:`", "add one, see `mmthesis reproduce list`")
+    kind = get_kind(str(raw["kind"]))
+    spec = from_dict(kind.spec_type, raw, prefix="")
     spec.path = str(path)
     return spec
+
+
+def header_fields() -> set[str]:
+    return {f.name for f in fields(SpecHeader)}
+
+
+__all__ = ["SpecHeader", "Kind", "KINDS", "register_kind", "get_kind", "load_spec", "spec_names", "specs_dir"]

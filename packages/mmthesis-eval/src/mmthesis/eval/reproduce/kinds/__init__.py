@@ -1,0 +1,1 @@
+"""One module per spec kind; each registers itself with ``specs.register_kind``."""

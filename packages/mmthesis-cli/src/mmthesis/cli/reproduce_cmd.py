@@ -35,11 +35,18 @@ def list_specs() -> None:
     console.print(f"{len(names)} tables. Build one with `mmthesis reproduce table-N --scale smoke`, all with `mmthesis reproduce all`.")
 
 
-def show_plan(name: str, scale: str) -> None:
+def show_plan(names: list[str], scale: str) -> None:
+    """The steps of ``names`` (shared runs and evaluations once), which are cached, and the time left."""
     from mmthesis.eval.reproduce.engine import plan
 
-    steps = plan(name, scale)
-    table = Table("step", "what", "cached", "estimate", title=f"{name} at scale {scale}: what `reproduce` would do")
+    steps, seen = [], set()
+    for name in names:
+        for s in plan(name, scale):
+            if (s.action, s.what) not in seen:
+                seen.add((s.action, s.what))
+                steps.append(s)
+    label = names[0] if len(names) == 1 else f"{len(names)} tables"
+    table = Table("step", "what", "cached", "estimate", title=f"{label} at scale {scale}: what `reproduce` would do")
     todo = 0.0
     unknown = False
     for s in steps:
@@ -86,8 +93,7 @@ def reproduce(
     folder = out or default_out_dir()
     if table == "all":
         if dry_run:
-            for name in spec_names():
-                show_plan(name, scale)
+            show_plan(spec_names(), scale)
             return
         outcomes = reproduce_all(scale, folder, price_per_device_hour=price)
         failed = [o for o in outcomes if o.status == "failed"]
@@ -101,7 +107,7 @@ def reproduce(
                                 "see each table's reason above and in thesis/index.md")
         return
     if dry_run:
-        show_plan(table, scale)
+        show_plan([table], scale)
         return
     built = run(table, scale, out, caption_unit=caption_unit, price_per_device_hour=price)
     console.print(Markdown(built.table.markdown()))

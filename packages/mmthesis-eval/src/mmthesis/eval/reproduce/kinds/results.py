@@ -3,7 +3,9 @@
 Each row names a recipe (with overrides) or quotes the literature; each column
 names an eval task and a metric (a list of metrics = their mean, as the thesis's
 "Retrieval" columns are the mean of six R@K), or a field of the training run's
-own record (wall time, device-hours, cost, parameters, hardware). ``reproduce``
+own record (wall time, device-hours, cost, parameters, hardware), or the mean of
+other columns (GLUE's Score). A row may also name a model spec (``teacher:NAME``)
+that is evaluated as it is, without training. ``reproduce``
 trains what is missing (finished runs with the same config hash are reused),
 evaluates every (run, task) through the eval harness, one task per evaluation
 so every table reuses the same evaluations, and renders published and
@@ -23,7 +25,7 @@ from mmthesis.eval.reproduce.render import RenderedTable
 from mmthesis.eval.reproduce.specs import Kind, SpecHeader, register_kind
 
 # Fields of a training run's result.json a column can show (``record: train``).
-TRAIN_FIELDS = ("wall_hours", "device_hours", "ms_per_step", "steps", "parameters", "hardware", "cost")
+TRAIN_FIELDS = ("wall_hours", "device_hours", "ms_per_step", "steps", "parameters", "hardware", "cost", "train_examples")
 
 # Default seconds per unit of work when no earlier run of it is on disk (dry-run estimates).
 DEFAULT_ESTIMATE_S = {"smoke": {"train": 60.0, "evaluate": 10.0}, "small": {"train": 3600.0, "evaluate": 300.0}}
@@ -32,9 +34,10 @@ DEFAULT_ESTIMATE_S = {"smoke": {"train": 60.0, "evaluate": 10.0}, "small": {"tra
 @dataclass
 class Column:
     name: str  # the header as the thesis prints it
-    metric: str | list[str]  # a metric key; a list = the mean of those metrics
+    metric: str | list[str] = ""  # a metric key; a list = the mean of those metrics
     task: str | None = None  # the eval task (record: eval)
-    record: Literal["eval", "train"] = "eval"
+    record: Literal["eval", "train", "columns"] = "eval"
+    mean_of: list[str] = field(default_factory=list)  # record: columns = the mean of these columns (by name)
     group: str = ""  # rows whose recipe differs per column group (Table 30) pick it by this key
     decimals: int = 2
     price_per_device_hour: float | None = None  # `cost` columns: None = the user's --price-per-device-hour
@@ -45,6 +48,8 @@ class Column:
             raise ValueError(f"column {self.name!r} needs a task (or record: train)")
         if self.record == "train" and self.metric not in TRAIN_FIELDS:
             raise ValueError(f"column {self.name!r}: train record fields are {', '.join(TRAIN_FIELDS)}")
+        if self.record == "columns" and not self.mean_of:
+            raise ValueError(f"column {self.name!r} needs mean_of: the columns it averages")
 
 
 @dataclass
@@ -52,6 +57,7 @@ class ResultRow:
     name: str
     published: list[float | str | None] = field(default_factory=list)
     recipe: str | dict[str, str] | None = None  # a recipe, or one per column group
+    model: str | None = None  # a model spec evaluated as it is (`mmthesis eval --help`), e.g. teacher:beitv2_base_pt
     overrides: list[str] = field(default_factory=list)
     quoted: str = ""  # where a literature row's numbers come from
     missing: str = ""  # why this row is not computed here (e.g. a model this package does not have)
@@ -65,6 +71,11 @@ class ResultsSpec(SpecHeader):
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        for c in self.columns:
+            unknown_cols = [m for m in c.mean_of if m not in names]
+            if unknown_cols:
+                raise ValueError(f"column {c.name!r} averages unknown column(s) {unknown_cols}")
         for row in self.rows:
             if row.published and len(row.published) != len(self.columns):
                 raise ValueError(f"row {row.name!r} has {len(row.published)} published values for {len(self.columns)} columns")
@@ -80,14 +91,18 @@ class ResultsSpec(SpecHeader):
 class Need:
     """One trained run the table uses: its recipe config, and the tasks evaluated on it."""
 
-    recipe: str
+    recipe: str  # the recipe, or the model spec of a row that is not trained
     overrides: list[str]
-    config: Any
+    config: Any  # None for a model spec
     tasks: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         return self.recipe + (f" [{' '.join(self.overrides)}]" if self.overrides else "")
+
+    @property
+    def trained(self) -> bool:
+        return self.config is not None
 
 
 def recipe_for(row: ResultRow, column: Column) -> str | None:
@@ -96,23 +111,35 @@ def recipe_for(row: ResultRow, column: Column) -> str | None:
     return row.recipe
 
 
-def needs(spec: ResultsSpec, scale: str) -> dict[tuple[str, str], Need]:
-    """Distinct (run name, config hash) -> Need; rows sharing a config share a run."""
+def need_key(row: ResultRow, column: Column, scale: str) -> tuple[tuple[str, str], Any] | None:
+    """(run name, config hash) and config of the run behind one cell; ("model", spec) for a model row."""
     from mmthesis.core.config import config_hash
     from mmthesis.students.artifact import run_name
     from mmthesis.students.recipes import load_recipe
 
+    if row.model:
+        return ("model", row.model), None
+    recipe = recipe_for(row, column)
+    if recipe is None or column.record == "columns":
+        return None
+    config = load_recipe(recipe, scale, list(row.overrides))
+    return (run_name(config, scale), config_hash(config)), config
+
+
+def needs(spec: ResultsSpec, scale: str) -> dict[tuple[str, str], Need]:
+    """Distinct (run name, config hash) -> Need; rows sharing a config share a run."""
     out: dict[tuple[str, str], Need] = {}
     for row in spec.rows:
-        if row.recipe is None or row.missing:
+        if (row.recipe is None and row.model is None) or row.missing or row.quoted:
             continue
         for column in spec.columns:
-            recipe = recipe_for(row, column)
-            if recipe is None:
+            found = need_key(row, column, scale)
+            if found is None:
                 continue
-            config = load_recipe(recipe, scale, list(row.overrides))
-            key = (run_name(config, scale), config_hash(config))
-            need = out.setdefault(key, Need(recipe, list(row.overrides), config))
+            key, config = found
+            if config is None and column.record == "train":
+                continue
+            need = out.setdefault(key, Need(row.model or recipe_for(row, column) or "", list(row.overrides), config))
             if column.record == "eval" and column.task not in need.tasks:
                 need.tasks.append(column.task)
     return out
@@ -120,9 +147,14 @@ def needs(spec: ResultsSpec, scale: str) -> dict[tuple[str, str], Need]:
 
 def plan(spec: ResultsSpec, ctx: Context) -> list[PlannedStep]:
     from mmthesis.core.results import find_finished_run
+    from mmthesis.eval.harness import resolve_tasks
 
+    resolve_tasks([c.task for c in spec.columns if c.task], ctx.scale)  # unknown tasks fail here, as in build
     steps = []
     for (name, cfg_hash), need in needs(spec, ctx.scale).items():
+        if not need.trained:
+            steps += [PlannedStep("evaluate", f"{task} on {need.label}", False, _estimate("evaluate", task, ctx)) for task in need.tasks]
+            continue
         trained = find_finished_run(name, need.config, ctx.runs_root)
         steps.append(PlannedStep("train", f"{need.label} ({name}/{cfg_hash})", trained is not None, _estimate("train", name, ctx)))
         folder = run_dir(name, cfg_hash, ctx.runs_root)
@@ -181,6 +213,7 @@ def _finished_eval(folder: Path, task: str, ctx: Context) -> RunResult | None:
 # -- build ----------------------------------------------------------------------------------------
 def build(spec: ResultsSpec, ctx: Context) -> Built:
     from mmthesis.data.registry import check_data
+    from mmthesis.eval.adapters import load_model
     from mmthesis.eval.data_access import resolve_dataset
     from mmthesis.eval.harness import evaluate, resolve_tasks
     from mmthesis.students.train import train_recipe
@@ -190,30 +223,39 @@ def build(spec: ResultsSpec, ctx: Context) -> Built:
     tasks = {t.name: t for t in resolve_tasks(task_names, scale)} if task_names else {}
     runs = needs(spec, scale)
     # fail up front, with the prepare commands, before the first training starts
-    check_data(list(dict.fromkeys(n for need in runs.values() for n in need.config.data.train)), scale)
+    check_data(list(dict.fromkeys(n for need in runs.values() if need.trained for n in need.config.data.train)), scale)
     for t in tasks.values():
         resolve_dataset(t.dataset, scale)
     if ctx.progress is not None:
-        ctx.progress.expect(len(runs) + sum(len(n.tasks) for n in runs.values()))
+        ctx.progress.expect(sum(n.trained for n in runs.values()) + sum(len(n.tasks) for n in runs.values()))
     trained: dict[tuple[str, str], RunResult] = {}
     evaluated: dict[tuple[str, str, str], dict[str, Any]] = {}
     failed: dict[tuple[str, str], str] = {}
     records: list[str] = []
     for key, need in runs.items():
-        if ctx.progress is not None:
-            ctx.progress.step("train", f"{need.label} ({scale})")
-        try:
-            trained[key] = train_recipe(need.config, scale, root=ctx.runs_root)
+        model = need.recipe
+        if need.trained:
+            if ctx.progress is not None:
+                ctx.progress.step("train", f"{need.label} ({scale})")
+            try:
+                trained[key] = train_recipe(need.config, scale, root=ctx.runs_root)
+            except MMThesisError as e:
+                failed[key] = e.one_line()
+                continue
+            folder = run_dir(*key, ctx.runs_root)
+            records.append(str(folder / "result.json"))
+            model = str(folder)
+        try:  # loaded once for all of this run's tasks; each task is its own (cached) evaluation
+            loaded = load_model(model, scale)
         except MMThesisError as e:
-            failed[key] = e.one_line()
+            for task in need.tasks:
+                evaluated[(*key, task)] = {"error": e.one_line()}
             continue
-        folder = run_dir(*key, ctx.runs_root)
-        records.append(str(folder / "result.json"))
         for task in need.tasks:
             if ctx.progress is not None:
                 ctx.progress.step("evaluate", f"{task} on {need.label}")
             try:
-                result = evaluate([task], str(folder), scale=scale, root=ctx.runs_root)
+                result = evaluate([task], loaded, scale=scale, root=ctx.runs_root)
             except MMThesisError as e:
                 evaluated[(*key, task)] = {"error": e.one_line()}
                 continue
@@ -226,18 +268,17 @@ def _cell_value(
     spec: ResultsSpec, row: ResultRow, column: Column, ctx: Context, runs, trained, evaluated, failed
 ) -> tuple[float | str | None, str]:
     """(value, reason): the reproduced value of one cell, or None and why not."""
-    from mmthesis.core.config import config_hash
-    from mmthesis.students.artifact import run_name
-    from mmthesis.students.recipes import load_recipe
-
-    recipe = recipe_for(row, column)
-    if recipe is None:
+    if column.record == "columns":
+        return None, "-"  # filled from the other cells by _render
+    found = need_key(row, column, ctx.scale)
+    if found is None:
         return None, "-"
-    config = load_recipe(recipe, ctx.scale, list(row.overrides))
-    key = (run_name(config, ctx.scale), config_hash(config))
+    key, config = found
     if key in failed:
         return None, f"training failed: {failed[key]}"
     if column.record == "train":
+        if config is None:
+            return None, "not trained here"
         return train_field(trained[key], column, ctx), ""
     metrics = evaluated.get((*key, column.task), {})
     if "error" in metrics:
@@ -267,7 +308,19 @@ def train_field(result: RunResult, column: Column, ctx: Context) -> float | str 
     if column.metric == "cost":
         price = column.price_per_device_hour or ctx.price_per_device_hour
         return None if result.device_hours is None else result.device_hours * price
+    if column.metric == "train_examples":
+        return train_examples(result)
     return hardware_label(result)
+
+
+def train_examples(result: RunResult) -> float | None:
+    """Training examples of the run's data, counted from the prepared data as Tables 3 and 4 count them."""
+    from mmthesis.data.counts import count_training_examples, summarize_image_text
+
+    names = result.config.get("data", {}).get("train", [])
+    if result.config.get("task", "vl") == "vl":
+        return float(sum(summarize_image_text(n, result.scale).pairs for n in names))
+    return float(sum(count_training_examples(n, result.scale).examples for n in names))
 
 
 def hardware_label(result: RunResult) -> str:
@@ -301,8 +354,16 @@ def _render(spec, ctx, runs, trained, evaluated, failed, tasks, records) -> Buil
             partial = True
         else:
             cells, reproduced = [], []
+            by_name: dict[str, float | str | None] = {}
             for column in spec.columns:
                 value, reason = _cell_value(spec, row, column, ctx, runs, trained, evaluated, failed)
+                if column.record == "columns":
+                    parts = [by_name.get(n) for n in column.mean_of]
+                    if all(isinstance(v, float) for v in parts):
+                        value, reason = sum(parts) / len(parts), ""  # type: ignore[arg-type]
+                    else:
+                        reason = "needs every averaged cell"
+                by_name[column.name] = value
                 reproduced.append(value if value is not None else reason)
                 cells.append(_reproduced(value, column) if value is not None else reason)
                 partial = partial or (value is None and reason != "-")
@@ -325,11 +386,14 @@ def _render(spec, ctx, runs, trained, evaluated, failed, tasks, records) -> Buil
             f"{scale} sizes. Numbers show the pipeline works; they are not comparable to the published ones."
         )
         for t in tasks.values():
-            chance = next((m for (_, _, task), m in evaluated.items() if task == t.name and "chance_t2i_r1" in m), None)
-            if chance is not None:
+            metrics = next((m for (_, _, task), m in evaluated.items() if task == t.name and "error" not in m), {})
+            chance = {k: v for k, v in metrics.items() if k.startswith("chance_") or k.startswith("majority_")}
+            size = f"{metrics['images']} images x {metrics['captions']} captions; " if "images" in metrics else ""
+            if chance:
                 notes.append(
-                    f"{t.dataset} test split ({t.name}): {chance['images']} images x {chance['captions']} captions; "
-                    f"chance R@1 is I→T {chance['chance_i2t_r1']:.2f}, T→I {chance['chance_t2i_r1']:.2f}."
+                    f"{t.dataset} {t.split} split ({t.name}): {size}chance level "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in sorted(chance.items()))
+                    + "."
                 )
     notes += list(spec.notes)
     notes += [f"{r.name}: {r.quoted}." for r in spec.rows if r.quoted]

@@ -347,7 +347,7 @@ def _render(spec, ctx, runs, trained, evaluated, failed, tasks, records) -> Buil
         if row.quoted:
             body.append([row.name, "reproduced", f"quoted ({row.quoted}); not trained here", *[""] * (len(spec.columns) - 1)])
             entry["quoted"] = row.quoted
-        elif row.missing or row.recipe is None:
+        elif row.missing or (row.recipe is None and row.model is None):
             reason = row.missing or "no recipe"
             body.append([row.name, "reproduced", f"not computed: {reason}", *[""] * (len(spec.columns) - 1)])
             entry["missing"] = reason

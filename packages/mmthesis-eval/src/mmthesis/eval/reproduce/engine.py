@@ -186,10 +186,11 @@ def write_index(outcomes: list[Outcome], path: Path, tables_dir: Path) -> None:
     for o in outcomes:
         link = f"[{o.name}]({rel}/{o.name}.md)" if o.status != "failed" else o.name
         status = o.status if o.status != "failed" else f"failed: {o.error}"
-        records = len(o.records)
+        # the table's JSON lists every run and evaluation record it used
+        records = f"[{len(o.records)}]({rel}/{o.name}.json)" if o.records else "-"
         lines.append(
             f"| {link} | {o.title.replace('|', '/')} | {o.category} | {status.replace('|', '/')} | {o.scale} | "
-            f"{o.seconds:.0f} | {records if records else '-'} |"
+            f"{o.seconds:.0f} | {records} |"
         )
     atomic_write_text(path, "\n".join(lines) + "\n")
 

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import re
 from collections import Counter
@@ -483,13 +484,13 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
     return manifest
 
 
-def read_rows(folder: Path, task: str, split: str) -> list[dict[str, Any]]:
-    """The prepared rows of ``task``/``split`` (e.g. ``("MNLI", "dev_matched")``)."""
+def read_rows(folder: Path, task: str, split: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The prepared rows of ``task``/``split`` (e.g. ``("MNLI", "dev_matched")``), the first ``limit`` if given."""
     path = folder / task / f"{split}.jsonl"
     if not path.is_file():
         raise DataMissingError(f"GLUE file {path} is missing", f"run `{prepare_command(NAME)}`")
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+        return [json.loads(line) for line in itertools.islice(f, limit)]
 
 
 def prepare(req: PrepareRequest) -> Manifest:

@@ -57,7 +57,7 @@ _TEX_ESCAPES = {
 
 def _tex(text: str) -> str:
     out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
-    return out.replace("→", r"$\rightarrow$").replace("≈", r"$\approx$").replace("×", r"$\times$")
+    return out.replace("→", r"$\rightarrow$").replace("≈", r"$\approx$").replace("×", r"$\times$").replace("≠", r"$\neq$")
 
 
 def fmt_count(n: float) -> str:

@@ -36,7 +36,9 @@ class Column:
     name: str  # the header as the thesis prints it
     metric: str | list[str] = ""  # a metric key; a list = the mean of those metrics
     task: str | None = None  # the eval task (record: eval)
-    record: Literal["eval", "train", "columns"] = "eval"
+    # eval: an eval task's metric; train: the training run's record; columns: mean of other columns;
+    # model: the student's parameters counted from the recipe's model built at full configuration (no training)
+    record: Literal["eval", "train", "columns", "model"] = "eval"
     mean_of: list[str] = field(default_factory=list)  # record: columns = the mean of these columns (by name)
     group: str = ""  # rows whose recipe differs per column group (Table 30) pick it by this key
     decimals: int = 2
@@ -48,6 +50,8 @@ class Column:
             raise ValueError(f"column {self.name!r} needs a task (or record: train)")
         if self.record == "train" and self.metric not in TRAIN_FIELDS:
             raise ValueError(f"column {self.name!r}: train record fields are {', '.join(TRAIN_FIELDS)}")
+        if self.record == "model" and self.metric != "parameters":
+            raise ValueError(f"column {self.name!r}: record model has the metric parameters only")
         if self.record == "columns" and not self.mean_of:
             raise ValueError(f"column {self.name!r} needs mean_of: the columns it averages")
 
@@ -120,7 +124,7 @@ def need_key(row: ResultRow, column: Column, scale: str) -> tuple[tuple[str, str
     if row.model:
         return ("model", row.model), None
     recipe = recipe_for(row, column)
-    if recipe is None or column.record == "columns":
+    if recipe is None or column.record in ("columns", "model"):
         return None
     config = load_recipe(recipe, scale, list(row.overrides))
     return (run_name(config, scale), config_hash(config)), config
@@ -270,6 +274,13 @@ def _cell_value(
     """(value, reason): the reproduced value of one cell, or None and why not."""
     if column.record == "columns":
         return None, "-"  # filled from the other cells by _render
+    if column.record == "model":
+        from mmthesis.eval.reproduce.kinds.parameters import count_parameters, student_total
+
+        recipe = recipe_for(row, column)
+        if recipe is None:
+            return None, "-"
+        return float(student_total(count_parameters(recipe, list(row.overrides), "full"))), ""
     found = need_key(row, column, ctx.scale)
     if found is None:
         return None, "-"
@@ -413,7 +424,7 @@ def _published(v: float | str | None) -> str:
 def _reproduced(v: float | str, column: Column) -> str:
     if isinstance(v, str):
         return v
-    if column.metric == "parameters":
+    if column.metric == "parameters":  # 43.1M as the thesis prints it (43M in Table 39)
         from mmthesis.eval.reproduce.render import fmt_count
 
         return fmt_count(v)

@@ -65,7 +65,12 @@ def show_plan(names: list[str], scale: str) -> None:
 
 def reproduce(
     table: str = typer.Argument(..., help="A table such as table-3, `all` to build every table, or `list`."),
-    scale: str = typer.Option("smoke", "--scale", help="smoke | small | full (see `mmthesis reproduce list`)"),
+    scale: str | None = typer.Option(
+        None,
+        "--scale",
+        help="smoke | small | full (see `mmthesis reproduce list`); default smoke, or full for the tables of the "
+        "thesis's configuration (Tables 31-36)",
+    ),
     out: Path = typer.Option(None, "--out", help="Output folder (default: thesis/tables in the checkout)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and evaluations it would do; run nothing."),
     caption_unit: str = typer.Option(
@@ -90,6 +95,10 @@ def reproduce(
     if table == "list":
         list_specs()
         return
+    if scale is None:
+        from mmthesis.eval.reproduce.engine import default_scale
+
+        scale = "smoke" if table == "all" else default_scale(table)
     folder = out or default_out_dir()
     if table == "all":
         if dry_run:

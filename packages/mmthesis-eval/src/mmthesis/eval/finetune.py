@@ -132,9 +132,51 @@ def _num_blocks(backbone: nn.Module) -> int:
     return int(getattr(backbone, "num_blocks", None) or len(backbone.blocks))
 
 
+def _transform_common(size: int) -> dict:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    return {"input_size": size, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
+
+
+def train_transform(p: FinetuneParams, size: int):
+    """timm's train transform: RandomResizedCrop + flip, RandAugment ``p.auto_augment``, RandomErasing (pixel, 1)."""
+    from timm.data import create_transform
+
+    return create_transform(
+        is_training=True,
+        auto_augment=p.auto_augment or None,
+        re_prob=p.re_prob,
+        re_mode="pixel",
+        re_count=1,
+        **_transform_common(size),
+    )
+
+
+def num_classes(train, test) -> int:
+    """Classes of the head: the train split's label names, or more if a label of either split lies beyond them."""
+    return max(len(train.label_names), int(train.labels.max()) + 1, int(test.labels.max()) + 1)
+
+
+def schedule_steps(p: FinetuneParams, train_images: int) -> tuple[int, int]:
+    """(total, warmup) optimiser steps: ``epochs`` x the loader's batches (last partial batch dropped when there is
+    at least one full batch), or ``max_steps``; warmup = ``warmup_fraction`` of the total."""
+    b = p.batch_size
+    per_epoch = train_images // b if train_images >= b else -(-train_images // b)
+    total = p.max_steps if p.max_steps > 0 else p.epochs * per_epoch
+    return total, int(p.warmup_fraction * total)
+
+
+def optimizer_and_schedule(
+    groups: list[dict], p: FinetuneParams, total: int, warmup: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the (layer-decayed) parameter groups, linear warmup then cosine decay to 0 at ``total``."""
+    opt = torch.optim.AdamW(groups, betas=tuple(p.betas), eps=p.eps)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, warmup, total))
+
+
 @register("finetune", needs=("image_backbone",))
 def run_finetune(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
+    from timm.data import Mixup, create_transform
     from timm.loss import SoftTargetCrossEntropy
 
     p = params_of(FinetuneParams, task)
@@ -143,18 +185,10 @@ def run_finetune(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
         ctx.labelled_images(task.dataset, task.train_split or "train"),
         ctx.labelled_images(task.dataset, task.split),
     )
-    classes = max(len(train.label_names), int(train.labels.max()) + 1, int(test.labels.max()) + 1)
+    classes = num_classes(train, test)
     size = int(ctx.loaded.image_transform(train.pil(0)).shape[-1])
-    common = {
-        "input_size": size,
-        "interpolation": "bicubic",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-    }
-    train_tf = create_transform(
-        is_training=True, auto_augment=p.auto_augment or None, re_prob=p.re_prob, re_mode="pixel", re_count=1, **common
-    )
-    test_tf = create_transform(is_training=False, crop_pct=1.0, **common)
+    train_tf = train_transform(p, size)
+    test_tf = create_transform(is_training=False, crop_pct=1.0, **_transform_common(size))
 
     torch.manual_seed(p.seed)
     backbone = copy.deepcopy(ctx.loaded.image_backbone)
@@ -163,9 +197,6 @@ def run_finetune(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     backbone.requires_grad_(True)
     model = ImageClassifier(backbone, classes, p.pooling)
     groups = layer_decay_param_groups(model, _num_blocks(backbone), p.lr, p.weight_decay, p.layer_decay)
-    opt = torch.optim.AdamW(
-        [{k: v for k, v in g.items() if k != "names"} for g in groups], betas=tuple(p.betas), eps=p.eps
-    )
     loader = torch.utils.data.DataLoader(
         TransformedImages(train, train_tf),
         batch_size=p.batch_size,
@@ -175,9 +206,8 @@ def run_finetune(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
         num_workers=ctx.num_workers,
         persistent_workers=ctx.num_workers > 0,
     )
-    total = p.max_steps if p.max_steps > 0 else p.epochs * len(loader)
-    warmup = int(p.warmup_fraction * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, warmup, total))
+    total, warmup = schedule_steps(p, len(train))
+    opt, sched = optimizer_and_schedule([{k: v for k, v in g.items() if k != "names"} for g in groups], p, total, warmup)
     use_mixup = p.mixup_prob > 0 and (p.mixup_alpha > 0 or p.cutmix_alpha > 0)
     mixup = (
         Mixup(

@@ -164,10 +164,25 @@ def _rows(folder: Path, task: str, split: str):
     return [r["sentence1"] for r in rows], [r.get("sentence2") for r in rows], [r["label"] for r in rows]
 
 
-@register("glue", needs=("text_backbone",))
-def run_glue(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
+def schedule_steps(p: GlueParams, train_rows: int) -> tuple[int, int]:
+    """(total, warmup) optimiser steps: ``epochs`` x ceil(rows / batch) (the last partial batch kept), or
+    ``max_steps``; warmup = ``warmup_fraction`` of the total."""
+    total = p.max_steps if p.max_steps > 0 else p.epochs * -(-train_rows // p.batch_size)
+    return total, int(p.warmup_fraction * total)
+
+
+def optimizer_and_schedule(
+    parameters, p: GlueParams, total: int, warmup: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (weight decay on every parameter), linear warmup then linear ("polynomial", power 1) decay to 0."""
     from transformers import get_polynomial_decay_schedule_with_warmup
 
+    opt = torch.optim.AdamW(parameters, lr=p.lr, betas=tuple(p.betas), eps=p.eps, weight_decay=p.weight_decay)
+    return opt, get_polynomial_decay_schedule_with_warmup(opt, warmup, total, lr_end=0.0, power=1.0)
+
+
+@register("glue", needs=("text_backbone",))
+def run_glue(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     p = params_of(GlueParams, task)
     ctx.loaded.require("text_backbone")
     tokenizer = ctx.loaded.tokenizer
@@ -185,10 +200,8 @@ def run_glue(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
 
     torch.manual_seed(p.seed)
     model, notes = build_classifier(ctx.loaded, 1 if regression else len(spec.label_names), p.head_dropout)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, betas=tuple(p.betas), eps=p.eps, weight_decay=p.weight_decay)
-    per_epoch = -(-len(y) // p.batch_size)
-    total = p.max_steps if p.max_steps > 0 else p.epochs * per_epoch
-    sched = get_polynomial_decay_schedule_with_warmup(opt, int(p.warmup_fraction * total), total, lr_end=0.0, power=1.0)
+    total, warmup = schedule_steps(p, len(y))
+    opt, sched = optimizer_and_schedule(model.parameters(), p, total, warmup)
     g = torch.Generator().manual_seed(p.seed)
     losses: list[float] = []
     model.train()

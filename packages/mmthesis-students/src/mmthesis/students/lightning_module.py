@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
@@ -96,23 +96,40 @@ class TrainingModule(L.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[override]
         """AdamW (weight decay as ``decays``) + cosine with linear warmup."""
-        o = self.config.optim
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad or name.startswith("teacher."):
-                continue
-            (decay if decays(name, p, o.no_decay_embeddings) else no_decay).append(p)
-        world = self.trainer.world_size if o.scale_lr_with_devices else 1
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr * world,
-            betas=o.betas,
-            eps=o.eps,
-        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(o.warmup_fraction * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_with_warmup(step, warmup, total))
+        world = self.trainer.world_size
+        optimizer, scheduler = optimizer_and_schedule(self.config, self.named_parameters(), world, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def warmup_steps(config: VLRecipeConfig, total: int) -> int:
+    return int(config.optim.warmup_fraction * total)
+
+
+def optimizer_and_schedule(
+    config: VLRecipeConfig, named_parameters: Iterable[tuple[str, nn.Parameter]], world_size: int, total: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser and LR schedule of every recipe (one home, so Tables 31/33/35/36 read what training builds).
+
+    AdamW over trainable non-teacher parameters (weight decay as ``decays``) at base LR x ``world_size`` when
+    ``optim.scale_lr_with_devices`` (§10 item 10); linear warmup then cosine decay over ``total`` steps.
+    """
+    o = config.optim
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        if not p.requires_grad or name.startswith("teacher."):
+            continue
+        (decay if decays(name, p, o.no_decay_embeddings) else no_decay).append(p)
+    world = world_size if o.scale_lr_with_devices else 1
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=o.lr * world,
+        betas=o.betas,
+        eps=o.eps,
+    )
+    warmup = warmup_steps(config, total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_with_warmup(step, warmup, total))
+    return optimizer, scheduler
 
 
 def _log_scale(temperature: float) -> nn.Parameter:

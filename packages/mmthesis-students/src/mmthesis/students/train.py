@@ -20,11 +20,13 @@ from torch.utils.data import Dataset
 
 from mmthesis.core.config import config_hash
 from mmthesis.core.console import console
+from mmthesis.core.errors import DataMissingError
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, run_dir
 from mmthesis.data.image_text import ImageTextPairs
 from mmthesis.data.manifest import iter_split
 from mmthesis.data.registry import check_data, prepared
+from mmthesis.data.shard_index import SplitIndex
 from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, train_wordpiece
 from mmthesis.data.transforms import train_transform
 from mmthesis.students.artifact import LOSSES, run_name, write_artifact
@@ -36,7 +38,7 @@ from mmthesis.students.lightning_module import TrainingModule, VLDistillationMod
 from mmthesis.students.paths import resolve_path
 from mmthesis.students.precompute import precompute_teacher_targets, target_kind
 from mmthesis.students.smoke_teacher import prefit_teacher
-from mmthesis.students.unimodal_data import ImageSplit, TextBlocks
+from mmthesis.students.unimodal_data import ImageSplit, TextBlocks, text_block_cache_prefix, text_blocks_packed
 from mmthesis.students.unimodal_module import UnimodalDistillationModule
 from mmthesis.students.views import TwoViews, teacher_transform
 
@@ -48,6 +50,7 @@ __all__ = [
     "precompute_recipe_targets",
     "smoke_note",
     "train_recipe",
+    "training_examples",
 ]
 
 
@@ -94,6 +97,33 @@ def build_training_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, sca
         view = teacher_transform(m.img_size, tuple(d.crop_scale), config.teacher.color_jitter)
         parts = [TwoViews(p, view) for p in pairs]
     return torch.utils.data.ConcatDataset(parts), parts[0].collate, pairs  # all parts share the tokenizer
+
+
+def training_examples(config: VLRecipeConfig, scale: str) -> int:
+    """``len`` of ``build_training_data``'s dataset, read from the shard indexes without building it.
+
+    Images (image KD) or image-caption pairs (vision-language) from each dataset's ``SplitIndex``; text KD's
+    packed blocks from their cache, which is built here below full scale and otherwise by the first full run
+    (packing OpenWebText takes hours). Unprepared data raises ``DataMissingError`` with the prepare command.
+    """
+    check_data(config.data.train, scale)
+    total = 0
+    for name in config.data.train:
+        folder = prepared(name, scale)
+        if config.task == "text_kd":
+            tokenizer = build_tokenizer(config, scale)
+            assert tokenizer is not None
+            prefix = text_block_cache_prefix(folder, "train", tokenizer, config.data.text_block_size)
+            if not text_blocks_packed(prefix) and scale == "full":
+                raise DataMissingError(
+                    f"the {config.data.text_block_size}-token blocks of {folder} are not packed yet",
+                    f"they are packed by the first run: `mmthesis train run {config.recipe} --scale full`",
+                )
+            total += len(TextBlocks(folder, "train", tokenizer, config.data.text_block_size))
+            continue
+        index = SplitIndex(folder, "train")
+        total += len(index) if config.task == "image_kd" else int(index.captions[index.captions > 0].sum())
+    return total
 
 
 def build_module(config: VLRecipeConfig, vocab_size: int | None) -> TrainingModule:

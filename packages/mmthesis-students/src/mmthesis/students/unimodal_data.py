@@ -146,6 +146,18 @@ def _encoded_lines(lines: Iterable[str], tokenizer: Tokenizer, chunk: int = 4096
         yield from (e.ids for e in tokenizer.hf.encode_batch(pending, add_special_tokens=False))
 
 
+def text_block_cache_prefix(name: str, split: str, tokenizer: Tokenizer, block_size: int) -> Path:
+    """Where ``text_block_cache`` keeps the packed blocks of this data, tokenizer and block size."""
+    key = sha256_json(
+        {"data": read_manifest(name).to_json(), "tokenizer": tokenizer.hf.to_str(), "block_size": block_size}
+    )[:16]
+    return mmthesis_home() / "cache" / "text-blocks" / f"{name}-{split}-{key}"
+
+
+def text_blocks_packed(prefix: Path) -> bool:
+    return index_path(prefix).is_file() and data_path(prefix).is_file()
+
+
 def text_block_cache(name: str, split: str, tokenizer: Tokenizer, block_size: int) -> Path:
     """Prefix of the packed blocks' ``.bin``/``.idx`` under ``$MMTHESIS_HOME/cache``, built on first use.
 
@@ -153,11 +165,8 @@ def text_block_cache(name: str, split: str, tokenizer: Tokenizer, block_size: in
     re-packs. Building streams lines -> ids -> blocks -> disk: memory stays flat for the whole of
     OpenWebText, and later runs (and every DataLoader worker) just memory-map the result.
     """
-    key = sha256_json(
-        {"data": read_manifest(name).to_json(), "tokenizer": tokenizer.hf.to_str(), "block_size": block_size}
-    )[:16]
-    prefix = mmthesis_home() / "cache" / "text-blocks" / f"{name}-{split}-{key}"
-    if index_path(prefix).is_file() and data_path(prefix).is_file():
+    prefix = text_block_cache_prefix(name, split, tokenizer, block_size)
+    if text_blocks_packed(prefix):
         return prefix
     dtype = best_fitting_int_dtype(tokenizer.vocab_size)
     with MMapIndexedDatasetBuilder(prefix, dtype=dtype) as builder:

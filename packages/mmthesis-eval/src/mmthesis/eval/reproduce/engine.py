@@ -118,6 +118,13 @@ def reproduce(
     return built
 
 
+def default_scale(name: str) -> str:
+    """The scale ``mmthesis reproduce NAME`` uses without --scale: smoke, or full for a scale-independent table
+    whose spec lists full only (a table of the thesis's configuration, e.g. the hyperparameters of Tables 31-36)."""
+    spec = load_spec(name)
+    return "full" if get_kind(spec.kind).scale_independent and spec.scales == ["full"] else "smoke"
+
+
 def plan(name: str, scale: str, *, runs_root: Path | None = None) -> list[PlannedStep]:
     """What ``reproduce(name, scale)`` would do, which parts are cached, and estimated seconds."""
     spec = load_spec(name)
@@ -252,4 +259,14 @@ def title(spec: SpecHeader, scale: str | None) -> str:
     return f"Table {spec.table}: {spec.title}" + (f" (scale: {scale})" if scale else "")
 
 
-__all__ = ["Context", "Built", "PlannedStep", "Outcome", "reproduce", "plan", "reproduce_all", "default_out_dir"]
+__all__ = [
+    "Context",
+    "Built",
+    "PlannedStep",
+    "Outcome",
+    "reproduce",
+    "plan",
+    "reproduce_all",
+    "default_out_dir",
+    "default_scale",
+]

@@ -57,7 +57,9 @@ _TEX_ESCAPES = {
 
 def _tex(text: str) -> str:
     out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
-    return out.replace("→", r"$\rightarrow$").replace("≈", r"$\approx$").replace("×", r"$\times$").replace("≠", r"$\neq$")
+    for symbol, tex in (("→", r"$\rightarrow$"), ("≈", r"$\approx$"), ("×", r"$\times$"), ("≠", r"$\neq$"), ("≤", r"$\leq$")):
+        out = out.replace(symbol, tex)
+    return out
 
 
 def fmt_count(n: float) -> str:

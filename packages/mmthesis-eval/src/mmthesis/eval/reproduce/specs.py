@@ -24,7 +24,16 @@ from mmthesis.core.registry import Registry, unknown_name
 # What a table is, as `mmthesis reproduce list` and the index show it.
 Category = Literal["results", "derived", "time-cost", "quoted", "data"]
 
-KIND_MODULES = ("inventory", "vl_summary", "results", "quoted", "layer_decay", "parameters", "examples")
+KIND_MODULES = (
+    "inventory",
+    "vl_summary",
+    "results",
+    "quoted",
+    "layer_decay",
+    "parameters",
+    "examples",
+    "hyperparameters",
+)
 
 
 @dataclass

@@ -51,6 +51,9 @@ def test_reproduce_list_shows_specs_and_scales():
     result = invoke("reproduce", "list")
     assert result.exit_code == 0, result.output
     assert "table-3" in result.output and "table-25" in result.output and "smoke" in result.output
+    assert "40 tables" in result.output  # every table of the thesis (REFERENCE.md §1) has a spec
+    for category in ("results", "derived", "time-cost", "quoted", "data"):
+        assert category in result.output
 
 
 def test_unknown_config_key():

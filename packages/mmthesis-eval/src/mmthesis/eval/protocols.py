@@ -18,11 +18,21 @@ import torch
 from mmthesis.core.config import from_dict
 from mmthesis.core.errors import ConfigError, DataMissingError, UnknownNameError
 from mmthesis.core.registry import lookup
+from mmthesis.data.image_text import RetrievalSplit
 from mmthesis.eval.analysis import representation_analysis
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.data_access import TransformedImages
 from mmthesis.eval.linear_probe import DEFAULT_L2, fit_linear_probe, top1_accuracy
-from mmthesis.eval.retrieval import KS, _rank, chance_recall_at_1, recall_from_ranks, retrieval_ranks
+from mmthesis.eval.retrieval import (
+    KS,
+    _rank,
+    amr_from_median_ranks,
+    chance_recall_at_1,
+    image_order_by_id,
+    median_ranks,
+    recall_from_ranks,
+    retrieval_ranks,
+)
 from mmthesis.eval.task_registry import ResolvedTask
 from mmthesis.eval.zeroshot import (
     CLASSNAMES,
@@ -79,26 +89,84 @@ class RetrievalParams:
     ks: list[int] = field(default_factory=lambda: list(KS))
 
 
+def retrieval_inputs(
+    ctx: EvalContext, task: ResolvedTask, image_corruption=None, text_corruption=None
+) -> tuple[RetrievalSplit, torch.Tensor, torch.Tensor]:
+    """The task's image-caption split and its (cached) image and caption embeddings, either optionally corrupted.
+
+    What every protocol over image-caption pairs reads (retrieval, median rank, analysis, robustness).
+    """
+    return (
+        ctx.retrieval_split(task.dataset, task.split),
+        ctx.image_embeddings(task.dataset, task.split, image_corruption),
+        ctx.text_embeddings(task.dataset, task.split, text_corruption),
+    )
+
+
 def retrieval_metrics(
-    ctx: EvalContext, task: ResolvedTask, image_emb: torch.Tensor, text_emb: torch.Tensor, ks: tuple[int, ...]
-):
-    data = ctx.retrieval_split(task.dataset, task.split)
+    data: RetrievalSplit, image_emb: torch.Tensor, text_emb: torch.Tensor, ks: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """0-based I->T and T->I ranks and R@K (``ks``) plus ``mean``."""
     i2t, t2i = retrieval_ranks(image_emb, text_emb, data.caption_image_index)
-    return data, i2t, t2i, recall_from_ranks(i2t, t2i, ks)
+    return i2t, t2i, recall_from_ranks(i2t, t2i, ks)
 
 
 @register("retrieval", needs=("image", "text"))
 def run_retrieval(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     p = params_of(RetrievalParams, task)
-    image_emb = ctx.image_embeddings(task.dataset, task.split)
-    text_emb = ctx.text_embeddings(task.dataset, task.split)
-    data, i2t, t2i, metrics = retrieval_metrics(ctx, task, image_emb, text_emb, tuple(p.ks))
+    data, image_emb, text_emb = retrieval_inputs(ctx, task)
+    i2t, t2i, metrics = retrieval_metrics(data, image_emb, text_emb, tuple(p.ks))
     metrics |= chance_recall_at_1(data.caption_image_index, data.num_images) | {
         "images": data.num_images,
         "captions": data.num_captions,
     }
     rows = [{"id": i, "direction": "i2t", "rank": int(r)} for i, r in zip(data.image_ids, i2t.tolist(), strict=True)]
     rows += [{"id": c, "direction": "t2i", "rank": int(r)} for c, r in zip(data.caption_ids, t2i.tolist(), strict=True)]
+    return TaskOutput(metrics, rows)
+
+
+# ------------------------------------------------------------------------------ median rank
+@dataclass
+class MedianRankParams:
+    chunk_size: int = 1000  # SHRe: 5 chunks of 1k of the COCO 5k test images (REFERENCE.md §5.2)
+    chunks: int = 5
+    captions_per_image: int = 5  # caption choices per chunk; each image needs at least this many captions
+
+
+@register("median-rank", needs=("image", "text"))
+def run_median_rank(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
+    """SHRe's average median rank (Tables 2, 11, 13): images sorted by id, chunked, one caption per image."""
+    p = params_of(MedianRankParams, task)
+    data, image_emb, text_emb = retrieval_inputs(ctx, task)
+    order = image_order_by_id(data.image_ids)
+    row_in_order = torch.empty_like(order)
+    row_in_order[order] = torch.arange(len(order))
+    try:
+        i2t, t2i = median_ranks(
+            image_emb[order],
+            text_emb,
+            row_in_order[data.caption_image_index],
+            p.chunk_size,
+            p.chunks,
+            p.captions_per_image,
+        )
+    except ValueError as e:
+        raise ConfigError(
+            f"task {task.name} on {task.dataset}/{task.split}: {e}",
+            "use a split with enough images and captions, or lower params.chunks, chunk_size or captions_per_image",
+        ) from e
+    metrics = amr_from_median_ranks(i2t, t2i, p.chunk_size) | {"images": data.num_images, "captions": data.num_captions}
+    rows = [
+        {
+            "chunk": c,
+            "caption": k,
+            "first_image_id": data.image_ids[int(order[c * p.chunk_size])],
+            "i2t_median_rank": float(i2t[c, k]),
+            "t2i_median_rank": float(t2i[c, k]),
+        }
+        for c in range(p.chunks)
+        for k in range(p.captions_per_image)
+    ]
     return TaskOutput(metrics, rows)
 
 
@@ -234,12 +302,8 @@ class AnalysisParams:
 @register("analysis", needs=("image", "text"))
 def run_analysis(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     params_of(AnalysisParams, task)
-    data = ctx.retrieval_split(task.dataset, task.split)
-    metrics = representation_analysis(
-        ctx.image_embeddings(task.dataset, task.split),
-        ctx.text_embeddings(task.dataset, task.split),
-        data.caption_image_index,
-    )
+    data, image_emb, text_emb = retrieval_inputs(ctx, task)
+    metrics = representation_analysis(image_emb, text_emb, data.caption_image_index)
     return TaskOutput(metrics)
 
 

@@ -1,4 +1,4 @@
-"""Image-text retrieval R@K with the thesis protocol (REFERENCE.md §5.1).
+"""Image-text retrieval R@K with the thesis protocol (REFERENCE.md §5.1), and SHRe's average median rank (§5.2).
 
 All images are scored against all captions; an image may have several
 captions. I->T (text retrieval) R@K: share of images with at least one of
@@ -13,6 +13,8 @@ bounded (block x candidates) at any dataset size.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -120,3 +122,100 @@ def chance_recall_at_1(caption_image_index: torch.Tensor, num_images: int) -> di
     m = caption_image_index.numel()
     per_image = torch.bincount(caption_image_index, minlength=num_images).double()
     return {"chance_i2t_r1": 100.0 * float(per_image.mean()) / m, "chance_t2i_r1": 100.0 / num_images}
+
+
+# ------------------------------------------------------------------------------ average median rank (§5.2)
+def image_order_by_id(image_ids: Sequence[str]) -> torch.Tensor:
+    """Rows sorted by image id: numerically when every id is an integer (COCO ``cocoid``), else as strings.
+
+    The thesis code sorts the COCO test images by their integer id before chunking them.
+    """
+    key = (lambda i: int(image_ids[i])) if all(str(i).isdecimal() for i in image_ids) else (lambda i: image_ids[i])
+    return torch.tensor(sorted(range(len(image_ids)), key=key), dtype=torch.long)
+
+
+def _interpolated_median(values: torch.Tensor) -> float:
+    # torch.quantile(0.5) as in the thesis code: the mean of the two middle values for an even count
+    return float(values.double().quantile(0.5))
+
+
+@torch.no_grad()
+def median_ranks(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    caption_image_index: torch.Tensor,
+    chunk_size: int = 1000,
+    chunks: int = 5,
+    captions_per_image: int = 5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chunks, captions_per_image) median ranks (1 = best) for I->T and T->I, as SHRe reports them.
+
+    The first ``chunks * chunk_size`` image rows (in the given order) form ``chunks`` consecutive
+    chunks; in a chunk, caption choice k pairs each image with its k-th caption (in caption order),
+    giving ``chunk_size`` pairs, and each image (caption) is ranked against the chunk's captions
+    (images). Ties rank the lower candidate index first, as in ``retrieval_ranks``.
+    """
+    for name, value in (("chunk_size", chunk_size), ("chunks", chunks), ("captions_per_image", captions_per_image)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    n, m = image_emb.shape[0], text_emb.shape[0]
+    caption_image_index = caption_image_index.to(image_emb.device).long()
+    if caption_image_index.shape != (m,):
+        raise ValueError(f"caption_image_index must have shape ({m},), got {tuple(caption_image_index.shape)}")
+    if m and (caption_image_index.min() < 0 or caption_image_index.max() >= n):
+        raise ValueError("caption_image_index points outside the image rows")
+    used = chunks * chunk_size
+    if n < used:
+        raise ValueError(
+            f"median rank needs chunks x chunk_size = {chunks} x {chunk_size} = {used} images, the split has {n}"
+        )
+    counts = torch.bincount(caption_image_index, minlength=n)[:used]
+    if (short := (counts < captions_per_image).nonzero()).numel():
+        row = int(short[0])
+        raise ValueError(
+            f"image row {row} has {int(counts[row])} captions, median rank needs captions_per_image="
+            f"{captions_per_image} for each of the first {used} images"
+        )
+    keep = (caption_image_index < used).nonzero().squeeze(1)  # captions of unused images play no part
+    table = keep[_captions_per_image(caption_image_index[keep], used)[:, :captions_per_image]]  # (used, P)
+    diagonal = torch.arange(chunk_size, device=image_emb.device)
+    i2t = torch.empty(chunks, captions_per_image, dtype=torch.float64)
+    t2i = torch.empty(chunks, captions_per_image, dtype=torch.float64)
+    for c in range(chunks):
+        rows = slice(c * chunk_size, (c + 1) * chunk_size)
+        for k in range(captions_per_image):
+            scores = image_emb[rows] @ text_emb[table[rows, k]].t()  # (chunk, chunk): pair j on the diagonal
+            i2t[c, k] = _interpolated_median(_rank(scores, diagonal) + 1)
+            t2i[c, k] = _interpolated_median(_rank(scores.t(), diagonal) + 1)
+    return i2t, t2i
+
+
+def amr_from_median_ranks(i2t: torch.Tensor, t2i: torch.Tensor, chunk_size: int) -> dict[str, float]:
+    """Average median ranks from ``median_ranks``' (chunks, captions_per_image) tables: over captions, then chunks.
+
+    ``chance_amr`` = (chunk_size + 1) / 2, the median rank of a random ranking (the tables' "Random" row).
+    """
+    return {
+        "i2t_amr": float(i2t.mean(1).mean()),
+        "t2i_amr": float(t2i.mean(1).mean()),
+        "chance_amr": (chunk_size + 1) / 2,
+        "chunk_size": chunk_size,
+        "chunks": i2t.shape[0],
+        "captions_per_image": i2t.shape[1],
+    }
+
+
+def average_median_rank(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    caption_image_index: torch.Tensor,
+    chunk_size: int = 1000,
+    chunks: int = 5,
+    captions_per_image: int = 5,
+) -> dict[str, float]:
+    """SHRe's average median rank (REFERENCE.md §5.2; 1 = best) for I->T and T->I, and a random ranking's value.
+
+    Images are taken in the given order (sort them with ``image_order_by_id`` first, as the thesis does).
+    """
+    i2t, t2i = median_ranks(image_emb, text_emb, caption_image_index, chunk_size, chunks, captions_per_image)
+    return amr_from_median_ranks(i2t, t2i, chunk_size)

@@ -26,6 +26,7 @@ from mmthesis.eval.protocols import (
     labelled_image_embeddings,
     params_of,
     register,
+    retrieval_inputs,
     retrieval_metrics,
     zero_shot_scores,
     zero_shot_setup,
@@ -57,9 +58,7 @@ Value = Callable[..., float]  # value(image_c=None, text_c=None) -> the base pro
 
 def retrieval_value(ctx: EvalContext, task: ResolvedTask, p: RobustnessParams) -> Value:
     def value(image_c=None, text_c=None) -> float:
-        image_emb = ctx.image_embeddings(task.dataset, task.split, image_c)
-        text_emb = ctx.text_embeddings(task.dataset, task.split, text_c)
-        return retrieval_metrics(ctx, task, image_emb, text_emb, KS)[3]["mean"]
+        return retrieval_metrics(*retrieval_inputs(ctx, task, image_c, text_c), KS)[2]["mean"]
 
     return value
 

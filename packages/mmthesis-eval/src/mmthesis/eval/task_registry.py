@@ -26,7 +26,7 @@ from mmthesis.core.errors import ConfigError, UnknownNameError
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.scales import SCALES, check_scale
 
-PROTOCOLS = ("retrieval", "zero-shot", "linear-probe", "finetune", "glue", "analysis", "robustness")
+PROTOCOLS = ("retrieval", "median-rank", "zero-shot", "linear-probe", "finetune", "glue", "analysis", "robustness")
 SCALE_KEYS = ("dataset", "split", "train_split", "params")
 
 

@@ -2,7 +2,8 @@
 
 The header comment of each file gives the command, the thesis section and the
 reading it follows of each code-vs-text disagreement (REFERENCE.md §10);
-``load_recipe`` merges ``full`` <- scale overrides <- command-line ``key=value``.
+``load_recipe`` merges ``full`` <- scale overrides <- command-line ``key=value``; a recipe that starts from
+another recipe's run (``init.from_recipe``) also resolves that parent's config, whose hash becomes part of its own.
 """
 
 from __future__ import annotations

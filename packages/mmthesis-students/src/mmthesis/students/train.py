@@ -197,7 +197,7 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
             console.print(f"resuming from {resume}")
         trainer.fit(module, loader, ckpt_path=str(resume) if resume.is_file() else None, weights_only=True)
         scales = module.itc_log_scales() if isinstance(module, VLDistillationModule) else None
-        write_artifact(out_dir, config, scale, module.student, tokenizer, history.rows, scales)
+        write_artifact(out_dir, config, scale, module.student, tokenizer, history.rows, itc_log_scales=scales)
         recorder.result.metrics = _summary(history.rows)
         recorder.result.metrics["parameters_student"] = float(sum(p.numel() for p in module.student.parameters()))
         if config.model.size == "tiny":

@@ -129,9 +129,9 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     if not force and (done := find_finished_run(name, config, root)) is not None:
         console.print(f"[green]reusing finished run[/] {run_dir(name, config_hash(config), root)}")
         return done
-    parent = trained_parent(config, scale, root)
     retrieval = config.data.retrieval_eval if config.task == "vl" else []
-    fingerprints = check_data(config.data.train + retrieval, scale)
+    fingerprints = check_data(config.data.train + retrieval, scale)  # before a parent run is trained
+    parent = trained_parent(config, scale, root)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     # a run started from a trained student keeps its vocabulary
     tokenizer = parent.tokenizer if parent is not None else build_tokenizer(config, scale)
@@ -256,7 +256,10 @@ def smoke_note(config: VLRecipeConfig) -> str:
     pretrained = [e.name for e in (config.model.image, config.model.text) if e.checkpoint]
     if config.task != "vl" or config.teacher.checkpoint:
         pretrained += [f"teacher {config.teacher.name}"] if config.teacher.checkpoint else []
-    parts.append(f"pretrained parts: {', '.join(pretrained)}" if pretrained else "tiny random-initialised encoders")
+    if config.init.from_recipe:
+        parts.append(f"the student starts from the finished {config.init.from_recipe} run of this scale")
+    else:
+        parts.append(f"pretrained parts: {', '.join(pretrained)}" if pretrained else "tiny random-initialised encoders")
     if config.teacher.precomputed_targets:
         parts.append(f"teacher targets precomputed ({config.teacher.precomputed_targets})")
     elif config.teacher.prefit_steps and config.uses_teacher:

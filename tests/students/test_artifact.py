@@ -35,9 +35,9 @@ def train_kind(task: str, monkeypatch) -> tuple:
     seen = {}
     real = train.write_artifact
 
-    def spy(folder, config, scale, student, tokenizer, rows=None):
+    def spy(folder, config, scale, student, *args, **kwargs):
         seen["student"] = copy.deepcopy(student).eval()
-        return real(folder, config, scale, student, tokenizer, rows)
+        return real(folder, config, scale, student, *args, **kwargs)
 
     monkeypatch.setattr(train, "write_artifact", spy)
     assert train.train_recipe(config, "smoke", force=True).status == "finished"

@@ -43,6 +43,7 @@ def test_registry_has_every_trained_experiment():
         "distil-data2vec2", "f-distilbert", "shre", "shre-ddp", "shre-t", "s-smke", "s-smke-tte-first", "s-smke-tte",
         "s-smke-itc-mb", "s-smke-itc-momentum", "s-smke-t-cmli", "s-smke-cdl", "s-smke-cdl-mb",
         "s-smke-cdl-mb-data2vec2", "s-smke-cdl-mb-dino", "s-smke-cdl-mb-beitv2-ft", "s-smke-no-kd",
+        "s-smke-cdl-mb-ft-coco", "s-smke-cdl-mb-ft-flickr30k",
     }  # fmt: skip
     assert expected <= names
 
@@ -64,8 +65,13 @@ def _pinned() -> dict[str, dict[str, list[float]]]:
 @pytest.mark.parametrize("recipe", recipe_names())
 def test_recipe_trains_three_steps_at_smoke_with_pinned_losses(recipe, smoke_home, monkeypatch):
     monkeypatch.setenv("MMTHESIS_HOME", str(smoke_home))
-    task = load_recipe(recipe, "smoke").task
-    config = load_recipe(recipe, "smoke", FAST + FAST_BY_TASK[task])
+    plain = load_recipe(recipe, "smoke")
+    overrides = FAST + FAST_BY_TASK[plain.task]
+    if plain.init.from_recipe:  # the parent run it starts from is trained (or reused) just as fast
+        parent_task = load_recipe(plain.init.from_recipe, "smoke").task
+        overrides += [f"init.overrides.{o}" for o in FAST + FAST_BY_TASK[parent_task]]
+    task = plain.task
+    config = load_recipe(recipe, "smoke", overrides)
     result = train_recipe(config, "smoke")
     assert result.status == "finished"
     assert result.metrics["steps"] == float(STEPS)

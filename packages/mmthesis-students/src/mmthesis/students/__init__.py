@@ -27,6 +27,7 @@ from mmthesis.students.artifact import (
 from mmthesis.students.config import (
     DataConfig,
     EncoderConfig,
+    InitConfig,
     LossConfig,
     ModelConfig,
     OptimConfig,
@@ -53,6 +54,7 @@ __all__ = [
     "WEIGHTS",
     "DataConfig",
     "EncoderConfig",
+    "InitConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",

@@ -6,7 +6,8 @@ A run folder is ``runs_root()/<recipe>-<scale>/<config-hash>/`` and holds
 * ``config.json``        the resolved recipe config (``VLRecipeConfig``);
 * ``student.safetensors`` the trained student's state dict (read without unpickling); its metadata
   names the recipe, scale and task, and for the unimodal students the architecture
-  (teacher class + config of the cropped encoder), so no teacher checkpoint is needed to rebuild it;
+  (teacher class + config of the cropped encoder), so no teacher checkpoint is needed to rebuild it,
+  and for the vision-language students the learnt ITC logit scales (``read_itc_log_scales``);
 * ``tokenizer.json``     the tokenizer (absent for image-only students);
 * ``losses.csv``         one row per optimisation step (``step``, ``loss``, ``itc``, ``kd``).
 
@@ -44,6 +45,7 @@ WEIGHTS = "student.safetensors"
 TOKENIZER = "tokenizer.json"
 CONFIG = "config.json"
 LOSSES = "losses.csv"
+ITC_LOG_SCALES = "itc_log_scales"  # weights-metadata key: the learnt ITC temperatures (JSON, log space)
 RESULT = RESULT_FILE
 TASKS: tuple[Task, ...] = ("vl", "image_kd", "text_kd")
 _TRAIN_HINT = "train it with `mmthesis train run RECIPE`"
@@ -91,11 +93,19 @@ def write_artifact(
     student: nn.Module,
     tokenizer: Tokenizer | None,
     loss_rows: list[dict[str, float]] | None = None,
+    itc_log_scales: Mapping[str, float] | None = None,
 ) -> None:
-    """Write a run's weights, tokenizer, config and losses (each atomically); result.json is the recorder's."""
+    """Write a run's weights, tokenizer, config and losses (each atomically); result.json is the recorder's.
+
+    ``itc_log_scales``: the learnt ITC temperatures (log space) by module name, kept in the weights' metadata
+    because they belong to the training module, not the student, and a run started from this one goes on
+    with them (retrieval finetuning, §3.13).
+    """
     meta = {"recipe": config.recipe, "scale": scale, "task": config.task}
     if config.task != "vl" and (arch := student_architecture(student)) is not None:
         meta["architecture"] = json.dumps(arch, sort_keys=True)
+    if itc_log_scales:
+        meta[ITC_LOG_SCALES] = json.dumps({k: float(v) for k, v in itc_log_scales.items()}, sort_keys=True)
     save_weights(folder / WEIGHTS, student.state_dict(), meta)
     if tokenizer is not None:
         tokenizer.save(folder / TOKENIZER)
@@ -201,6 +211,25 @@ def read_weights_metadata(run: Path) -> dict[str, str]:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({str(e)[:160]})", _TRAIN_HINT) from e
+
+
+def read_itc_log_scales(run: Path) -> dict[str, float]:
+    """A vision-language run's learnt ITC log scales by module name (``log_scale`` = the final CLS's).
+
+    Runs written before they were recorded in the weights' metadata have them in their last Lightning
+    checkpoint (read with ``weights_only=True``).
+    """
+    run = Path(run)
+    meta = read_weights_metadata(run)
+    if ITC_LOG_SCALES in meta:
+        return {k: float(v) for k, v in json.loads(meta[ITC_LOG_SCALES]).items()}
+    last = run / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=True).get("state_dict", {})
+        scales = {k: float(v) for k, v in state.items() if k.startswith("log_scale") and v.ndim == 0}
+        if scales:
+            return scales
+    raise CheckpointError(f"{run} records no ITC logit scale (neither in {WEIGHTS} nor in {last})", _TRAIN_HINT)
 
 
 # ------------------------------------------------------------------------------ rebuilding

@@ -156,6 +156,21 @@ class TrainConfig:
 
 
 @dataclass
+class InitConfig:
+    """Start from the trained student of a finished run of another recipe (retrieval finetuning, §3.13).
+
+    ``train_recipe`` trains the parent first when no finished run of its config exists (cached by config hash
+    like every run), then loads its student weights, its tokenizer and its final-CLS ITC logit scale.
+    """
+
+    from_recipe: str | None = None  # the parent recipe, trained at this run's scale
+    # changes to the parent recipe's config as a nested mapping (CLI: init.overrides.train.max_steps=3)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # the parent's config hash, filled in by ``load_recipe``: a changed parent gives this run another config hash
+    parent_hash: str = ""
+
+
+@dataclass
 class VLRecipeConfig:
     recipe: str
     thesis_name: str
@@ -166,6 +181,7 @@ class VLRecipeConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
     def __post_init__(self) -> None:
         if self.loss.memory_bank_size and self.loss.kd != "contrastive" and self.task == "vl":
@@ -184,6 +200,9 @@ class VLRecipeConfig:
                 "precomputed teacher targets need one view per image and CLS/logit targets (not T-CMLI):"
                 " set teacher.independent_augmentation=false"
             )
+
+        if self.init.from_recipe and self.task != "vl":
+            raise ValueError("init.from_recipe starts a vision-language student from a trained one: it needs task vl")
 
     @property
     def uses_teacher(self) -> bool:
@@ -204,6 +223,11 @@ def _is_vl(c: VLRecipeConfig) -> bool:
 
 def _data2vec2_image(c: VLRecipeConfig) -> bool:
     return c.task in ("vl", "image_kd") and c.model.image.name == "data2vec2_image"
+
+
+def _finetunes(c: VLRecipeConfig) -> bool:
+    """A run that starts from another recipe's trained student (the retrieval finetuning of §3.13)."""
+    return bool(c.init.from_recipe)
 
 
 def _kd_is(*kinds: str) -> Callable[[VLRecipeConfig], bool]:
@@ -299,7 +323,8 @@ READINGS: tuple[Reading, ...] = (
         False,
         "ITC: the code (all S-SMKE runs) averages ITC on the fc1 CLS and the final CLS; the text and SHRe_T's"
         " commit b4c40d4 the final CLS only",
-        lambda c: c.task == "vl" and c.model.shared == "transformer",
+        # pretraining only: retrieval finetuning is ITC on the final CLS in code and text alike
+        lambda c: c.task == "vl" and c.model.shared == "transformer" and not _finetunes(c),
     ),
     Reading(
         "model.shared_layer_scale_init",
@@ -337,10 +362,19 @@ READINGS: tuple[Reading, ...] = (
     Reading(
         "optim.scale_lr_with_devices",
         10,
-        True,
+        lambda c: not _finetunes(c),  # the retrieval finetuning code takes `lr` as it is
         False,
         "LR = base LR x #GPUs (code: base_lr x batch x GPUs / 256); the text's tables list the base LR",
         lambda c: c.train.devices > 1,
+    ),
+    Reading(
+        "train.epochs",
+        11,
+        20,
+        5,
+        "retrieval finetuning length: the code's configs 20 epochs (cosine over 11,080 / 2,840 steps); Table 36"
+        " 5 epochs (2,770 / 710 steps)",
+        _finetunes,
     ),
     Reading(
         "model.mlp_representation",

@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import lightning as L
 import torch
 from torch import nn
 
-from mmthesis.core.errors import MMThesisError
+from mmthesis.core.errors import CheckpointError, MMThesisError
 from mmthesis.core.registry import lookup
 from mmthesis.data.batch import Batch
 from mmthesis.students.config import VLRecipeConfig
 from mmthesis.students.distributed import gather_with_grad, global_clip_contrastive_loss, world_info
 from mmthesis.students.losses import (
+    MAX_LOGIT_SCALE,
     clip_contrastive_loss_with_bank,
     contrastive_distillation_loss,
     kl_distillation_loss,
@@ -161,7 +162,8 @@ class VLDistillationModule(TrainingModule):
                     )
             else:
                 kd_dim = self.teacher.embed_dim
-        self.student = SSMKE(m, vocab_size, kd_dim)
+        # a run started from a trained student gets its weights in ``start_from``: no encoder checkpoints to read
+        self.student = SSMKE(m, vocab_size, kd_dim, load_pretrained=not config.init.from_recipe)
         # one learnable temperature per ITC term (init 0.07, log space, clamped to [0, ln 100])
         self.log_scale = _log_scale(m.itc_init_temperature)
         with_fc1 = m.itc_on_fc1 or m.shared == "mlp"
@@ -186,6 +188,43 @@ class VLDistillationModule(TrainingModule):
             )
             if loss.itc_momentum:
                 self.momentum_student = copy.deepcopy(self.student).requires_grad_(False)
+
+    @torch.no_grad()
+    def start_from(self, state: Mapping[str, torch.Tensor], itc_log_scales: Mapping[str, float]) -> None:
+        """Take over a trained student (``init.from_recipe``): its weights and its learnt ITC log scales.
+
+        As the retrieval finetuning code (§3.13), which goes on with the pretrained model's logit scale of the
+        final CLS: each ITC scale this module has starts at the parent's value of the same name, clamped to
+        [0, ln 100] as the code's in-place clamp left it. The parent's KD head is not needed without KD.
+        """
+        own = self.student.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(k for k in set(state) - set(own) if not k.startswith("kd_head."))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"the parent run's student does not match this recipe's (missing {missing[:3]}, unexpected"
+                f" {unexpected[:3]})",
+                "start from a run of the same model (init.from_recipe, init.overrides)",
+            )
+        try:
+            self.student.load_state_dict({k: state[k] for k in own}, strict=True)
+        except RuntimeError as e:  # same names, other shapes
+            first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e)[:160])
+            raise CheckpointError(f"the parent run's student does not match this recipe's ({first})") from e
+        for name in ("log_scale", "log_scale_fc1", "log_scale_mid"):
+            param = getattr(self, name)
+            if param is None:
+                continue
+            if name not in itc_log_scales:
+                raise CheckpointError(f"the parent run records no ITC logit scale {name!r}", "retrain the parent")
+            param.fill_(min(max(itc_log_scales[name], 0.0), MAX_LOGIT_SCALE))
+        if self.momentum_student is not None:
+            self.momentum_student.load_state_dict(self.student.state_dict())
+
+    def itc_log_scales(self) -> dict[str, float]:
+        """The learnt ITC log scales by name (recorded with the run's weights, ``artifact.write_artifact``)."""
+        names = ("log_scale", "log_scale_fc1", "log_scale_mid")
+        return {n: float(getattr(self, n).detach()) for n in names if getattr(self, n) is not None}
 
     # -- targets and losses -----------------------------------------------------------------------
     @torch.no_grad()

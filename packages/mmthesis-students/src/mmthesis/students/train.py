@@ -1,5 +1,8 @@
 """Run a recipe: check data up front, train with Lightning, write weights and result.json.
 
+A recipe with ``init.from_recipe`` (retrieval finetuning, §3.13) starts from the trained student of a
+finished run of its parent recipe, training the parent first when there is none.
+
 The run folder is ``runs_root()/<recipe>-<scale>/<config-hash>/``; a finished
 run with the same config is reused, an interrupted one resumes from its last
 Lightning checkpoint. The finished run's folder (weights as safetensors, tokenizer,
@@ -20,7 +23,7 @@ from torch.utils.data import Dataset
 
 from mmthesis.core.config import config_hash
 from mmthesis.core.console import console
-from mmthesis.core.errors import DataMissingError
+from mmthesis.core.errors import ConfigError, DataMissingError
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, run_dir
 from mmthesis.data.image_text import ImageTextPairs
@@ -29,7 +32,7 @@ from mmthesis.data.registry import check_data, prepared
 from mmthesis.data.shard_index import SplitIndex
 from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, train_wordpiece
 from mmthesis.data.transforms import train_transform
-from mmthesis.students.artifact import LOSSES, run_name, write_artifact
+from mmthesis.students.artifact import LOSSES, TrainedRun, load_trained, read_itc_log_scales, run_name, write_artifact
 from mmthesis.students.callbacks import LossHistory, ResumeDataOrder, RNGState, Throughput
 from mmthesis.students.checkpointing import enable_gradient_checkpointing
 from mmthesis.students.config import VLRecipeConfig
@@ -37,6 +40,7 @@ from mmthesis.students.distributed import ResumableDataLoader, ResumableSampler,
 from mmthesis.students.lightning_module import TrainingModule, VLDistillationModule, build_teacher
 from mmthesis.students.paths import resolve_path
 from mmthesis.students.precompute import precompute_teacher_targets, target_kind
+from mmthesis.students.recipes import parent_config
 from mmthesis.students.smoke_teacher import prefit_teacher
 from mmthesis.students.unimodal_data import ImageSplit, TextBlocks, text_block_cache_prefix, text_blocks_packed
 from mmthesis.students.unimodal_module import UnimodalDistillationModule
@@ -50,6 +54,7 @@ __all__ = [
     "precompute_recipe_targets",
     "smoke_note",
     "train_recipe",
+    "trained_parent",
     "training_examples",
 ]
 
@@ -154,9 +159,11 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         console.print(f"[green]reusing finished run[/] {run_dir(name, config_hash(config), root)}")
         return done
     retrieval = config.data.retrieval_eval if config.task == "vl" else []
-    fingerprints = check_data(config.data.train + retrieval, scale)
+    fingerprints = check_data(config.data.train + retrieval, scale)  # before a parent run is trained
+    parent = trained_parent(config, scale, root)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    tokenizer = build_tokenizer(config, scale)
+    # a run started from a trained student keeps its vocabulary
+    tokenizer = parent.tokenizer if parent is not None else build_tokenizer(config, scale)
     d, t = config.data, config.train
     dataset, collate, pairs = build_training_data(config, tokenizer, scale)
     train_set = SeededSamples(dataset)
@@ -172,6 +179,8 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         persistent_workers=d.num_workers > 0,
     )
     module = build_module(config, tokenizer.vocab_size if tokenizer is not None else None)
+    if parent is not None:
+        module.start_from(parent.model.state_dict(), read_itc_log_scales(parent.folder))
     resume = run_dir(name, config_hash(config), root) / "checkpoints" / "last.ckpt"
     if config.teacher.prefit_steps and module.teacher is not None and not resume.is_file():
         # (a resumed run restores the pre-fitted teacher from its checkpoint)
@@ -216,12 +225,35 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
         if resume.is_file():
             console.print(f"resuming from {resume}")
         trainer.fit(module, loader, ckpt_path=str(resume) if resume.is_file() else None, weights_only=True)
-        write_artifact(out_dir, config, scale, module.student, tokenizer, history.rows)
+        scales = module.itc_log_scales() if isinstance(module, VLDistillationModule) else None
+        write_artifact(out_dir, config, scale, module.student, tokenizer, history.rows, itc_log_scales=scales)
         recorder.result.metrics = _summary(history.rows)
         recorder.result.metrics["parameters_student"] = float(sum(p.numel() for p in module.student.parameters()))
         if config.model.size == "tiny":
             recorder.result.notes.append(smoke_note(config))
+        if parent is not None:
+            recorder.result.notes.append(f"started from the finished run {parent.folder} ({config.init.from_recipe})")
     return recorder.result
+
+
+def trained_parent(config: VLRecipeConfig, scale: str, root: Path | None = None) -> TrainedRun | None:
+    """The finished run ``config`` starts from (``init.from_recipe``), trained first if none of its config exists.
+
+    The parent's config hash is part of ``config`` (``init.parent_hash``, filled in by ``load_recipe``); a stale
+    one (the parent recipe changed since) is an error rather than a silent start from other weights.
+    """
+    if not config.init.from_recipe:
+        return None
+    parent = parent_config(config, scale)
+    digest = config_hash(parent)
+    if config.init.parent_hash != digest:
+        raise ConfigError(
+            f"init.parent_hash {config.init.parent_hash or '(empty)'} is not the hash of the parent"
+            f" {parent.recipe}'s config at scale {scale} ({digest})",
+            "load the config with load_recipe, which fills it in",
+        )
+    train_recipe(parent, scale, root=root)  # reuses a finished run of this config
+    return load_trained(run_dir(run_name(parent, scale), digest, root))
 
 
 def training_precision(requested: str, on_cpu: bool) -> str:
@@ -253,7 +285,10 @@ def smoke_note(config: VLRecipeConfig) -> str:
     pretrained = [e.name for e in (config.model.image, config.model.text) if e.checkpoint]
     if config.task != "vl" or config.teacher.checkpoint:
         pretrained += [f"teacher {config.teacher.name}"] if config.teacher.checkpoint else []
-    parts.append(f"pretrained parts: {', '.join(pretrained)}" if pretrained else "tiny random-initialised encoders")
+    if config.init.from_recipe:
+        parts.append(f"the student starts from the finished {config.init.from_recipe} run of this scale")
+    else:
+        parts.append(f"pretrained parts: {', '.join(pretrained)}" if pretrained else "tiny random-initialised encoders")
     if config.teacher.precomputed_targets:
         parts.append(f"teacher targets precomputed ({config.teacher.precomputed_targets})")
     elif config.teacher.prefit_steps and config.uses_teacher:

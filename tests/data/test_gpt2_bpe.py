@@ -104,3 +104,17 @@ def test_missing_or_malformed_files(tmp_path: Path) -> None:
     ok.write_text("262 10\n13 5 #fairseq:overwrite\n")
     small = g.FairseqDictionary.load(ok)
     assert small.from_gpt2([262, 13, 11]).tolist() == [4, 5, small.unk]
+
+
+def test_fairseq_tokenizer_writes_roberta_format() -> None:
+    tok = g.FairseqTokenizer()
+    ids, mask = tok.encode_batch(["Hello world", "Hello"], max_length=64)
+    # <s>=0 31414 232 </s>=2, padded with <pad>=1 (mask True = pad)
+    assert ids.tolist() == [[0, 31414, 232, 2], [0, 31414, 2, 1]]
+    assert mask.tolist() == [[False] * 4, [False, False, False, True]]
+    assert tok.encode_ids(["Hello world"], max_length=3) == [[0, 31414, 2]]  # truncated, both specials kept
+    assert tok.encode_batch([""], max_length=8, pad_to_max_length=True)[0].tolist() == [[0, 2, 1, 1, 1, 1, 1, 1]]
+    assert tok.decode(ids[0].tolist()) == "Hello world" and tok.vocab_size == 50264
+    assert not hasattr(tok, "hf")  # GLUE's WordPiece pair format does not apply
+    with pytest.raises(ValueError, match="max_length must be >= 2"):
+        tok.encode_ids(["x"], max_length=1)

@@ -39,7 +39,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help=(
         "Evaluate a model on tasks: `mmthesis eval TASK [TASK...] --model SPEC [--scale smoke]` "
-        "(SPEC: a run folder, run:NAME, teacher:NAME[:CKPT] or open_clip:ARCH[:CKPT]); `list` shows the tasks."
+        "(SPEC: a run folder, run:NAME, teacher:NAME[:CKPT], open_clip:ARCH[:CKPT] or pair:IMAGE_SPEC+TEXT_SPEC); "
+        "`list` shows the tasks."
         "\n\nExample: mmthesis eval retrieval-coco --model run:s-smke-cdl-mb-smoke --scale smoke"
     ),
 )
@@ -84,7 +85,8 @@ def list_tasks(
 def evaluate(
     tasks: list[str] = typer.Argument(..., help="Task names, see `mmthesis eval list`."),
     model: str = typer.Option(  # help is rich markup: "\[" keeps "[/HASH]" from reading as a closing tag
-        ..., "--model", help=r"A run folder, run:NAME\[/HASH], teacher:NAME\[:CKPT] or open_clip:ARCH\[:CKPT]."
+        ..., "--model", help=r"A run folder, run:NAME\[/HASH], teacher:NAME\[:CKPT], open_clip:ARCH\[:CKPT] or "
+        r"pair:IMAGE_SPEC+TEXT_SPEC (images through one model, captions through the other)."
     ),
     scale: str = typer.Option("full", "--scale", help="smoke | small | full: picks each task's data and sizes."),
     per_sample: str = typer.Option(

@@ -9,6 +9,9 @@ with the HF ``tokenizers`` library directly from those two files (``BPE`` +
 which is byte-identical to openai/gpt-2's ``encoder.py`` and to fairseq's
 ``gpt2_bpe``; ``transformers`` is not used (v5 ignores ``vocab_file=``).
 
+``FairseqTokenizer`` puts both together as the eval harness's caption
+tokenizer for that model (``<s> ... </s>``, ``<pad>`` = 1).
+
 The three files ship with the package under ``assets/gpt2/`` (see its
 LICENSE), so nothing is downloaded at run time.
 """
@@ -20,9 +23,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from mmthesis.core.errors import DataMissingError
+from mmthesis.data.tokenizers import pad_sequences
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "gpt2"
 ENCODER_JSON = ASSETS / "encoder.json"
@@ -140,6 +145,50 @@ class FairseqDictionary:
             bad = ids[out < 0][:5].tolist()
             raise ValueError(f"fairseq ids {bad} are not GPT-2 tokens (specials or made-up words)")
         return out
+
+
+class FairseqTokenizer:
+    """Captions as Data2Vec2's text model reads them: ``<s> BPE </s>`` in fairseq ids, right-padded with ``<pad>``.
+
+    The RoBERTa/data2vec text format (fairseq prepends ``<s>`` and ends every line with ``</s>``);
+    same ``encode_batch(texts, max_length) -> (ids, padding_mask)`` interface as the WordPiece
+    ``Tokenizer`` (mask True = pad), so every eval task can use it. It has no ``hf`` attribute on
+    purpose: GLUE's ``[CLS] a [SEP] b [SEP]`` pairs are a BERT format it does not speak.
+    """
+
+    def __init__(self, bpe: GPT2BPE | None = None, dictionary: FairseqDictionary | None = None) -> None:
+        self.bpe = bpe or gpt2_bpe()
+        self.dictionary = dictionary or fairseq_dictionary()
+        self.bos_id, self.pad_id, self.eos_id = FairseqDictionary.bos, FairseqDictionary.pad, FairseqDictionary.eos
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows an embedding table needs for every id this tokenizer emits (the dictionary's size)."""
+        return len(self.dictionary)
+
+    def encode_ids(self, texts: Sequence[str], max_length: int = 64) -> list[list[int]]:
+        """``<s> tokens </s>`` per text, truncated so the whole sequence has at most ``max_length`` ids."""
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (room for <s> and </s>), got {max_length}")
+        keep = max_length - 2
+        return [
+            [self.bos_id, *self.dictionary.from_gpt2(ids[:keep]).tolist(), self.eos_id]
+            for ids in self.bpe.encode_batch(texts)
+        ]
+
+    def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad with ``<pad>`` to ``length`` (default: the longest) -> (ids (B, L) long, padding_mask (B, L) bool)."""
+        return pad_sequences(sequences, self.pad_id, length)
+
+    def encode_batch(
+        self, texts: Sequence[str], max_length: int = 64, pad_to_max_length: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenize, truncate and pad to the longest text in the batch (or to ``max_length``)."""
+        return self.pad(self.encode_ids(texts, max_length), max_length if pad_to_max_length else None)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """fairseq ids -> text; special symbols are skipped."""
+        return self.bpe.decode(self.dictionary.to_gpt2(list(ids)).tolist())
 
 
 @functools.lru_cache(maxsize=1)

@@ -39,6 +39,21 @@ def _bert_pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
     return tok
 
 
+def pad_sequences(
+    sequences: Sequence[Sequence[int]], pad_id: int, length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists with ``pad_id`` to ``length`` (default: the longest) -> (ids (B, L) long, padding_mask (B, L) bool)."""
+    width = max((len(s) for s in sequences), default=0) if length is None else length
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.ones((len(sequences), width), dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        if len(seq) > width:
+            raise ValueError(f"sequence of length {len(seq)} does not fit in padded length {width}")
+        ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[row, : len(seq)] = False
+    return ids, mask
+
+
 class Tokenizer:
     """A BERT-style WordPiece tokenizer producing ``(ids, padding_mask)`` tensors (mask True = pad)."""
 
@@ -73,15 +88,7 @@ class Tokenizer:
 
     def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad id lists to ``length`` (default: the longest) -> (ids (B, L) long, padding_mask (B, L) bool)."""
-        width = max((len(s) for s in sequences), default=0) if length is None else length
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        mask = torch.ones((len(sequences), width), dtype=torch.bool)
-        for row, seq in enumerate(sequences):
-            if len(seq) > width:
-                raise ValueError(f"sequence of length {len(seq)} does not fit in padded length {width}")
-            ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
-            mask[row, : len(seq)] = False
-        return ids, mask
+        return pad_sequences(sequences, self.pad_id, length)
 
     def encode_batch(
         self, texts: Sequence[str], max_length: int = 64, pad_to_max_length: bool = False

@@ -5,6 +5,16 @@ SPEC forms:
   teacher:NAME[:CKPT]        a teacher of ``mmthesis teachers list``; no CKPT = random weights
                              (deterministic, seed 0; ``tiny`` size at smoke scale)
   open_clip:ARCH[:CKPT]      an open_clip model (optional extra ``mmthesis-eval[open_clip]``)
+  pair:IMAGE_SPEC+TEXT_SPEC  two models as one, no training: images through IMAGE_SPEC, captions
+                             through TEXT_SPEC (its tokenizer). The separator is the first ``+``
+                             followed by ``run:``, ``teacher:`` or ``open_clip:``, so TEXT_SPEC starts
+                             with one of those kinds; ``+`` and ``:`` elsewhere (paths, CKPT) are kept.
+                             Table 10's unaligned baseline:
+                             ``pair:teacher:data2vec2_image[:CKPT]+teacher:data2vec2_text[:CKPT]``
+
+A text teacher tokenises as its model needs: ``data2vec2_text`` with the packaged fairseq GPT-2
+BPE + dictionary (a random one gets the full dictionary's embedding rows so real ids fit), BERT
+with the ``vocab.txt`` in its CKPT folder (none: the dataset's own tokenizer).
 
 Besides ``encode_image`` / ``encode_text`` a task may need the tokenizer, the
 image transform and, for finetuning, the token-level encoders; the adapter
@@ -15,6 +25,7 @@ cached embeddings are reused exactly when the same weights see the same data.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,9 +185,21 @@ class TeacherEncoder(nn.Module):
         return F.normalize(self.teacher(text_ids, padding_mask).cls.float(), dim=-1)
 
 
-def load_teacher_model(spec: str, scale: str) -> LoadedModel:
+def _teacher_tokenizer(name: str, ckpt: str) -> Any:
+    """The tokenizer a text teacher's weights expect; None = the dataset's own (BERT without a vocab.txt)."""
+    from mmthesis.data.gpt2_bpe import FairseqTokenizer
     from mmthesis.data.tokenizers import bert_wordpiece
+
+    if name == "data2vec2_text":  # fairseq RoBERTa format: GPT-2 BPE mapped through dict.txt (REFERENCE.md §3.0)
+        return FairseqTokenizer()
+    vocab = Path(ckpt) / "vocab.txt" if ckpt else None
+    return bert_wordpiece(vocab) if vocab is not None and vocab.is_file() else None
+
+
+def load_teacher_model(spec: str, scale: str) -> LoadedModel:
+    from mmthesis.data.gpt2_bpe import FairseqTokenizer
     from mmthesis.teachers import load_teacher
+    from mmthesis.teachers.registry import get_spec
 
     _, _, rest = spec.partition(":")
     name, _, ckpt = rest.partition(":")
@@ -185,22 +208,34 @@ def load_teacher_model(spec: str, scale: str) -> LoadedModel:
             f"model spec {spec!r} names no teacher", "write teacher:NAME[:CKPT], names in `mmthesis teachers list`"
         )
     size = "tiny" if scale == "smoke" and not ckpt else "base"
+    tokenizer = _teacher_tokenizer(name, ckpt)
     if ckpt:
         teacher = load_teacher(name, path=ckpt, size=size)
         fingerprint = sha256_json({"kind": "teacher", "name": name, "weights": _path_digest(Path(ckpt))})[:16]
     else:
+        # a random (tiny) Data2Vec2 text model still reads real fairseq ids: the full dictionary's embedding rows
+        overrides = (
+            {"vocab_size": get_spec(name).presets["base"]["vocab_size"]}
+            if isinstance(tokenizer, FairseqTokenizer)
+            else {}
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # random weights, but the same ones every time: the embedding cache stays valid
-            teacher = load_teacher(name, path=None, size=size)
-        fingerprint = sha256_json({"kind": "teacher", "name": name, "size": size, "random_seed": 0})[:16]
+            teacher = load_teacher(name, path=None, size=size, **overrides)
+        fingerprint = sha256_json({"kind": "teacher", "name": name, "size": size, "random_seed": 0, **overrides})[:16]
+    rows = teacher.config.get("vocab_size")
+    if tokenizer is not None and rows is not None and tokenizer.vocab_size > rows:
+        raise CheckpointError(
+            f"teacher {name} has {rows} token embeddings but its tokenizer emits ids up to {tokenizer.vocab_size - 1}",
+            "pass the checkpoint trained with that vocabulary",
+        )
     image = teacher.modality == "image"
-    vocab = Path(ckpt) / "vocab.txt" if ckpt else None
     return LoadedModel(
         spec=spec,
         fingerprint=fingerprint,
         model=TeacherEncoder(teacher).eval(),
         image_transform=eval_transform(int(teacher.config.get("img_size", 224))) if image else None,
-        tokenizer=bert_wordpiece(vocab) if vocab is not None and vocab.is_file() else None,
+        tokenizer=tokenizer,
         image_backbone=teacher if image else None,
         text_backbone=None if image else teacher,
         info={"kind": "teacher", "teacher": name, "size": size, "checkpoint": ckpt or None, "has_text": not image},
@@ -217,6 +252,69 @@ def _path_digest(path: Path) -> str:
     raise CheckpointError(f"checkpoint {path} does not exist", "pass an existing file or folder after the last ':'")
 
 
+# ------------------------------------------------------------------------------ pairs
+class PairEncoder(nn.Module):
+    """Two independently trained models behind one interface: images through one, texts through the other."""
+
+    def __init__(self, image_model: nn.Module, text_model: nn.Module) -> None:
+        super().__init__()
+        self.image_model = image_model
+        self.text_model = text_model
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_model.encode_image(images)
+
+    def encode_text(self, text_ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        return self.text_model.encode_text(text_ids, padding_mask)
+
+
+PAIR_USAGE = "write pair:IMAGE_SPEC+TEXT_SPEC, e.g. pair:teacher:data2vec2_image+teacher:data2vec2_text"
+
+
+def split_pair(spec: str) -> tuple[str, str]:
+    """``pair:A+B`` -> ``(A, B)``, split at the first ``+`` that starts a ``KIND:`` spec."""
+    body = spec.removeprefix("pair:")
+    kinds = "|".join(re.escape(k) for k in MODEL_KINDS)
+    found = re.search(rf"\+(?=(?:{kinds}):)", body)
+    image, text = (body[: found.start()], body[found.end():]) if found else ("", "")
+    if not image or not text:
+        raise ConfigError(f"model spec {spec!r} is not an image spec and a text spec joined by '+'", PAIR_USAGE)
+    for side in (image, text):
+        if side.startswith("pair:"):
+            raise ConfigError(f"model spec {spec!r} nests a pair ({side!r}); each side is one model", PAIR_USAGE)
+    return image, text
+
+
+def load_pair(spec: str, scale: str) -> LoadedModel:
+    """``pair:IMAGE_SPEC+TEXT_SPEC``: Table 10's unaligned baseline (two unimodal encoders' CLS, no training).
+
+    Images (transform, encoder, backbone) come from the image side; captions (tokenizer, max length,
+    encoder) from the text side. No text backbone: token-level text tasks take the text side's own spec.
+    """
+    image_spec, text_spec = split_pair(spec)
+    image = load_model(image_spec, scale)
+    if image.image_transform is None:
+        raise ModalityMissingError(
+            f"the image side {image_spec!r} of {spec!r} has no image encoder", "put an image model before the '+'"
+        )
+    text = load_model(text_spec, scale)
+    if not text.info.get("has_text"):
+        raise ModalityMissingError(
+            f"the text side {text_spec!r} of {spec!r} has no text encoder", "put a text model after the '+'"
+        )
+    return LoadedModel(
+        spec=spec,
+        fingerprint=sha256_json({"kind": "pair", "image": image.fingerprint, "text": text.fingerprint})[:16],
+        model=PairEncoder(image.model, text.model).eval(),
+        image_transform=image.image_transform,
+        tokenizer=text.tokenizer,
+        max_text_length=text.max_text_length,
+        image_backbone=image.image_backbone,
+        info={"kind": "pair", "has_text": True, "image": {"spec": image_spec, **image.info},
+              "text": {"spec": text_spec, **text.info}},
+    )
+
+
 # ------------------------------------------------------------------------------ entry point
 def _load_open_clip(spec: str, scale: str) -> LoadedModel:
     from mmthesis.eval.open_clip_adapter import load_open_clip
@@ -229,6 +327,7 @@ MODEL_KINDS: dict[str, Callable[[str, str], LoadedModel]] = {
     "run": lambda spec, scale: load_run(spec),
     "teacher": load_teacher_model,
     "open_clip": _load_open_clip,
+    "pair": load_pair,
 }
 
 

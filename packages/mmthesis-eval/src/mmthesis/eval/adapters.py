@@ -2,7 +2,8 @@
 
 SPEC forms:
   PATH | run:NAME[/HASH]     a finished mmthesis training run (folder with result.json)
-  teacher:NAME[:CKPT]        a teacher of ``mmthesis teachers list``; no CKPT = random weights
+  teacher:NAME[:CKPT]        a teacher of ``mmthesis teachers list``; CKPT ``default`` = the file that list
+                             expects; no CKPT = random weights
                              (deterministic, seed 0; ``tiny`` size at smoke scale)
   open_clip:ARCH[:CKPT]      an open_clip model (optional extra ``mmthesis-eval[open_clip]``)
   pair:IMAGE_SPEC+TEXT_SPEC  two models as one, no training: images through IMAGE_SPEC, captions
@@ -203,6 +204,16 @@ def load_teacher_model(spec: str, scale: str) -> LoadedModel:
 
     _, _, rest = spec.partition(":")
     name, _, ckpt = rest.partition(":")
+    if ckpt == "default":  # the file `mmthesis teachers list` expects, as recipes' `checkpoint: default`
+        from mmthesis.teachers import get_spec
+
+        expected = get_spec(name).expected_path()
+        if not expected.exists():
+            raise CheckpointError(
+                f"checkpoint of {name} not found at {expected}",
+                "download the released weights there (see `mmthesis teachers list`) or write teacher:NAME:PATH",
+            )
+        ckpt = str(expected)
     if not name:
         raise ConfigError(
             f"model spec {spec!r} names no teacher", "write teacher:NAME[:CKPT], names in `mmthesis teachers list`"

@@ -61,7 +61,12 @@ class ResultRow:
     name: str
     published: list[float | str | None] = field(default_factory=list)
     recipe: str | dict[str, str] | None = None  # a recipe, or one per column group
-    model: str | None = None  # a model spec evaluated as it is (`mmthesis eval --help`), e.g. teacher:beitv2_base_pt
+    # a model spec evaluated as it is (`mmthesis eval --help`), or one per scale, e.g.
+    # {smoke: "teacher:beitv2_base_pt", full: "teacher:beitv2_base_pt:default"}; a scale it lacks is not computed
+    model: str | dict[str, str] | None = None
+
+    def model_at(self, scale: str) -> str | None:
+        return self.model.get(scale) if isinstance(self.model, dict) else self.model
     overrides: list[str] = field(default_factory=list)
     quoted: str = ""  # where a literature row's numbers come from
     missing: str = ""  # why this row is not computed here (e.g. a model this package does not have)
@@ -122,7 +127,8 @@ def need_key(row: ResultRow, column: Column, scale: str) -> tuple[tuple[str, str
     from mmthesis.students.recipes import load_recipe
 
     if row.model:
-        return ("model", row.model), None
+        spec = row.model_at(scale)
+        return (("model", spec), None) if spec else None
     recipe = recipe_for(row, column)
     if recipe is None or column.record in ("columns", "model"):
         return None
@@ -143,7 +149,7 @@ def needs(spec: ResultsSpec, scale: str) -> dict[tuple[str, str], Need]:
             key, config = found
             if config is None and column.record == "train":
                 continue
-            need = out.setdefault(key, Need(row.model or recipe_for(row, column) or "", list(row.overrides), config))
+            need = out.setdefault(key, Need(row.model_at(scale) or recipe_for(row, column) or "", list(row.overrides), config))
             if column.record == "eval" and column.task not in need.tasks:
                 need.tasks.append(column.task)
     return out
@@ -358,8 +364,8 @@ def _render(spec, ctx, runs, trained, evaluated, failed, tasks, records) -> Buil
         if row.quoted:
             body.append([row.name, "reproduced", f"quoted ({row.quoted}); not trained here", *[""] * (len(spec.columns) - 1)])
             entry["quoted"] = row.quoted
-        elif row.missing or (row.recipe is None and row.model is None):
-            reason = row.missing or "no recipe"
+        elif row.missing or (row.recipe is None and row.model_at(scale) is None):
+            reason = row.missing or ("no model spec at this scale" if row.model else "no recipe")
             body.append([row.name, "reproduced", f"not computed: {reason}", *[""] * (len(spec.columns) - 1)])
             entry["missing"] = reason
             partial = True

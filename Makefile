@@ -31,6 +31,8 @@ demo: install
 	$(MM) data prepare cc12m --scale smoke
 	$(MM) reproduce table-3 --scale smoke
 	$(MM) reproduce table-4 --scale smoke
+	$(MM) reproduce table-5
+	$(MM) reproduce table-9
 	$(MM) reproduce table-25 --scale smoke
 
 test: install

@@ -10,7 +10,7 @@ from mmthesis.eval.corruptions import (
     token_dropout,
     token_shuffle,
 )
-from mmthesis.eval.finetune import ImageClassifier, layer_decay_param_groups
+from mmthesis.eval.finetune import ImageClassifier, layer_decay_param_groups, layer_learning_rates
 from mmthesis.eval.task_registry import all_tasks, get_task, load_task_file
 from mmthesis.teachers import build_model
 
@@ -55,6 +55,39 @@ def test_layer_decay_learning_rates_are_exact():
     assert by_name["head.weight"]["lr"] == pytest.approx(1e-3) and by_name["norm.weight"]["weight_decay"] == 0.0
     assert by_name["backbone.cls_token"]["weight_decay"] == 0.0 and by_name["head.weight"]["weight_decay"] == 0.05
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_layer_learning_rates_are_table_5s_formula_and_the_groups_carry_them():
+    rates = layer_learning_rates(1e-3, 0.81, 6)  # Table 5: layers 0..7, lr_l = 1e-3 * 0.81 ** (7 - l)
+    assert len(rates) == 8 and rates[-1] == 1e-3 and rates[-2] == pytest.approx(8.1e-4)
+    assert rates[0] == pytest.approx(1e-3 * 0.81**7) and round(rates[0], 5) == 2.3e-4
+    assert all(a < b for a, b in zip(rates, rates[1:], strict=False))
+    assert layer_learning_rates(2e-3, 1.0, 0) == [2e-3, 2e-3]
+    with pytest.raises(ValueError, match="num_blocks"):
+        layer_learning_rates(1e-3, 0.81, -1)
+    # a tiny model: every parameter's group has its layer's rate, and every layer 0..L+1 has parameters
+    backbone = build_model("data2vec2_image", size="tiny")
+    blocks = len(backbone.blocks)
+    model = ImageClassifier(backbone, 3)
+    rates = layer_learning_rates(1e-3, 0.81, blocks)
+    groups = layer_decay_param_groups(model, blocks, lr=1e-3, weight_decay=0.01, layer_decay=0.81)
+    assert {g["layer"] for g in groups} == set(range(blocks + 2))
+    for g in groups:
+        assert g["lr"] == rates[g["layer"]]
+    opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups])
+    lr_of = {id(p): group["lr"] for group in opt.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["backbone.patch_embed.proj.weight"])] == rates[0]
+    assert lr_of[id(named[f"backbone.blocks.{blocks - 1}.mlp.fc2.weight"])] == rates[blocks]
+    assert lr_of[id(named["head.bias"])] == rates[blocks + 1] == 1e-3
+
+
+def test_finetune_tasks_hold_table_32s_layer_decay_at_full_scale():
+    decay = {
+        n: get_task(f"finetune-{n}").at_scale("full").params["layer_decay"]
+        for n in ("imagenet1k", "cifar10", "cifar100")
+    }
+    assert decay == {"imagenet1k": 0.81, "cifar10": 0.75, "cifar100": 0.75}
 
 
 def test_bundled_tasks_load_and_scale_blocks_apply():

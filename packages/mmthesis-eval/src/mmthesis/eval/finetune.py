@@ -92,10 +92,22 @@ def layer_id(name: str, num_blocks: int) -> int:
     return int(match.group(1)) + 1 if match else 0
 
 
+def layer_learning_rates(lr: float, layer_decay: float, num_blocks: int) -> list[float]:
+    """Learning rate of each layer 0..num_blocks + 1: ``lr * layer_decay ** (num_blocks + 1 - layer)``.
+
+    The one formula of layer-wise decay (REFERENCE.md Table 5: lr 1e-3, decay 0.81, 6 blocks -> layers 0..7);
+    ``layer_decay_param_groups`` takes its rates from here, so Table 5 shows what finetuning uses.
+    """
+    if num_blocks < 0:
+        raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+    return [lr * layer_decay ** (num_blocks + 1 - layer) for layer in range(num_blocks + 2)]
+
+
 def layer_decay_param_groups(
     model: nn.Module, num_blocks: int, lr: float, weight_decay: float, layer_decay: float
 ) -> list[dict]:
-    """AdamW parameter groups with ``lr * layer_decay ** (num_blocks + 1 - layer)`` and BEiT's no-decay set."""
+    """AdamW parameter groups with the rates of ``layer_learning_rates`` and BEiT's no-decay set."""
+    rates = layer_learning_rates(lr, layer_decay, num_blocks)
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -104,13 +116,11 @@ def layer_decay_param_groups(
         no_decay = param.ndim <= 1 or any(n in name for n in _NO_DECAY_NAMES)
         key = (layer, no_decay)
         if key not in groups:
-            scale = layer_decay ** (num_blocks + 1 - layer)
             groups[key] = {
                 "params": [],
                 "names": [],
                 "layer": layer,
-                "lr": lr * scale,
-                "lr_scale": scale,
+                "lr": rates[layer],
                 "weight_decay": 0.0 if no_decay else weight_decay,
             }
         groups[key]["params"].append(param)

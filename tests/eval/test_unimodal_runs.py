@@ -1,4 +1,6 @@
-"""Unimodal distillation runs (image_kd, text_kd) and an S-SMKE (vl) run through the eval harness: load via the artifact API, evaluate.
+"""Unimodal distillation runs (image_kd, text_kd) and an S-SMKE (vl) run through the eval harness.
+
+Each loads via the artifact API and is evaluated on the unimodal tasks of Tables 6-8 and 27-29.
 
 The run folders are written here with ``artifact.write_artifact`` (no training: a cropped teacher, as a
 training run's student starts), so these tests take seconds; tests/students/test_artifact.py checks that

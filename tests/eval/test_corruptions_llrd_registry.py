@@ -99,7 +99,7 @@ def test_bundled_tasks_load_and_scale_blocks_apply():
     coco = get_task("retrieval-coco")
     assert (coco.dataset, coco.split) == ("coco", "test") and coco.at_scale("smoke").dataset == "shapes"
     ft = get_task("finetune-imagenet1k").at_scale("smoke")
-    assert ft.params["layer_decay"] == 0.81 and ft.params["max_steps"] == 150  # merged key by key
+    assert ft.params["layer_decay"] == 0.81 and ft.params["max_steps"] == 60  # merged key by key
     with pytest.raises(UnknownNameError, match="unknown eval task"):
         get_task("retrieval-cocoa")
 
@@ -139,7 +139,7 @@ def test_bundled_task_bases_are_not_tasks_and_glue_resolves_as_before():
     assert not [t for t in all_tasks() if t.startswith("_")]
     cola = get_task("glue-cola")
     assert cola.at_scale("full").to_json() == {
-        "name": "glue-cola", "version": 1, "protocol": "glue", "scale": "full", "dataset": "glue", "split": "dev",
+        "name": "glue-cola", "version": 2, "protocol": "glue", "scale": "full", "dataset": "glue", "split": "dev",
         "train_split": "train", "metrics": ["mcc"],
         "params": {
             "task": "CoLA", "epochs": 20, "batch_size": 16, "lr": 1e-05, "betas": [0.9, 0.98], "eps": 1e-06,
@@ -149,5 +149,5 @@ def test_bundled_task_bases_are_not_tasks_and_glue_resolves_as_before():
     smoke = get_task("glue-mnli").at_scale("smoke")
     assert smoke.split == "dev_matched" and smoke.metrics == ["accuracy_m", "accuracy_mm"]
     assert {k: smoke.params[k] for k in ("task", "epochs", "batch_size", "lr", "max_length")} == {
-        "task": "MNLI", "epochs": 3, "batch_size": 8, "lr": 0.001, "max_length": 64
-    }
+        "task": "MNLI", "epochs": 8, "batch_size": 8, "lr": 0.0003, "max_length": 64
+    }  # fmt: skip

@@ -1,4 +1,6 @@
-"""Unimodal distillation runs (image_kd, text_kd) through the eval harness: load via the artifact API, evaluate.
+"""Unimodal distillation runs (image_kd, text_kd) and an S-SMKE (vl) run through the eval harness.
+
+Each loads via the artifact API and is evaluated on the unimodal tasks of Tables 6-8 and 27-29.
 
 The run folders are written here with ``artifact.write_artifact`` (no training: a cropped teacher, as a
 training run's student starts), so these tests take seconds; tests/students/test_artifact.py checks that
@@ -25,7 +27,11 @@ from mmthesis.students.paths import resolve_checkpoint, resolve_path
 from mmthesis.students.recipes import load_recipe
 from mmthesis.teachers import crop, load_teacher
 
-FAST = {"finetune-shapes": {"max_steps": 3, "batch_size": 16}, "glue-rte": {"max_steps": 2, "batch_size": 8}}
+FAST = {
+    "finetune-shapes": {"max_steps": 3, "batch_size": 16},
+    "finetune-imagenet1k": {"max_steps": 3, "batch_size": 16},
+    "glue-rte": {"max_steps": 2, "batch_size": 8},
+}
 
 
 def _write_run(config, student, tokenizer):
@@ -123,3 +129,32 @@ def test_text_kd_run_glue_reattaches_its_teachers_pooler(fast_tasks):
     m = result.metrics["glue-rte"]
     assert m["steps"] == 2 and 0 <= m["accuracy"] <= 100 and _finite(m)
     assert not any("pooler" in n for n in result.notes)  # the MiniLM checkpoint's pooler, not a random one
+
+
+@pytest.mark.smoke
+def test_vl_run_serves_the_image_and_glue_tasks_through_its_encoders(fast_tasks, eval_home):
+    """Tables 27-29: S-SMKE's image encoder alone (finetune, linear probe) and its text encoder with a pooler."""
+    vl = str(eval_home[1])
+    tasks = ["linear-probe-cifar100", "finetune-imagenet1k", "glue-rte"]
+    result = harness.evaluate(tasks, vl, scale="smoke", show_progress=False)
+    probe, ft, rte = (result.metrics[t] for t in tasks)
+    assert probe["classes"] == 24 and 0 <= probe["top1"] <= 100 and _finite(probe)  # shapes stands in at smoke
+    assert ft["steps"] == 3 and ft["param_groups"] > 2 and _finite(ft)
+    assert rte["steps"] == 2 and _finite(rte)
+    # the smoke S-SMKE's text encoder started from random weights: no BERT pooler to re-attach, and the result says so
+    assert result.notes == [
+        "glue-rte: pooler initialised randomly: its text encoder (bert_base_uncased) started from random weights,"
+        " not from a checkpoint (the thesis re-attaches bert-base-uncased's pooler)"
+    ]
+
+
+@pytest.mark.smoke
+def test_text_kd_run_beats_chance_on_the_glue_stand_in_with_the_smoke_settings(unimodal_runs, eval_home, monkeypatch):
+    """The smoke block of _glue.yaml is meaningful, not only fast: SST-2's stand-in is learnt (~8 s)."""
+    from mmthesis.data.datasets.glue import read_rows
+
+    monkeypatch.setenv("MMTHESIS_HOME", str(eval_home[0]))
+    m = harness.evaluate(["glue-sst2"], "run:f-distilbert-smoke", scale="smoke", show_progress=False).metrics
+    labels = [r["label"] for r in read_rows(data_root() / "glue-smoke", "SST-2", "dev")]
+    majority = 100.0 * max(labels.count(c) for c in set(labels)) / len(labels)
+    assert m["glue-sst2"]["accuracy"] > majority + 20, (m, majority)

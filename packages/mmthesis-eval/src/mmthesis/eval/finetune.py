@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmthesis.eval.adapters import eval_mode
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.data_access import TransformedImages
 from mmthesis.eval.protocols import TaskOutput, params_of, register
 from mmthesis.eval.task_registry import ResolvedTask
+from mmthesis.eval.threads import single_thread_if_small
 from mmthesis.students.schedules import cosine_with_warmup
 from mmthesis.teachers.base import TeacherModule
 
@@ -170,8 +172,31 @@ def optimizer_and_schedule(
     groups: list[dict], p: FinetuneParams, total: int, warmup: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the (layer-decayed) parameter groups, linear warmup then cosine decay to 0 at ``total``."""
-    opt = torch.optim.AdamW(groups, betas=tuple(p.betas), eps=p.eps)
+    opt = torch.optim.AdamW(groups, betas=tuple(p.betas), eps=p.eps, fused=True)  # fused: faster on CPU, same updates
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, warmup, total))
+
+
+def _train(model, loader, opt, sched, mixup, soft_ce, total: int, label_smoothing: float) -> tuple[list[float], int]:
+    """``total`` optimiser steps over the loader (epochs as needed); the loss of each step."""
+    losses: list[float] = []
+    model.train()
+    step = 0
+    while step < total:
+        for x, y in loader:
+            if step >= total:
+                break
+            if mixup is not None and len(x) % 2 == 0:
+                x, target = mixup(x, y)
+                loss = soft_ce(model(x), target)
+            else:
+                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            step += 1
+    return losses, step
 
 
 @register("finetune", needs=("image_backbone",))
@@ -223,26 +248,15 @@ def run_finetune(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
         else None
     )
     soft_ce = SoftTargetCrossEntropy()
-    losses: list[float] = []
-    model.train()
-    step = 0
-    while step < total:
-        for x, y in loader:
-            if step >= total:
-                break
-            if mixup is not None and len(x) % 2 == 0:
-                x, target = mixup(x, y)
-                loss = soft_ce(model(x), target)
-            else:
-                loss = F.cross_entropy(model(x), y, label_smoothing=p.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            step += 1
-    model.eval()
-    logits = ctx.embed_images(model, TransformedImages(test, test_tf), what=f"finetuned {task.dataset}/{task.split}")
+    with torch.no_grad(), eval_mode(backbone):  # one step's work decides the thread count (threads.py)
+        probe = test_tf(train.pil(0)).unsqueeze(0)
+        work = p.batch_size * backbone(probe).last_hidden_state.shape[1] * int(backbone.embed_dim) ** 2
+    with single_thread_if_small(work):
+        losses, step = _train(model, loader, opt, sched, mixup, soft_ce, total, p.label_smoothing)
+        model.eval()
+        logits = ctx.embed_images(
+            model, TransformedImages(test, test_tf), what=f"finetuned {task.dataset}/{task.split}"
+        )
     preds = logits.argmax(1)
     k = max(1, math.ceil(len(losses) / 10))
     metrics = {

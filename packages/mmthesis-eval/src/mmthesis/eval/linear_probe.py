@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mmthesis.eval.threads import single_thread_if_small
+
 DEFAULT_L2 = 1e-3
 LN_EPS = 1e-6
 SINGLE_THREAD_BELOW = 50_000_000  # N * D * C
@@ -93,16 +95,11 @@ def fit_linear_probe(
         return loss
 
     # small problems: intra-op thread sync costs far more than the tiny matmuls (25x on 2 cores)
-    threads = torch.get_num_threads()
-    if x.numel() * num_classes < SINGLE_THREAD_BELOW:
-        torch.set_num_threads(1)
-    try:
+    with single_thread_if_small(x.numel() * num_classes, SINGLE_THREAD_BELOW):
         with torch.enable_grad():
             opt.step(closure)
         with torch.no_grad():
             final = float(objective())
-    finally:
-        torch.set_num_threads(threads)
     return LinearProbe(w.detach(), b.detach(), layer_norm, final)
 
 

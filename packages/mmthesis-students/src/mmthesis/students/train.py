@@ -12,7 +12,8 @@ resolved config, losses) is written and read by ``mmthesis.students.artifact``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,9 +183,11 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     if parent is not None:
         module.start_from(parent.model.state_dict(), read_itc_log_scales(parent.folder))
     resume = run_dir(name, config_hash(config), root) / "checkpoints" / "last.ckpt"
+    on_cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
     if config.teacher.prefit_steps and module.teacher is not None and not resume.is_file():
         # (a resumed run restores the pre-fitted teacher from its checkpoint)
-        prefit_teacher(module.teacher, pairs, config.teacher.prefit_steps, config.model.img_size, seed=t.seed)
+        with cpu_threads(d.num_workers if on_cpu else None):
+            prefit_teacher(module.teacher, pairs, config.teacher.prefit_steps, config.model.img_size, seed=t.seed)
     if t.gradient_checkpointing:
         enable_gradient_checkpointing(module.student)
     if t.compile:
@@ -202,7 +205,6 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=0
     )
-    on_cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
     trainer = L.Trainer(
         accelerator="cpu" if on_cpu else t.accelerator,
         devices=t.devices if not on_cpu else 1,
@@ -221,7 +223,7 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     # the frozen teacher is in eval mode on purpose (REFERENCE.md §10 item 16)
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     resume = ckpt_dir / "last.ckpt"
-    with recorder:
+    with recorder, cpu_threads(d.num_workers if on_cpu else None):
         if resume.is_file():
             console.print(f"resuming from {resume}")
         trainer.fit(module, loader, ckpt_path=str(resume) if resume.is_file() else None, weights_only=True)
@@ -254,6 +256,24 @@ def trained_parent(config: VLRecipeConfig, scale: str, root: Path | None = None)
         )
     train_recipe(parent, scale, root=root)  # reuses a finished run of this config
     return load_trained(run_dir(run_name(parent, scale), digest, root))
+
+
+@contextmanager
+def cpu_threads(num_workers: int | None) -> Iterator[None]:
+    """On CPU, the trainer computes with the threads its loader workers leave free (at least one), then restores.
+
+    Why: torch's default of one thread per core plus busy loader workers oversubscribes the cores, and spinning
+    OpenMP threads then cost more than they compute (the smoke teacher pre-fit on the shared 2-core test machine, one
+    loader worker: 65 s with 2 threads, 6 s with 1).
+    ``None`` (not on CPU) leaves the setting alone.
+    """
+    before = torch.get_num_threads()
+    if num_workers:
+        torch.set_num_threads(max(1, before - num_workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def training_precision(requested: str, on_cpu: bool) -> str:

@@ -165,6 +165,9 @@ def reproduce_all(
             except MMThesisError as e:
                 outcome = Outcome(name, spec.title, kind.category, scale, "failed", e.one_line())
                 console.print(f"[red]{name} failed:[/] {e.one_line()}")
+            except Exception as e:  # a bug in one table's build must not cost the others; the traceback is shown
+                console.print_exception()
+                outcome = Outcome(name, spec.title, kind.category, scale, "failed", f"internal error: {type(e).__name__}: {e}")
         outcome.seconds = time.monotonic() - started
         outcomes.append(outcome)
     write_index(outcomes, out.parent / "index.md", out)

@@ -405,7 +405,7 @@ def _render(spec, ctx, runs, trained, evaluated, failed, tasks, records) -> Buil
         for t in tasks.values():
             metrics = next((m for (_, _, task), m in evaluated.items() if task == t.name and "error" not in m), {})
             chance = {k: v for k, v in metrics.items() if k.startswith("chance_") or k.startswith("majority_")}
-            size = f"{metrics['images']} images x {metrics['captions']} captions; " if "images" in metrics else ""
+            size = f"{metrics['images']} images x {metrics['captions']} captions; " if "captions" in metrics else ""
             if chance:
                 notes.append(
                     f"{t.dataset} {t.split} split ({t.name}): {size}chance level "

@@ -331,13 +331,12 @@ def train_field(result: RunResult, column: Column, ctx: Context) -> float | str 
 
 
 def train_examples(result: RunResult) -> float | None:
-    """Training examples of the run's data, counted from the prepared data as Tables 3 and 4 count them."""
-    from mmthesis.data.counts import count_training_examples, summarize_image_text
+    """The run's training examples as its training code counts them (images, image-caption pairs or text blocks)."""
+    from mmthesis.core.config import from_dict
+    from mmthesis.students.config import VLRecipeConfig
+    from mmthesis.students.train import training_examples
 
-    names = result.config.get("data", {}).get("train", [])
-    if result.config.get("task", "vl") == "vl":
-        return float(sum(summarize_image_text(n, result.scale).pairs for n in names))
-    return float(sum(count_training_examples(n, result.scale).examples for n in names))
+    return float(training_examples(from_dict(VLRecipeConfig, result.config), result.scale))
 
 
 def hardware_label(result: RunResult) -> str:

@@ -23,11 +23,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from mmthesis.core.errors import DataMissingError
-from mmthesis.data.tokenizers import pad_sequences
+from mmthesis.data.tokenizers import PaddingEncoder
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "gpt2"
 ENCODER_JSON = ASSETS / "encoder.json"
@@ -147,7 +146,7 @@ class FairseqDictionary:
         return out
 
 
-class FairseqTokenizer:
+class FairseqTokenizer(PaddingEncoder):
     """Captions as Data2Vec2's text model reads them: ``<s> BPE </s>`` in fairseq ids, right-padded with ``<pad>``.
 
     The RoBERTa/data2vec text format (fairseq prepends ``<s>`` and ends every line with ``</s>``);
@@ -175,16 +174,6 @@ class FairseqTokenizer:
             [self.bos_id, *self.dictionary.from_gpt2(ids[:keep]).tolist(), self.eos_id]
             for ids in self.bpe.encode_batch(texts)
         ]
-
-    def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad with ``<pad>`` to ``length`` (default: the longest) -> (ids (B, L) long, padding_mask (B, L) bool)."""
-        return pad_sequences(sequences, self.pad_id, length)
-
-    def encode_batch(
-        self, texts: Sequence[str], max_length: int = 64, pad_to_max_length: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokenize, truncate and pad to the longest text in the batch (or to ``max_length``)."""
-        return self.pad(self.encode_ids(texts, max_length), max_length if pad_to_max_length else None)
 
     def decode(self, ids: Iterable[int]) -> str:
         """fairseq ids -> text; special symbols are skipped."""

@@ -54,7 +54,26 @@ def pad_sequences(
     return ids, mask
 
 
-class Tokenizer:
+class PaddingEncoder:
+    """``pad`` and ``encode_batch`` of every tokenizer here, on top of its ``encode_ids`` and ``pad_id``."""
+
+    pad_id: int
+
+    def encode_ids(self, texts: Sequence[str], max_length: int = 64) -> list[list[int]]:
+        raise NotImplementedError
+
+    def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad id lists to ``length`` (default: the longest) -> (ids (B, L) long, padding_mask (B, L) bool)."""
+        return pad_sequences(sequences, self.pad_id, length)
+
+    def encode_batch(
+        self, texts: Sequence[str], max_length: int = 64, pad_to_max_length: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenize, truncate and pad to the longest text in the batch (or to ``max_length``)."""
+        return self.pad(self.encode_ids(texts, max_length), max_length if pad_to_max_length else None)
+
+
+class Tokenizer(PaddingEncoder):
     """A BERT-style WordPiece tokenizer producing ``(ids, padding_mask)`` tensors (mask True = pad)."""
 
     def __init__(self, tokenizer: HFTokenizer) -> None:
@@ -85,16 +104,6 @@ class Tokenizer:
         encodings = self.hf.encode_batch(list(texts), add_special_tokens=False)
         keep = max_length - 2
         return [[self.cls_id, *e.ids[:keep], self.sep_id] for e in encodings]
-
-    def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad id lists to ``length`` (default: the longest) -> (ids (B, L) long, padding_mask (B, L) bool)."""
-        return pad_sequences(sequences, self.pad_id, length)
-
-    def encode_batch(
-        self, texts: Sequence[str], max_length: int = 64, pad_to_max_length: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokenize, truncate and pad to the longest text in the batch (or to ``max_length``)."""
-        return self.pad(self.encode_ids(texts, max_length), max_length if pad_to_max_length else None)
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)

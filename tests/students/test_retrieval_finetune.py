@@ -103,7 +103,8 @@ def test_child_is_a_normal_vl_run_with_the_parents_tokenizer(finetuned):
     assert run.task == "vl" and run.config.init.from_recipe == "s-smke-cdl-mb"
     assert run.tokenizer.vocab_size == parent.tokenizer.vocab_size
     assert run.tokenizer.encode_ids(["a red circle"]) == parent.tokenizer.encode_ids(["a red circle"])
-    image = run.model.encode_image(torch.zeros(2, 3, 64, 64))
+    size = run.config.model.img_size
+    image = run.model.encode_image(torch.zeros(2, 3, size, size))
     assert image.shape[0] == 2 and torch.allclose(image.norm(dim=-1), torch.ones(2))
     assert set(read_itc_log_scales(finetuned.child_dir)) == {"log_scale"}
 

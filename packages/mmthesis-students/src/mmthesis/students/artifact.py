@@ -10,6 +10,8 @@ A run folder is ``runs_root()/<recipe>-<scale>/<config-hash>/`` and holds
   and for the vision-language students the learnt ITC logit scales (``read_itc_log_scales``);
 * ``tokenizer.json``     the tokenizer (absent for image-only students);
 * ``losses.csv``         one row per optimisation step (``step``, ``loss``, ``itc``, ``kd``).
+* ``logs/metrics.csv``   everything the run logged (Lightning's CSVLogger: ``train/*`` every
+  ``log_every_n_steps``, ``val/*`` at each validation); read with ``read_logged_metrics``.
 
 ``load_trained(run)`` rebuilds the model of every run kind (``config.task``):
 
@@ -45,6 +47,7 @@ WEIGHTS = "student.safetensors"
 TOKENIZER = "tokenizer.json"
 CONFIG = "config.json"
 LOSSES = "losses.csv"
+METRICS = "logs/metrics.csv"  # Lightning CSVLogger(save_dir=run, name="logs", version="")
 ITC_LOG_SCALES = "itc_log_scales"  # weights-metadata key: the learnt ITC temperatures (JSON, log space)
 RESULT = RESULT_FILE
 TASKS: tuple[Task, ...] = ("vl", "image_kd", "text_kd")
@@ -150,6 +153,26 @@ def read_losses(run: Path) -> list[dict[str, float]]:
         raise CheckpointError(f"{path} does not exist", _TRAIN_HINT)
     with path.open(encoding="utf-8", newline="") as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def read_logged_metrics(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every metric of a run's ``logs/metrics.csv`` as ``name -> [(step, value), ...]`` in logged order.
+
+    Lightning's CSV logger writes one row per logging call with empty cells for the metrics not logged
+    then; those are skipped, so each series has only real points (what the figures plot).
+    """
+    path = Path(run) / METRICS
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist", "train the run again with this version (it logs metrics.csv)")
+    series: dict[str, list[tuple[int, float]]] = {}
+    with path.open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(float(row.get("step") or 0))
+            for key, value in row.items():
+                if key in ("step", "epoch") or value in ("", None):
+                    continue
+                series.setdefault(key, []).append((step, float(value)))
+    return series
 
 
 def check_finished(run: Path) -> Path:

@@ -1,7 +1,7 @@
 """`mmthesis reproduce`: regenerate thesis tables from their specs in reproductions/.
 
 `reproduce list` shows every table; `reproduce table-N` builds one; `reproduce all` builds every table and writes
-thesis/index.md; `--dry-run` lists the runs and evaluations a table needs, which are cached, and their time.
+thesis/index.md and the report; `reproduce report` writes thesis/report.html (+ .md) from what was built so far; `--dry-run` lists the runs and evaluations a table needs, which are cached, and their time.
 """
 
 from __future__ import annotations
@@ -63,8 +63,19 @@ def show_plan(names: list[str], scale: str) -> None:
     )
 
 
+def show_report(thesis_dir: Path) -> None:
+    from mmthesis.eval.reproduce.report import write_report
+
+    report = write_report(thesis_dir)
+    if not report.entries:
+        raise MMThesisError(f"nothing reproduced yet in {thesis_dir}", "run `mmthesis reproduce all --scale smoke` first")
+    console.print(f"wrote {report.html} and {report.markdown} ({len(report.entries)} tables and figures)")
+
+
 def reproduce(
-    table: str = typer.Argument(..., help="A table such as table-3, `all` to build every table, or `list`."),
+    table: str = typer.Argument(
+        ..., help="A table such as table-3, `all` to build every table, `list`, or `report` (thesis/report.html)."
+    ),
     scale: str | None = typer.Option(
         None,
         "--scale",
@@ -86,7 +97,8 @@ def reproduce(
     Finished training runs and evaluations with the same config are reused, so a second run is fast.
 
     Examples: mmthesis reproduce list; mmthesis reproduce table-3 --scale smoke;
-    mmthesis reproduce table-25 --scale smoke --dry-run; mmthesis reproduce all --scale smoke
+    mmthesis reproduce table-25 --scale smoke --dry-run; mmthesis reproduce all --scale smoke;
+    mmthesis reproduce report (open thesis/report.html in a browser; it works offline)
     """
     from mmthesis.eval.reproduce.engine import default_out_dir, reproduce_all
     from mmthesis.eval.reproduce.engine import reproduce as run
@@ -94,6 +106,9 @@ def reproduce(
 
     if table == "list":
         list_specs()
+        return
+    if table == "report":
+        show_report((out or default_out_dir()).parent)
         return
     if scale is None:
         from mmthesis.eval.reproduce.engine import default_scale
@@ -111,6 +126,7 @@ def reproduce(
             summary.add_row(o.name, o.status if o.status != "failed" else f"[red]failed[/]: {o.error}", f"{o.seconds:.0f}")
         console.print(summary)
         console.print(f"wrote {folder.parent / 'index.md'} and {len(outcomes) - len(failed)} table(s) in {folder}")
+        show_report(folder.parent)
         if failed:
             raise MMThesisError(f"{len(failed)} of {len(outcomes)} tables failed: {', '.join(o.name for o in failed)}",
                                 "see each table's reason above and in thesis/index.md")

@@ -72,7 +72,9 @@ def storage_error(error: OSError, path: str | None = None, needed: int | None = 
         except OSError:
             free = "free space unknown"
         message += f" ({free}" + (f", about {needed / 1e6:,.1f} MB more needed)" if needed else ")")
-        fix = "free space on that disk, or point MMTHESIS_HOME (or --out) at a disk with room, and run the command again"
+        fix = (
+            "free space on that disk, or point MMTHESIS_HOME (or --out) at a disk with room, and run the command again"
+        )
     else:
         fix = "point MMTHESIS_HOME (or --out) at a writable folder, or make that folder writable, and run the command again"
     return StorageError(message, fix)

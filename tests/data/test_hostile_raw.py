@@ -300,7 +300,8 @@ def test_full_or_read_only_home_is_one_line(tmp_path: Path, monkeypatch: pytest.
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"cannot write {out / 'coco' / 'train'}" in lines[0]
     if code == errno.ENOSPC:
-        assert "no space left on the disk" in lines[0] and "MB free there" in lines[0]
+        assert "no space left on the disk" in lines[0] and " free there, about " in lines[0]
+        assert " kB more needed)" in lines[0]  # the 4 raw images (~1.4 kB) still to write
     else:
         assert "read-only file system" in lines[0]
     assert leftovers(out) == []  # no temp file, no manifest: nothing half-written
@@ -311,7 +312,7 @@ def test_full_or_read_only_home_is_one_line(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_full_disk_names_the_space_still_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mmthesis.core.errors import StorageError
+    from mmthesis.core.errors import StorageError, format_bytes
     from mmthesis.data import manifest as manifest_mod
 
     raw = tmp_path / "coco"
@@ -327,15 +328,18 @@ def test_full_disk_names_the_space_still_needed(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(manifest_mod, "write_shard", third_fails)
     with pytest.raises(StorageError) as info:
         karpathy.prepare_karpathy(raw, tmp_path / "out" / "coco", karpathy.COCO, samples_per_shard=2)
-    written = sorted((tmp_path / "out" / "coco" / "train").glob("shard-*.tar"))
-    per_shard = sum(p.stat().st_size for p in written) // 2
-    assert len(written) == 2 and f"about {per_shard * 2 / 1e6:,.1f} MB more needed" in str(info.value)
+    shards = sorted((tmp_path / "out" / "coco" / "train").glob("shard-*.tar"))
+    written = sum(p.stat().st_size for p in shards)
+    raw_total = sum(p.stat().st_size for p in (raw / "train2014").iterdir())
+    needed = max(raw_total - written, written // 2 * 2)  # the raw images left, or 2 more shards of the average size
+    assert len(shards) == 2 and f"about {format_bytes(needed)} more needed" in str(info.value)
 
 
 def test_storage_error_is_only_for_disk_problems() -> None:
-    from mmthesis.core.errors import storage_error
+    from mmthesis.core.errors import format_bytes, storage_error
 
     assert storage_error(OSError(errno.ENOENT, "No such file")) is None  # a bug or a missing input, not the disk
+    assert [format_bytes(n) for n in (999, 1500, 23_400_000, 1.2e12)] == ["999 B", "1.5 kB", "23.4 MB", "1.2 TB"]
     e = storage_error(OSError(errno.EACCES, "Permission denied", "/x/y"))
     assert e is not None and e.one_line().startswith("cannot write /x/y: permission denied (fix: ")
 

@@ -45,6 +45,15 @@ class StorageError(MMThesisError):
     """A write failed because the disk is full, read-only or not writable: one line naming the path."""
 
 
+def format_bytes(n: float) -> str:
+    """``1.5 kB``, ``23.4 MB``, ``1.2 TB`` (decimal units, as ``df -H``)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
 def storage_error(error: OSError, path: str | None = None, needed: int | None = None) -> StorageError | None:
     """``error`` as a one-line ``StorageError`` (free space on that disk, and ``needed`` bytes if known),
     or None when it is not a full / read-only / permission error (then it is a bug, not the user's)."""
@@ -68,10 +77,10 @@ def storage_error(error: OSError, path: str | None = None, needed: int | None = 
         while probe and not os.path.exists(probe) and os.path.dirname(probe) != probe:
             probe = os.path.dirname(probe)
         try:
-            free = f"{shutil.disk_usage(probe).free / 1e6:,.1f} MB free there"
+            free = f"{format_bytes(shutil.disk_usage(probe).free)} free there"
         except OSError:
             free = "free space unknown"
-        message += f" ({free}" + (f", about {needed / 1e6:,.1f} MB more needed)" if needed else ")")
+        message += f" ({free}" + (f", about {format_bytes(needed)} more needed)" if needed else ")")
         fix = (
             "free space on that disk, or point MMTHESIS_HOME (or --out) at a disk with room, and run the command again"
         )

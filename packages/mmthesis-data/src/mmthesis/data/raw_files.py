@@ -155,12 +155,13 @@ def file_digest(path: Path) -> str:
 
 
 def listing_digest(paths: Iterable[str | os.PathLike[str]], root: Path) -> dict[str, Any]:
-    """``{files, digest}`` over (relative path, size, mtime) of every existing file in ``paths``.
+    """``{files, bytes, digest}`` over (relative path, size, mtime) of every existing file in ``paths``.
 
     Images are not hashed (1 TB): a changed, added or removed image changes its size or mtime.
+    ``bytes`` (their total size) is also about what their shards will take on disk.
     """
     digest = hashlib.sha256()
-    files = 0
+    files = size = 0
     for p in sorted(os.fspath(p) for p in paths):
         try:
             st = os.stat(p)
@@ -169,7 +170,8 @@ def listing_digest(paths: Iterable[str | os.PathLike[str]], root: Path) -> dict[
         rel = os.path.relpath(p, root)
         digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         files += 1
-    return {"files": files, "digest": digest.hexdigest()}
+        size += st.st_size
+    return {"files": files, "bytes": size, "digest": digest.hexdigest()}
 
 
 def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -65,8 +65,13 @@ def prepare_split(
     workers: int = 1,
     total: int | None = None,
     description: str | None = None,
+    expected_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Write ``folder/split/shard-NNNNNN.tar`` from ``items``; returns the split's manifest entry."""
+    """Write ``folder/split/shard-NNNNNN.tar`` from ``items``; returns the split's manifest entry.
+
+    ``expected_bytes`` (about the split's size once written, e.g. its raw images' total) lets a full
+    disk say how much more space the split needs; without it the shards written so far estimate it.
+    """
     (folder / split).mkdir(parents=True, exist_ok=True)
     jobs = (
         (folder, f"{split}/shard-{k:06d}.tar", chunk, make_sample)
@@ -88,9 +93,11 @@ def prepare_split(
                             records.append(record)
                             bar.advance(task)
     except OSError as e:
-        needed = None
+        written = sum(r.bytes for r in records)
+        estimates = [] if expected_bytes is None else [max(expected_bytes - written, 0)]
         if records and n_shards:  # the shards still to write, at the average size of those written
-            needed = sum(r.bytes for r in records) // len(records) * (n_shards - len(records))
+            estimates.append(written // len(records) * (n_shards - len(records)))
+        needed = max(estimates) if estimates else None
         error = storage_error(e, str(folder / split), needed)
         if error is None:
             raise

@@ -166,8 +166,12 @@ def prepare_captioned(
     samples_per_shard: int = SAMPLES_PER_SHARD,
     totals: dict[str, int] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    expected_bytes: dict[str, int] | None = None,
 ) -> Manifest:
-    """Prepare every split (resumable; a finished preparation with the same config is returned as is)."""
+    """Prepare every split (resumable; a finished preparation with the same config is returned as is).
+
+    ``expected_bytes``: split -> its raw images' total size, for a full disk's "space needed".
+    """
     config = {
         **config,
         "samples_per_shard": samples_per_shard,
@@ -190,6 +194,7 @@ def prepare_captioned(
             workers=workers,
             total=total,
             description=f"{name}/{split}",
+            expected_bytes=(expected_bytes or {}).get(split),
         )
     per_split = {split: split_stats(folder, info) for split, info in prepared.items()}
     for split, s in per_split.items():

@@ -137,8 +137,16 @@ def prepare_cc(
         "files": {s: layout.files[s] for s in splits},
         FINGERPRINT: raw_fingerprint(raw, layout, list(splits)),
     }
+    images = {s: config[FINGERPRINT][f"{_image_folder(raw, s).name}/"]["bytes"] for s in splits}
     return prepare_captioned(
-        folder.name, folder, config, splits, workers=workers, samples_per_shard=samples_per_shard, max_pixels=max_pixels
+        folder.name,
+        folder,
+        config,
+        splits,
+        workers=workers,
+        samples_per_shard=samples_per_shard,
+        max_pixels=max_pixels,
+        expected_bytes=images,
     )
 
 

@@ -305,6 +305,7 @@ def prepare_from_raw(
     for split, items in (("train", train_items), ("val", val_items)):
         if split == "val" and not items:
             continue
+        listing = config["raw_fingerprint"][f"{split}/"]
         splits[split] = prepare_split(
             folder,
             split,
@@ -314,6 +315,7 @@ def prepare_from_raw(
             workers=workers,
             total=len(items),
             description=f"{name}/{split}",
+            expected_bytes=listing["bytes"],
         )
     stats = {
         "classes": wnids,

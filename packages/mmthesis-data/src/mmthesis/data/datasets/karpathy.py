@@ -144,18 +144,24 @@ def items(
         yield CaptionedImage(str(path), image_id, captions, extra, root)
 
 
-def raw_fingerprint(raw: Path, layout: KarpathyLayout, split_file: Path, entries: list[Any]) -> dict[str, Any]:
-    """The split file's sha256 and, per image folder, the size and mtime of every image the split file lists."""
+def _listed(raw: Path, layout: KarpathyLayout, entries: list[Any], key: str) -> dict[str, list[Path]]:
+    """The image paths the split file lists (that preparation would read), grouped by ``key``: folder or split."""
     image_dir = _image_dir(raw, layout)
-    by_folder: dict[str, list[Path]] = defaultdict(list)
+    out: dict[str, list[Path]] = defaultdict(list)
     for entry in entries:
         if isinstance(entry, dict) and SPLIT_OF.get(entry.get("split", "")) is not None:
             filename, filepath, path = _path(image_dir, entry)
             if _unsafe(filename, filepath) or _bad_name(filename, filepath):
                 continue  # skipped when preparing, never read
-            by_folder[str((image_dir / filepath).relative_to(raw)) + "/"].append(path)
+            group = str((image_dir / filepath).relative_to(raw)) + "/" if key == "folder" else SPLIT_OF[entry["split"]]
+            out[group].append(path)
+    return out
+
+
+def raw_fingerprint(raw: Path, layout: KarpathyLayout, split_file: Path, entries: list[Any]) -> dict[str, Any]:
+    """The split file's sha256 and, per image folder, the size and mtime of every image the split file lists."""
     out: dict[str, Any] = {split_file.name: raw_files.file_digest(split_file)}
-    for folder, paths in sorted(by_folder.items()):
+    for folder, paths in sorted(_listed(raw, layout, entries, "folder").items()):
         out[folder] = raw_files.listing_digest(paths, raw)
     return out
 
@@ -199,6 +205,9 @@ def prepare_karpathy(
         samples_per_shard=samples_per_shard,
         totals=totals,
         max_pixels=max_pixels,
+        expected_bytes={
+            s: raw_files.listing_digest(p, raw)["bytes"] for s, p in _listed(raw, layout, entries, "split").items()
+        },
     )
 
 

@@ -8,12 +8,12 @@ goes through these rules (each refusal is a counted skip, never a crash):
   pull an image from elsewhere into a shard; the check happens before opening;
 - an image is checked from its header first: more than ``max_pixels`` pixels
   is refused before any pixel is decoded (decompression bombs: a 12000x12000
-  PNG of 17 KB decodes to 432 MB and takes seconds per read in the loader);
+  PNG of 17 KB decodes to 432 MB of RGB and takes seconds per read in the loader);
 - 16-bit images are scaled to 8 bits (PIL's ``convert("RGB")`` clips them to
-  white) and EXIF orientation is applied (as ``PIL.ImageOps.exif_transpose``,
-  torchvision's ``decode_jpeg(apply_exif_orientation=True)`` and HF datasets
-  do); only those images are re-encoded (lossless PNG of the decoded pixels),
-  every other image keeps its original bytes.
+  white) and EXIF orientation is applied (``PIL.ImageOps.exif_transpose``, what
+  image viewers and ``torchvision.io.decode_jpeg(apply_exif_orientation=True)``
+  show); only those images are re-encoded (lossless PNG of the decoded pixels,
+  without the EXIF block), every other image keeps its original bytes.
 
 ``DEFAULT_MAX_PIXELS`` = 8000 x 8000 = 64 MP: COCO and Flickr30K images are at
 most 640 and 500 px a side, ImageNet's and web photos' (CC3M/CC12M) are camera

@@ -177,3 +177,84 @@ QUOTED_TABLE = """\
       - cells: [A, "1.0"]
     source: "a test"
 """
+
+
+# -- figures from training logs (19, 27, 30, 31) ------------------------------------------------------
+def _finished_run(recipe: str, rows: list[dict[str, float | int | str]], overrides: list[str] | None = None):
+    """A finished run folder of ``recipe`` at smoke (result.json as training writes it) whose logs/metrics.csv has
+    ``rows`` in Lightning's CSVLogger layout: epoch, step, then every metric, empty where not logged that row."""
+    import csv
+
+    from mmthesis.core.config import config_hash
+    from mmthesis.core.results import RunRecorder, run_dir
+    from mmthesis.students.artifact import METRICS, run_name
+    from mmthesis.students.recipes import load_recipe
+
+    config = load_recipe(recipe, "smoke", overrides or [])
+    name = run_name(config, "smoke")
+    with RunRecorder(name, "smoke", config) as rec:
+        rec.result.metrics["steps"] = max(int(r["step"]) for r in rows)
+    folder = run_dir(name, config_hash(config))
+    keys = ["epoch", "step", *sorted({k for r in rows for k in r} - {"epoch", "step"})]
+    (folder / METRICS).parent.mkdir(parents=True, exist_ok=True)
+    with (folder / METRICS).open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def test_figure_19_plots_train_and_val_loss_from_the_run_logs(specs, tmp_path):
+    from mmthesis.eval.reproduce.engine import plan, reproduce
+
+    rows = [{"epoch": 0, "step": s, "train/loss": 1.0 / (s + 1)} for s in (9, 19, 29, 39)]
+    rows.insert(2, {"epoch": 0, "step": 19, "val/loss": 0.07})
+    rows.append({"epoch": 1, "step": 39, "val/loss": 0.05})
+    folder = _finished_run("distil-data2vec2", rows)
+    steps = plan("figure-19", "smoke")
+    assert [(s.action, s.cached) for s in steps] == [("train", True), ("build", False)]
+    out = reproduce("figure-19", "smoke", tmp_path)
+    panel = out.values["MSE loss"]
+    assert panel["train"]["step"] == [9, 19, 29, 39] and panel["train"]["value"] == pytest.approx([0.1, 0.05, 1 / 30, 0.025])
+    assert panel["validation"] == {"run": "distil-data2vec2", "series": "val/loss", "step": [19, 39], "value": [0.07, 0.05]}
+    assert out.records == [str(folder / "result.json")]
+    assert "Scale smoke" in out.caption and "distil-data2vec2 (39 steps)" in out.caption
+    assert out.standins == ["distil-data2vec2: smoke-scale training data imagenet stand in for the thesis's data."]
+    sidecar = json.loads((tmp_path / "figure-19.json").read_text())
+    assert sidecar["records"] == ["$MMTHESIS_HOME" + str(folder / "result.json")[len(str(_home())) :]]
+    # the plotted lines are the logged points
+    ax = out.figure.axes[0]
+    assert [list(line.get_xdata()) for line in ax.get_lines()] == [[9, 19, 29, 39], [19, 39]]
+    assert ax.get_xlabel() == "training step" and ax.get_ylabel() == "MSE loss"
+
+
+def _home():
+    from mmthesis.core.paths import mmthesis_home
+
+    return mmthesis_home()
+
+
+def test_training_curves_name_the_missing_series(specs, tmp_path):
+    from mmthesis.core.errors import DataMissingError
+    from mmthesis.eval.reproduce.engine import reproduce
+
+    _finished_run("distil-data2vec2", [{"epoch": 0, "step": 9, "train/loss": 0.5}])
+    with pytest.raises(DataMissingError, match=r"logged no 'val/loss' \(it logged: train/loss\).*--scale smoke --force"):
+        reproduce("figure-19", "smoke", tmp_path)
+    assert not (tmp_path / "figure-19.png").exists()
+
+
+def test_figure_31_two_panels_of_image_and_text_kd_loss(specs, tmp_path):
+    from mmthesis.eval.reproduce.engine import reproduce
+
+    kd = [{"epoch": 0, "step": s, "train/kd_image": 0.1 * s, "train/kd_text": 0.3 * s} for s in (10, 20)]
+    _finished_run("shre-t", kd)
+    _finished_run("s-smke-cdl", [{**r, "train/kd_text": 0.2 * r["step"]} for r in kd])
+    out = reproduce("figure-31", "smoke", tmp_path)
+    assert [ax.get_title() for ax in out.figure.axes] == ["SHRe_T (KL)", "S-SMKE (contrastive KD)"]
+    assert out.values["S-SMKE (contrastive KD)"]["text"]["value"] == pytest.approx([2.0, 4.0])
+    assert out.values["SHRe_T (KL)"]["text"]["value"] == pytest.approx([3.0, 6.0])
+    assert len(out.records) == 2
+    first = (tmp_path / "figure-31.png").read_bytes()
+    reproduce("figure-31", "smoke", tmp_path)
+    assert (tmp_path / "figure-31.png").read_bytes() == first

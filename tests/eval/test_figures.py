@@ -258,3 +258,52 @@ def test_figure_31_two_panels_of_image_and_text_kd_loss(specs, tmp_path):
     first = (tmp_path / "figure-31.png").read_bytes()
     reproduce("figure-31", "smoke", tmp_path)
     assert (tmp_path / "figure-31.png").read_bytes() == first
+
+
+# -- figure 26: memory per stage ----------------------------------------------------------------------
+@pytest.fixture
+def fake_stage_memory(monkeypatch):
+    """``stage_memory`` replaced by a recorder returning known byte counts (the real one measures a training step)."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    @dataclass
+    class MemoryProfile:
+        stages: list
+        method: str
+        device: str
+
+    calls = []
+
+    def stage_memory(config, scale, *, momentum_first):
+        calls.append((config.recipe, scale, momentum_first))
+        mib = 1024**2
+        if momentum_first:
+            stages = [("batch", 10 * mib), ("EMA update", 12 * mib), ("momentum forward", 20 * mib), ("student forward", 90 * mib)]
+        else:
+            stages = [("batch", 10 * mib), ("student forward", 90 * mib), ("EMA update", 92 * mib), ("momentum forward", 101 * mib)]
+        return MemoryProfile(stages, "tensor bytes per stage", "cpu")
+
+    try:
+        import mmthesis.students.memory_profile as module
+    except ImportError:
+        module = types.ModuleType("mmthesis.students.memory_profile")
+        monkeypatch.setitem(sys.modules, "mmthesis.students.memory_profile", module)
+    monkeypatch.setattr(module, "stage_memory", stage_memory, raising=False)
+    return calls
+
+
+def test_figure_26_memory_per_stage_in_both_orders(specs, tmp_path, fake_stage_memory):
+    from mmthesis.eval.reproduce.engine import reproduce
+
+    out = reproduce("figure-26", "smoke", tmp_path)
+    assert fake_stage_memory == [("s-smke-itc-momentum", "smoke", False), ("s-smke-itc-momentum", "smoke", True)]
+    after = out.values["momentum after student forward"]
+    assert after["stage"][-1] == "momentum forward" and after["bytes"][-1] == 101 * 1024**2
+    left, right = out.figure.axes
+    assert [round(b.get_height(), 6) for b in left.patches] == [10, 90, 92, 101]  # MiB
+    assert [t.get_text() for t in right.get_xticklabels()] == ["batch", "EMA update", "momentum forward", "student forward"]
+    assert left.get_ylabel() == "memory (MiB; tensor bytes per stage)"
+    assert "substitute for GPU memory" in out.caption and "cpu" in out.caption
+    assert any("stands in for GPU memory" in s for s in out.standins)

@@ -175,20 +175,24 @@ def plan_radar(spec: FigureSpec, ctx: Context) -> list[PlannedStep]:
 def radar_charts(spec: FigureSpec, ctx: Context) -> FigureOutput:
     p: RadarParams = spec.params
     tables = Tables(ctx)
-    fig, axes = new_figure(3.4 * len(p.panels), 3.9, ncols=len(p.panels), squeeze=False, subplot_kw={"projection": "polar"})
+    fig, axes = new_figure(3.6 * len(p.panels), 4.6, ncols=len(p.panels), squeeze=False, subplot_kw={"projection": "polar"})
     values: dict[str, Any] = {}
     missing: list[str] = []
     for ax, panel in zip(axes[0], p.panels, strict=True):
-        raw, quoted_flags, names = [], [], []
+        raw: list[list[float]] = []
+        quoted_flags: list[str] = []  # "all" | "part" | "" (reproduced)
+        names: list[str] = []
         for m in panel.models:
             if m.quoted:
-                row, quoted = [float(v) for v in m.quoted], True
+                row, quoted = [float(v) for v in m.quoted], "all"
             else:
                 cells = [tables.cell(*m.cell_source(a)) for a in panel.axes]
                 if any(v is None for v, _, _ in cells):
                     missing.append(f"{m.name} ({panel.title}): {next(w for v, _, w in cells if v is None)}")
                     continue
-                row, quoted = [float(v) for v, _, _ in cells], any(q for _, q, _ in cells)  # type: ignore[arg-type]
+                row = [float(v) for v, _, _ in cells]  # type: ignore[arg-type]
+                flags = [q for _, q, _ in cells]
+                quoted = "all" if all(flags) else ("part" if any(flags) else "")
             raw.append(row)
             quoted_flags.append(quoted)
             names.append(m.name)
@@ -197,19 +201,21 @@ def radar_charts(spec: FigureSpec, ctx: Context) -> FigureOutput:
         for i, (name, row, quoted) in enumerate(zip(names, norm, quoted_flags, strict=True)):
             colour = OKABE_ITO[i % len(OKABE_ITO)]
             closed_a, closed_r = np.append(angles, angles[0]), np.append(row, row[0])
+            label = {"all": "quoted", "part": f"partly quoted, partly reproduced ({ctx.scale})"}.get(quoted, f"reproduced, {ctx.scale}")
             ax.plot(closed_a, closed_r, "--" if quoted else "-", color=colour, linewidth=1.2,
-                    marker="o", markersize=4, markerfacecolor="none" if quoted else colour,
-                    label=f"{name} (quoted)" if quoted else f"{name} (reproduced, {ctx.scale})")
+                    marker="o", markersize=4, markerfacecolor="none" if quoted else colour, label=f"{name} ({label})")
             if not quoted:
                 ax.fill(closed_a, closed_r, color=colour, alpha=0.12)
         ax.set_xticks(angles, [a.name for a in panel.axes])
         ax.set_ylim(0, 1.05)
-        ax.set_yticks([0, 0.5, 1.0], ["min", "", "max"])
-        ax.set_title(panel.title, pad=14)
+        ax.set_yticks([0, 0.5, 1.0], [])  # normalised: the rings are min, mid and max of each axis
+        ax.tick_params(axis="x", pad=6)
+        ax.set_title(panel.title, pad=22)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False, fontsize=7)
         values[panel.title] = {
             "axes": [a.name for a in panel.axes],
-            "models": {n: {"raw": r, "normalised": [round(float(x), 6) for x in nr], "quoted": q}
+            "models": {n: {"raw": r, "normalised": [round(float(x), 6) for x in nr], "quoted": q == "all",
+                           "partly_quoted": q == "part"}
                        for n, r, nr, q in zip(names, raw, norm, quoted_flags, strict=True)},
         }
     caption = (

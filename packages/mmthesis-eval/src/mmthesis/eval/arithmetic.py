@@ -346,7 +346,7 @@ def score_decoded(
                 out.metrics[f"decoded-image/{kind}/chance/{a}"] = 100.0 * np.mean([c[a] for c in image_chance])
                 out.metrics[f"decoded-text/{kind}/chance/{a}"] = 100.0 * np.mean([c[a] for c in text_chance])
     for side in ("decoded-image/", "decoded-text/"):
-        out.metrics |= _means(out.metrics, [*METHODS, "chance"], SCORES, side)
+        out.metrics |= _means(out.metrics, [*METHODS, "chance"], [*SCORES, "exact_grammar"], side)
     out.metrics = {k: float(v) for k, v in out.metrics.items()}
     out.rows = rows
     return out

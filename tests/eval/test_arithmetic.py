@@ -116,6 +116,17 @@ def test_r_at_k_and_its_chance():
     assert m["image-swap-colour/chance/all_r2"] == pytest.approx(100.0 * (1 - math.comb(4, 2) / math.comb(5, 2)))
 
 
+def test_chance_averages_each_attribute_over_the_queries_that_state_it():
+    # text-swap targets state a position only when the source caption does
+    stated = Query("text-swap-colour", (Term(1, "text", "a red circle on the left"),), Target("circle", "blue", 1, "left"),
+                   "a blue circle on the left")  # fmt: skip
+    unstated = Query("text-swap-colour", (Term(1, "text", "red circle"),), Target("circle", "blue", 1), "blue circle")
+    m = _score([stated, unstated]).metrics
+    assert m["text-swap-colour/chance/position"] == pytest.approx(60.0)  # left: 3 of 5, from the first query only
+    assert m["text-swap-colour/chance/colour"] == pytest.approx(60.0)
+    assert m["text-swap-colour/chance/all"] == pytest.approx((20.0 + 40.0) / 2)  # blue circle anywhere: g1, g4
+
+
 def test_chance_hits_on_a_two_shape_gallery_uses_the_best_reading():
     pair = Scene((ShapeObject("red", "cross", "left"), ShapeObject("blue", "circle", "right")))
     # reading "blue circle on the right, count 2" agrees on 3 of 4 with the target -> position wrong

@@ -251,6 +251,12 @@ def chance_hits(target: Target, scenes: Sequence[Scene], k: int) -> dict[str, fl
     return out
 
 
+def _mean_chance(chances: list[dict[str, float]]) -> dict[str, float]:
+    """Percent per score, over the queries whose target states it."""
+    keys = dict.fromkeys(k for c in chances for k in c)
+    return {k: 100.0 * float(np.mean([c[k] for c in chances if k in c])) for k in keys}
+
+
 @dataclass
 class Scored:
     metrics: dict[str, float] = field(default_factory=dict)
@@ -284,8 +290,7 @@ def score_retrieval(
             out.metrics |= {f"{kind}/{method}/{a}": v for a, v in _mean_hits(hits).items()}
             out.metrics[f"{kind}/{method}/all_r{k}"] = 100.0 * sum(h[f"all_r{k}"] for h in hits) / len(hits)
         chances = [chance_hits(queries[i].target, scenes, k) for i in index]
-        for a in chances[0]:
-            out.metrics[f"{kind}/chance/{a}"] = 100.0 * sum(c[a] for c in chances) / len(chances)
+        out.metrics |= {f"{kind}/chance/{a}": v for a, v in _mean_chance(chances).items()}
         out.metrics[f"{kind}/queries"] = float(len(index))
     out.metrics |= _means(out.metrics, [*METHODS, "chance"], [*SCORES, f"all_r{k}"])
     out.rows = rows
@@ -339,12 +344,12 @@ def score_decoded(
             out.metrics[f"decoded-text/{kind}/{method}/exact_grammar"] = (
                 100.0 * sum(r[1] for r in text_reads) / len(text_reads)
             )
-        image_chance = [chance_hits(queries[i].target, scenes, 1) for i in index]
-        text_chance = [chance_hits(queries[i].target, caption_scenes, 1) for i in index]
+        image_chance = _mean_chance([chance_hits(queries[i].target, scenes, 1) for i in index])
+        text_chance = _mean_chance([chance_hits(queries[i].target, caption_scenes, 1) for i in index])
         for a in SCORES:
-            if a in image_chance[0]:
-                out.metrics[f"decoded-image/{kind}/chance/{a}"] = 100.0 * np.mean([c[a] for c in image_chance])
-                out.metrics[f"decoded-text/{kind}/chance/{a}"] = 100.0 * np.mean([c[a] for c in text_chance])
+            if a in image_chance:
+                out.metrics[f"decoded-image/{kind}/chance/{a}"] = image_chance[a]
+                out.metrics[f"decoded-text/{kind}/chance/{a}"] = text_chance[a]
     for side in ("decoded-image/", "decoded-text/"):
         out.metrics |= _means(out.metrics, [*METHODS, "chance"], [*SCORES, "exact_grammar"], side)
     out.metrics = {k: float(v) for k, v in out.metrics.items()}

@@ -309,6 +309,6 @@ def run_analysis(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
 
 def runner(protocol: str) -> Runner:
     # the modules below register themselves on import
-    from mmthesis.eval import finetune, glue_finetune, robustness  # noqa: F401
+    from mmthesis.eval import finetune, glue_finetune, robustness, shapes_tasks  # noqa: F401
 
     return lookup(RUNNERS, "eval protocol", protocol)

@@ -25,13 +25,14 @@ from mmthesis.eval.data_access import TransformedImages
 from mmthesis.eval.linear_probe import DEFAULT_L2, fit_linear_probe, top1_accuracy
 from mmthesis.eval.retrieval import (
     KS,
-    _rank,
+    TIE_RULES,
+    RankStats,
     amr_from_median_ranks,
     chance_recall_at_1,
     image_order_by_id,
     median_ranks,
-    recall_from_ranks,
-    retrieval_ranks,
+    retrieval_rank_stats,
+    tie_aware_recall,
 )
 from mmthesis.eval.task_registry import ResolvedTask
 from mmthesis.eval.zeroshot import (
@@ -87,6 +88,12 @@ def params_of(cls: type, task: ResolvedTask):
 @dataclass
 class RetrievalParams:
     ks: list[int] = field(default_factory=lambda: list(KS))
+    ties: str = "index"  # which tie rule gives the headline R@K (retrieval.TIE_RULES); all are reported beside it
+
+    def __post_init__(self) -> None:
+        lookup(dict.fromkeys(TIE_RULES), "retrieval tie rule", self.ties)
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"ks must be positive integers, got {self.ks}")
 
 
 def retrieval_inputs(
@@ -104,24 +111,33 @@ def retrieval_inputs(
 
 
 def retrieval_metrics(
-    data: RetrievalSplit, image_emb: torch.Tensor, text_emb: torch.Tensor, ks: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """0-based I->T and T->I ranks and R@K (``ks``) plus ``mean``."""
-    i2t, t2i = retrieval_ranks(image_emb, text_emb, data.caption_image_index)
-    return i2t, t2i, recall_from_ranks(i2t, t2i, ks)
+    data: RetrievalSplit, image_emb: torch.Tensor, text_emb: torch.Tensor, ks: tuple[int, ...], ties: str = "index"
+) -> tuple[RankStats, RankStats, dict[str, Any]]:
+    """I->T and T->I rank stats and R@K (``ks``) plus ``mean`` under tie rule ``ties``, every rule beside it."""
+    i2t, t2i = retrieval_rank_stats(image_emb, text_emb, data.caption_image_index)
+    return i2t, t2i, tie_aware_recall(i2t, t2i, ks, ties)
+
+
+def _rank_rows(ids: list[str], direction: str, stats: RankStats) -> list[dict[str, Any]]:
+    """Per-sample rows: the deterministic rank and the best / worst rank over tie orders."""
+    best = stats.better.tolist()
+    worst = (stats.better + stats.tied - stats.tied_positives).tolist()
+    return [
+        {"id": i, "direction": direction, "rank": int(r), "rank_optimistic": int(b), "rank_pessimistic": int(w)}
+        for i, r, b, w in zip(ids, stats.rank.tolist(), best, worst, strict=True)
+    ]
 
 
 @register("retrieval", needs=("image", "text"))
 def run_retrieval(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     p = params_of(RetrievalParams, task)
     data, image_emb, text_emb = retrieval_inputs(ctx, task)
-    i2t, t2i, metrics = retrieval_metrics(data, image_emb, text_emb, tuple(p.ks))
+    i2t, t2i, metrics = retrieval_metrics(data, image_emb, text_emb, tuple(p.ks), p.ties)
     metrics |= chance_recall_at_1(data.caption_image_index, data.num_images) | {
         "images": data.num_images,
         "captions": data.num_captions,
     }
-    rows = [{"id": i, "direction": "i2t", "rank": int(r)} for i, r in zip(data.image_ids, i2t.tolist(), strict=True)]
-    rows += [{"id": c, "direction": "t2i", "rank": int(r)} for c, r in zip(data.caption_ids, t2i.tolist(), strict=True)]
+    rows = _rank_rows(data.image_ids, "i2t", i2t) + _rank_rows(data.caption_ids, "t2i", t2i)
     return TaskOutput(metrics, rows)
 
 

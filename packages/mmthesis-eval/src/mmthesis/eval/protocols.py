@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,10 +40,14 @@ from mmthesis.eval.zeroshot import (
     CLASSNAMES,
     LOGIT_SCALE,
     TEMPLATES,
+    Prompts,
     classnames_of,
-    format_prompts,
-    prototypes_from_prompt_embeddings,
+    load_classnames_file,
+    load_templates_file,
     templates_of,
+    zero_shot_classifier,
+    zero_shot_metrics,
+    zero_shot_ranks,
 )
 
 
@@ -193,6 +198,10 @@ class ZeroShotParams:
     templates: str = "smoke"  # "imagenet80" (the 80 OpenAI templates, §5.4) or "smoke"
     logit_scale: float = LOGIT_SCALE
     ks: list[int] = field(default_factory=lambda: [1, 5])
+    # CLIP_benchmark-style JSON files (``mmthesis eval --classnames/--templates``); they replace the two above.
+    # The harness records each file's sha256 in the evaluation's config, so an edited file is never reused.
+    classnames_file: str | None = None
+    templates_file: str | None = None
 
     def __post_init__(self) -> None:  # unknown names fail when the task is read, not after embedding
         lookup(CLASSNAMES, "zero-shot classnames", self.classnames)
@@ -200,10 +209,21 @@ class ZeroShotParams:
 
 
 def zero_shot_setup(ctx: EvalContext, task: ResolvedTask, p: ZeroShotParams):
-    """Labelled images of the split and (class names, templates) of the task."""
+    """Labelled images of the split and (class names, templates or per-class prompts) of the task."""
     images = ctx.labelled_images(task.dataset, task.split)
-    names = classnames_of(p.classnames, images.label_names)
-    templates = templates_of(p.templates)
+    if p.classnames_file is not None:
+        names = load_classnames_file(Path(p.classnames_file), task.dataset)
+        if len(names) != len(images.label_names):
+            raise ConfigError(
+                f"class-name file {p.classnames_file} gives {len(names)} names, "
+                f"{task.dataset} has {len(images.label_names)} classes",
+                "give one name per class, in class-id order",
+            )
+    else:
+        names = classnames_of(p.classnames, images.label_names)
+    templates: Prompts = (
+        load_templates_file(Path(p.templates_file), task.dataset) if p.templates_file else templates_of(p.templates)
+    )
     if int(images.labels.max()) >= len(names):
         raise DataMissingError(
             f"dataset {task.dataset!r} has labels beyond its {len(names)} class names", "re-prepare the dataset"
@@ -225,12 +245,15 @@ def labelled_image_embeddings(ctx: EvalContext, task: ResolvedTask, corruption=N
 
 
 def zero_shot_scores(ctx, task, p, image_emb, names, templates, labels, text_corruption=None):
-    prompts = [t for name in names for t in format_prompts(name, templates)]
-    prompt_emb = ctx.embed_texts(prompts, task.dataset, text_corruption)
-    protos = prototypes_from_prompt_embeddings(prompt_emb.view(len(names), len(templates), -1))
-    rank = _rank(p.logit_scale * image_emb.float() @ protos.t(), labels)
-    ks = [k for k in p.ks if k <= len(names)]
-    return rank, {f"top{k}": 100.0 * int((rank < k).sum()) / len(rank) for k in ks}
+    """(rank of each label, metrics): ``zeroshot``'s classifier over the context's (optionally corrupted) prompts."""
+    try:
+        protos = zero_shot_classifier(
+            lambda texts: ctx.embed_texts(texts, task.dataset, text_corruption), names, templates
+        )
+    except ValueError as e:
+        raise ConfigError(f"task {task.name}: {e}", "fix the class names or prompt templates") from e
+    rank, predictions = zero_shot_ranks(image_emb, protos, labels, p.logit_scale)
+    return rank, zero_shot_metrics(rank, predictions, labels, [k for k in p.ks if k <= len(names)])
 
 
 @register("zero-shot", needs=("image", "text"))
@@ -242,7 +265,8 @@ def run_zero_shot(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     metrics |= {
         "images": len(images.ids),
         "classes": len(names),
-        "templates": len(templates),
+        "templates": None if isinstance(templates, dict) else len(templates),  # None: per-class prompts
+        "prompts": sum(len(templates[c]) for c in names) if isinstance(templates, dict) else len(names) * len(templates),
         "chance_top1": 100.0 / len(names),
     }
     rows = [

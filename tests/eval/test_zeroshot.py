@@ -1,9 +1,8 @@
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
-
-import json
-
 from sklearn.metrics import balanced_accuracy_score
 
 from mmthesis.core.errors import ConfigError

@@ -23,7 +23,7 @@ from mmthesis.data.image_text import RetrievalSplit
 from mmthesis.eval.analysis import representation_analysis
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.data_access import TransformedImages
-from mmthesis.eval.linear_probe import DEFAULT_L2, fit_linear_probe, top1_accuracy
+from mmthesis.eval.linear_probe import DEFAULT_L2, DEFAULT_TOL, MAX_ITER, fit_linear_probe, top1_accuracy, topk_accuracy
 from mmthesis.eval.retrieval import (
     KS,
     TIE_RULES,
@@ -281,6 +281,9 @@ def run_zero_shot(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
 class LinearProbeParams:
     feature: str = "patch-mean"  # §5.3: mean of the image encoder's patch tokens; "embedding" for any model
     l2: float = DEFAULT_L2
+    tol: float = DEFAULT_TOL  # L-BFGS stops when max |gradient| <= tol (``converged`` in the result)
+    max_iter: int = MAX_ITER  # safety cap; reaching it leaves ``converged`` false
+    ks: list[int] = field(default_factory=lambda: [1, 5])
 
     def __post_init__(self) -> None:
         from mmthesis.eval.features import FEATURE_KINDS
@@ -315,11 +318,16 @@ def run_linear_probe(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
 
     train, test = features(task.train_split), features(task.split)
     classes = int(max(train["labels"].max(), test["labels"].max())) + 1
-    probe = fit_linear_probe(train["features"], train["labels"], classes, p.l2)
-    metrics = {
-        "top1": top1_accuracy(probe, test["features"], test["labels"]),
+    probe = fit_linear_probe(train["features"], train["labels"], classes, p.l2, tol=p.tol, max_iter=p.max_iter)
+    metrics: dict[str, Any] = {
+        f"top{k}": topk_accuracy(probe, test["features"], test["labels"], k) for k in p.ks if k <= classes
+    }
+    metrics |= {
         "train_top1": top1_accuracy(probe, train["features"], train["labels"]),
         "train_loss": probe.converged_loss,
+        "iterations": probe.iterations,
+        "converged": probe.converged,
+        "grad_max": probe.grad_max,
         "train_images": len(train["labels"]),
         "test_images": len(test["labels"]),
         "classes": classes,
@@ -330,7 +338,12 @@ def run_linear_probe(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
         {"index": i, "label": int(y), "prediction": int(q)}
         for i, (y, q) in enumerate(zip(test["labels"].tolist(), preds, strict=True))
     ]
-    return TaskOutput(metrics, rows)
+    notes = (
+        []
+        if probe.converged
+        else [f"linear probe stopped at {probe.iterations} iterations with max |grad| {probe.grad_max:.1e} > tol {p.tol:g}"]
+    )
+    return TaskOutput(metrics, rows, notes)
 
 
 # ------------------------------------------------------------------------------ analysis

@@ -26,7 +26,7 @@ def test_matches_sklearn_on_separable_toy_problem():
     x, y = blobs(40, CENTERS, 0.5, 0)
     xt, yt = blobs(30, CENTERS, 0.9, 1)  # noisier test set: not every point is easy
     l2 = 1e-2
-    probe = fit_linear_probe(x, y, 3, l2=l2, layer_norm=False)
+    probe = fit_linear_probe(x, y, 3, l2=l2, layer_norm=False, tol=1e-8)
     ref = LogisticRegression(C=1.0 / (l2 * len(y)), tol=1e-10, max_iter=5000).fit(x.numpy(), y.numpy())
     assert top1_accuracy(probe, x, y) == 100.0  # separable
     assert top1_accuracy(probe, xt, yt) == pytest.approx(100.0 * ref.score(xt.numpy(), yt.numpy()))
@@ -43,7 +43,7 @@ def test_matches_sklearn_on_separable_toy_problem():
 def test_iteration_cap_is_reported_as_not_converged_and_topk():
     x, y = blobs(20, CENTERS, 0.5, 3)
     short = fit_linear_probe(x, y, 3, l2=1e-3, max_iter=3)
-    assert short.iterations == 3 and not short.converged and short.grad_max > 1e-8
+    assert short.iterations == 3 and not short.converged and short.grad_max > 1e-6
     full = fit_linear_probe(x, y, 3, l2=1e-3)
     assert full.converged and full.converged_loss < short.converged_loss
     with pytest.raises(ValueError, match="tol must be > 0"):

@@ -64,11 +64,10 @@ class EvalOptions:
     templates_file: Path | None = None  # zero-shot templates / per-class prompts (CLIP_benchmark format)
 
 
-def resolve_tasks(names: list[str], scale: str, options: EvalOptions | None = None) -> list[ResolvedTask]:
+def resolve_tasks(names: list[str], scale: str) -> list[ResolvedTask]:
     if not names:
         raise MMThesisError("no task given", "name one or more tasks, see `mmthesis eval list`")
-    tasks = [get_task(n).at_scale(scale) for n in dict.fromkeys(names)]
-    return apply_options(tasks, options) if options is not None else tasks
+    return [get_task(n).at_scale(scale) for n in dict.fromkeys(names)]
 
 
 def _needs_protocol(tasks: list[ResolvedTask], protocol: str, option: str) -> list[ResolvedTask]:
@@ -132,7 +131,7 @@ def evaluate(
     tasks = (
         [t for t in task_names if isinstance(t, ResolvedTask)]
         if task_names and all(isinstance(t, ResolvedTask) for t in task_names)
-        else resolve_tasks([str(t) for t in task_names], scale, options)
+        else apply_options(resolve_tasks([str(t) for t in task_names], scale), options)
     )
     loaded = model if isinstance(model, LoadedModel) else load_model(model, scale)
     ctx = EvalContext(
@@ -234,7 +233,7 @@ def evaluate_grid(
     if not models:
         raise ConfigError("no model given", "pass --model SPEC (repeat it for several models)")
     options = options or EvalOptions()
-    tasks = resolve_tasks(task_names, scale, options)
+    tasks = apply_options(resolve_tasks(task_names, scale), options)
     for t in tasks:
         resolve_dataset(t.dataset, scale)
     cells = []

@@ -34,7 +34,7 @@ from mmthesis.eval.retrieval import _rank
 from mmthesis.eval.threads import single_thread_if_small
 
 DEFAULT_L2 = 1e-3
-DEFAULT_TOL = 1e-8  # max |gradient| of the mean objective at which the probe counts as converged
+DEFAULT_TOL = 1e-6  # max |gradient| of the mean objective at which the probe counts as converged
 MAX_ITER = 10_000  # safety cap only
 LN_EPS = 1e-6
 SINGLE_THREAD_BELOW = 50_000_000  # N * D * C

@@ -39,3 +39,7 @@ class CheckpointError(MMThesisError):
 
 class UnknownNameError(MMThesisError):
     """A registry lookup (recipe, table, task, dataset, teacher) failed."""
+
+
+class StorageError(MMThesisError):
+    """Writing to disk failed: the disk is full, read-only, or the folder is not writable."""

@@ -6,14 +6,18 @@ place, so a crash or kill never leaves a half-written result, manifest or table.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from mmthesis.core.errors import StorageError
 
 
 @contextmanager
@@ -60,3 +64,37 @@ def sha256_json(obj: Any) -> str:
     """Hash of a JSON-serialisable object, independent of key order."""
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int | None:
+    """Free space of the file system holding ``path`` (its nearest existing parent); None if unknown."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB"
+
+
+def storage_error(path: str | os.PathLike[str], error: OSError, needed: int | None = None) -> StorageError:
+    """The one-line ``StorageError`` for a failed write of ``path``: disk full (with the free space), read-only
+    or not writable; why: an ``OSError`` traceback from deep inside a library names neither the file nor the fix."""
+    free = free_bytes(path)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        need = f", {_mb(needed)} needed" if needed is not None else ""
+        have = _mb(free) if free is not None else "unknown"
+        return StorageError(
+            f"disk full while writing {os.fspath(path)} ({have} free{need})",
+            "free space on that disk or point MMTHESIS_HOME at a larger one",
+        )
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageError(
+            f"cannot write {os.fspath(path)}: {error.strerror or error}",
+            "make the folder writable or point MMTHESIS_HOME elsewhere",
+        )
+    return StorageError(f"writing {os.fspath(path)} failed: {error.strerror or error}")

@@ -48,7 +48,7 @@ def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Te
     data = canonical_safetensors(safetensors_bytes(tensors, metadata=dict(sorted((metadata or {}).items()))))
     free = free_bytes(path)
     if free is not None and free < len(data):
-        raise storage_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), needed=len(data))
+        raise storage_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), needed=len(data), free=free)
     try:
         atomic_write_bytes(path, data)
     except OSError as e:

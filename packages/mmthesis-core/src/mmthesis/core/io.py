@@ -77,17 +77,22 @@ def free_bytes(path: str | os.PathLike[str]) -> int | None:
         return None
 
 
-def _mb(n: int) -> str:
-    return f"{n / 2**20:,.1f} MB"
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
 
 
-def storage_error(path: str | os.PathLike[str], error: OSError, needed: int | None = None) -> StorageError:
+def storage_error(
+    path: str | os.PathLike[str], error: OSError, needed: int | None = None, free: int | None = None
+) -> StorageError:
     """The one-line ``StorageError`` for a failed write of ``path``: disk full (with the free space), read-only
     or not writable; why: an ``OSError`` traceback from deep inside a library names neither the file nor the fix."""
-    free = free_bytes(path)
+    free = free_bytes(path) if free is None else free
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        need = f", {_mb(needed)} needed" if needed is not None else ""
-        have = _mb(free) if free is not None else "unknown"
+        need = f", {_size(needed)} needed" if needed is not None else ""
+        have = _size(free) if free is not None else "unknown"
         return StorageError(
             f"disk full while writing {os.fspath(path)} ({have} free{need})",
             "free space on that disk or point MMTHESIS_HOME at a larger one",

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -59,7 +60,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         data = buffer.getbuffer()
         free = free_bytes(path)
         if free is not None and free < len(data):
-            raise storage_error(path, OSError(28, os.strerror(28)), needed=len(data))
+            raise storage_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), needed=len(data), free=free)
         try:
             atomic_write_bytes(path, data)
         except OSError as e:

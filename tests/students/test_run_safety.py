@@ -90,6 +90,7 @@ def test_pickle_as_last_ckpt_is_refused_in_one_line(tmp_path):
     assert (tmp_path / "last.ckpt").is_file()  # refused, not moved: the user decides
 
 
+@pytest.mark.slow  # trains twice
 def test_full_disk_while_checkpointing_marks_the_run_failed_and_a_rerun_resumes(smoke_home, monkeypatch):
     monkeypatch.setenv("MMTHESIS_HOME", str(smoke_home))
     config = load_recipe("s-smke-cdl-mb", "smoke", [*FAST, "train.max_steps=4", "train.checkpoint_every_n_steps=2"])

@@ -406,7 +406,7 @@ READINGS: tuple[Reading, ...] = (
         lambda c: not _finetunes(c),  # the retrieval finetuning code takes `lr` as it is
         False,
         "LR = base LR x #GPUs (code: base_lr x batch x GPUs / 256); the text's tables list the base LR",
-        lambda c: c.train.devices > 1,
+        lambda c: c.train.devices * c.train.num_nodes > 1,
     ),
     Reading(
         "train.epochs",

@@ -312,7 +312,8 @@ def test_full_or_read_only_home_is_one_line(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_full_disk_names_the_space_still_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mmthesis.core.errors import StorageError, format_bytes
+    from mmthesis.core.errors import StorageError
+    from mmthesis.core.io import format_bytes
     from mmthesis.data import manifest as manifest_mod
 
     raw = tmp_path / "coco"
@@ -336,7 +337,7 @@ def test_full_disk_names_the_space_still_needed(tmp_path: Path, monkeypatch: pyt
 
 
 def test_storage_error_is_only_for_disk_problems() -> None:
-    from mmthesis.core.errors import format_bytes, storage_error
+    from mmthesis.core.io import format_bytes, storage_error
 
     assert storage_error(OSError(errno.ENOENT, "No such file")) is None  # a bug or a missing input, not the disk
     assert [format_bytes(n) for n in (999, 1500, 23_400_000, 1.2e12)] == ["999 B", "1.5 kB", "23.4 MB", "1.2 TB"]

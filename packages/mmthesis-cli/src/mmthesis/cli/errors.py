@@ -6,7 +6,8 @@ import click
 from typer.core import TyperGroup
 
 from mmthesis.core.console import err_console
-from mmthesis.core.errors import MMThesisError, storage_error
+from mmthesis.core.errors import MMThesisError
+from mmthesis.core.io import storage_error
 from mmthesis.core.registry import unknown_name
 
 

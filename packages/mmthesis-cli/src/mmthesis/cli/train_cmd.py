@@ -79,10 +79,13 @@ def run(
     from mmthesis.core.config import config_hash
     from mmthesis.students.artifact import run_name
     from mmthesis.students.recipes import load_recipe
+    from mmthesis.students.run_safety import launched_rank_zero
     from mmthesis.students.train import train_recipe
 
     config = load_recipe(recipe, scale, overrides or [])
     result = train_recipe(config, scale, force=force)
+    if not launched_rank_zero():
+        return  # a DDP worker process: rank 0 reports
     folder = run_dir(run_name(config, scale), config_hash(config))
     table = Table("metric", "value", title=f"{recipe} ({scale})")
     for key, value in result.metrics.items():

@@ -8,8 +8,12 @@ caller to pass ``trust=True`` explicitly (CLI: ``--trust-checkpoint``).
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import os
 import pickle
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Mapping
@@ -18,16 +22,22 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from mmthesis.core.errors import CheckpointError
-from mmthesis.core.io import atomic_path
+from mmthesis.core.io import atomic_write_bytes, free_bytes, write_error
 
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
 def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
-    """Write a state dict as safetensors, atomically. Shared/non-contiguous tensors are cloned."""
+    """Write a state dict as safetensors, atomically and byte-deterministically. Shared/non-contiguous tensors are cloned.
+
+    The header is rewritten with sorted keys: safetensors keeps the metadata in a hash map whose order differs
+    between processes, so the same weights would otherwise give different bytes (and file hashes).
+    A full disk is a one-line ``StorageError`` naming the file and the free space.
+    """
     path = Path(path)
     # safetensors refuses tensors that share memory (tied weights) or are non-contiguous: copy those
     storage_uses = Counter(v.untyped_storage().data_ptr() for v in state_dict.values())
@@ -35,9 +45,47 @@ def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Te
         k: v.detach().contiguous().clone() if storage_uses[v.untyped_storage().data_ptr()] > 1 or not v.is_contiguous() else v.detach()
         for k, v in state_dict.items()
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=dict(metadata or {}))
+    data = canonical_safetensors(safetensors_bytes(tensors, metadata=dict(sorted((metadata or {}).items()))))
+    free = free_bytes(path)
+    if free is not None and free < len(data):
+        raise write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), needed=len(data), free=free)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise write_error(path, e, needed=len(data)) from e
     return path
+
+
+def _header_bytes(header: Mapping[str, Any]) -> bytes:
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return text + b" " * (-len(text) % 8)  # safetensors pads the header to 8 bytes with spaces
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """safetensors bytes with the JSON header in sorted-key order (the tensor bytes are unchanged)."""
+    n = int.from_bytes(data[:8], "little")
+    header = _header_bytes(json.loads(data[8 : 8 + n]))
+    return len(header).to_bytes(8, "little") + header + data[8 + n :]
+
+
+def weights_digest(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """sha256 of a safetensors file in canonical form (sorted header + tensor bytes), whatever its header order.
+
+    Equal for equal tensors and metadata (the model fingerprint of an evaluation); for a file written by
+    ``save_weights`` it is the file's sha256.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = _header_bytes(json.loads(f.read(n)))
+            digest.update(len(header).to_bytes(8, "little") + header)
+            while chunk := f.read(chunk_size):
+                digest.update(chunk)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({_short(e)})", "re-create it") from e
+    return digest.hexdigest()
 
 
 def load_weights(path: str | os.PathLike[str], *, trust: bool = False, map_location: str = "cpu") -> dict[str, Any]:
@@ -61,7 +109,9 @@ def load_weights(path: str | os.PathLike[str], *, trust: bool = False, map_locat
                 f"checkpoint {str(path)!r} is not a readable safetensors file ({_short(e)})", "re-create or re-download it"
             ) from e
     try:
-        return torch.load(str(path), map_location=map_location, weights_only=not trust)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise around a refusal or a load
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as e:
         if not trust and "weights_only" in str(e):
             raise CheckpointError(
@@ -92,11 +142,12 @@ def _looks_like_safetensors(path: Path) -> bool:
 
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:160]
+    # the first sentence: torch's messages go on with advice (file an issue, load unsafely) that does not apply
+    return (text[0].split(". ")[0] if text else type(e).__name__)[:160]
 
 
 def _unsafe_global(e: BaseException) -> str:
     for line in str(e).splitlines():
         if "Unsupported global" in line or "GLOBAL" in line:
-            return line.strip()[:160]
-    return "not allowed by weights_only loading"
+            return line.strip().split(". ")[0][:160]
+    return "not allowed by tensor-only loading"

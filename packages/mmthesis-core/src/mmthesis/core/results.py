@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmthesis.core.config import config_hash, to_dict
-from mmthesis.core.io import atomic_write_json
+from mmthesis.core.errors import StorageError
+from mmthesis.core.io import atomic_write_json, write_error
 from mmthesis.core.paths import runs_root
 from mmthesis.core.provenance import git_commit, hardware, package_versions
 
@@ -77,10 +78,21 @@ class RunRecorder:
     """Writes result.json at start (status running) and at the end (finished/failed), atomically.
 
     Use as a context manager: an exception marks the run failed with its message
-    and is re-raised.
+    and is re-raised (also when the disk is full: the failed record is then best-effort, the
+    original error is what the user sees). ``enabled=False`` (non-zero ranks of a multi-process
+    run) keeps the result in memory only.
     """
 
-    def __init__(self, name: str, scale: str, config: Any, root: Path | None = None, datasets: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        scale: str,
+        config: Any,
+        root: Path | None = None,
+        datasets: dict[str, str] | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
         self.hash = config_hash(config)
         self.dir = run_dir(name, self.hash, root)
         self.result = RunResult(name=name, scale=scale, config=to_dict(config), config_hash=self.hash, datasets=dict(datasets or {}))
@@ -91,10 +103,16 @@ class RunRecorder:
         return self.dir / RESULT_FILE
 
     def write(self) -> None:
-        atomic_write_json(self.path, self.result.to_json())
+        if not self.enabled:
+            return
+        try:
+            atomic_write_json(self.path, self.result.to_json())
+        except OSError as e:
+            raise write_error(self.path, e) from e
 
     def __enter__(self) -> RunRecorder:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.enabled:
+            self.dir.mkdir(parents=True, exist_ok=True)
         self._start = time.perf_counter()
         self.write()
         return self
@@ -111,5 +129,8 @@ class RunRecorder:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
             self._finish("finished")
-        else:
+            return
+        try:
             self._finish("failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
+        except StorageError:
+            pass  # e.g. still no space for result.json: the error being raised says why the run stopped

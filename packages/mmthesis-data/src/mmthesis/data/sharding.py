@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.console import progress
-from mmthesis.core.errors import storage_error
-from mmthesis.core.io import atomic_write_json
+from mmthesis.core.io import atomic_write_json, storage_error
 from mmthesis.data.manifest import MANIFEST, Manifest, SampleFn, ShardRecord, prepare_shard, write_manifest
 
 

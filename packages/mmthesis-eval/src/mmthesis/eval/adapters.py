@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmthesis.core.checkpoint import weights_digest
 from mmthesis.core.errors import CheckpointError, ConfigError, MMThesisError
 from mmthesis.core.io import sha256_file, sha256_json
 from mmthesis.core.paths import runs_root
@@ -125,7 +126,8 @@ def load_run(spec: str) -> LoadedModel:
         )
     trained = load_trained(run)
     config, model = trained.config, trained.model
-    fingerprint = sha256_json({"kind": "mmthesis-run", "weights": sha256_file(run / WEIGHTS)})[:16]
+    # the tensors and sorted metadata, not the file bytes: older files have their metadata in a random order
+    fingerprint = sha256_json({"kind": "mmthesis-run", "weights": weights_digest(run / WEIGHTS)})[:16]
     info: dict[str, Any] = {"kind": "mmthesis-run", "run": str(run), "recipe": config.recipe}
     if config.task == "image_kd":
         return LoadedModel(

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mmthesis.core.checkpoint import extract_state_dict, load_weights
 from mmthesis.core.errors import CheckpointError, ConfigError
 from mmthesis.core.io import sha256_file, sha256_json
 from mmthesis.eval.adapters import LoadedModel
@@ -80,9 +81,20 @@ def load_open_clip(spec: str) -> LoadedModel:
             f"unknown open_clip architecture {arch!r}",
             "see open_clip.list_models() or register a config with open_clip.add_model_config",
         )
+    if ckpt:
+        # read safely first: a pickle with code, a truncated or foreign file is one line here, not open_clip's
+        # traceback (whose torch.load message advises unsafe loading)
+        extract_state_dict(load_weights(ckpt))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=ckpt or None)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=ckpt or None)
+        except (RuntimeError, KeyError, ValueError) as e:  # keys or shapes of another architecture
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"open_clip weights {ckpt!r} do not fit architecture {arch!r} ({first})",
+                "pass the weights of that architecture",
+            ) from e
     model.eval()
     tokenizer = open_clip.get_tokenizer(arch)
     context_length = int(getattr(model, "context_length", 77))

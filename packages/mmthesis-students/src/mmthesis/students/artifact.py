@@ -195,7 +195,7 @@ def read_config(run: Path) -> VLRecipeConfig:
         raise CheckpointError(f"{path} does not exist: the run folder is incomplete", _TRAIN_HINT)
     try:
         return from_dict(VLRecipeConfig, json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError, ConfigError, ValueError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, ConfigError, ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"{path} is not a valid recipe config ({str(e).splitlines()[0][:160]})", _TRAIN_HINT) from e
 
 
@@ -248,7 +248,8 @@ def read_itc_log_scales(run: Path) -> dict[str, float]:
         return {k: float(v) for k, v in json.loads(meta[ITC_LOG_SCALES]).items()}
     last = run / "checkpoints" / "last.ckpt"
     if last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=True).get("state_dict", {})
+        loaded = load_weights(last)  # tensors and plain containers only; one line for a broken or unsafe file
+        state = loaded.get("state_dict", {}) if isinstance(loaded, dict) else {}
         scales = {k: float(v) for k, v in state.items() if k.startswith("log_scale") and v.ndim == 0}
         if scales:
             return scales
@@ -310,7 +311,11 @@ def load_trained(run: Path) -> TrainedRun:
         raise CheckpointError(
             f"{run / WEIGHTS} holds a {meta['task']} student but {CONFIG} says {config.task}", _TRAIN_HINT
         )
-    model = build_student(config, state, tokenizer, meta)
+    try:
+        model = build_student(config, state, tokenizer, meta)
+    except (ValueError, RuntimeError, TypeError, KeyError, IndexError) as e:  # a config.json the weights do not fit
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{run / CONFIG} does not describe the model in {WEIGHTS} ({first})", _TRAIN_HINT) from e
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # same names, other shapes

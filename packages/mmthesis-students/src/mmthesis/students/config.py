@@ -147,7 +147,9 @@ class TrainConfig:
     # bf16 mixed precision on GPU (no loss scaling); the thesis code ran fp16 AMP: "16-mixed". A GPU without bf16
     # falls back to 16-mixed by itself (train.training_precision); CPU runs use 32-true
     precision: str = "bf16-mixed"
-    devices: int = 1
+    devices: int = 1  # per node
+    # nodes of a multi-node run: Lightning reads the rank layout from torchrun / SLURM (README "Multi-GPU and multi-node")
+    num_nodes: int = 1
     accelerator: str = "auto"
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 1000
@@ -184,6 +186,7 @@ class VLRecipeConfig:
     init: InitConfig = field(default_factory=InitConfig)
 
     def __post_init__(self) -> None:
+        self._check_ranges()
         if self.loss.memory_bank_size and self.loss.kd != "contrastive" and self.task == "vl":
             raise ValueError("a teacher memory bank needs loss.kd=contrastive (or set loss.memory_bank_size=0)")
         if not 0.0 <= self.optim.warmup_fraction < 1.0:
@@ -203,6 +206,44 @@ class VLRecipeConfig:
 
         if self.init.from_recipe and self.task != "vl":
             raise ValueError("init.from_recipe starts a vision-language student from a trained one: it needs task vl")
+
+    def _check_ranges(self) -> None:
+        """Values that type-check but cannot train (a zero batch, a negative LR): one line here, not a traceback
+        from inside the trainer after the run folder exists."""
+        d, o, t, m = self.data, self.optim, self.train, self.model
+        at_least_1 = {
+            "data.batch_size": d.batch_size,
+            "data.max_text_length": d.max_text_length,
+            "data.text_block_size": d.text_block_size,
+            "train.epochs": t.epochs,
+            "train.devices": t.devices,
+            "train.num_nodes": t.num_nodes,
+            "train.log_every_n_steps": t.log_every_n_steps,
+            "train.checkpoint_every_n_steps": t.checkpoint_every_n_steps,
+            "model.img_size": m.img_size,
+            "model.patch_size": m.patch_size,
+        }
+        for key, value in at_least_1.items():
+            if value < 1:
+                raise ValueError(f"{key} must be at least 1, got {value}")
+        for key, value in {
+            "data.num_workers": d.num_workers,
+            "loss.memory_bank_size": self.loss.memory_bank_size,
+            "loss.itc_memory_bank_size": self.loss.itc_memory_bank_size,
+            "teacher.prefit_steps": self.teacher.prefit_steps,
+        }.items():
+            if value < 0:
+                raise ValueError(f"{key} must be 0 or more, got {value}")
+        if t.max_steps == 0 or t.max_steps < -1:
+            raise ValueError(f"train.max_steps must be a positive number of steps or -1 (train.epochs), got {t.max_steps}")
+        if not (math.isfinite(o.lr) and o.lr > 0):
+            raise ValueError(f"optim.lr must be a positive number, got {o.lr}")
+        if not (math.isfinite(o.weight_decay) and o.weight_decay >= 0):
+            raise ValueError(f"optim.weight_decay must be 0 or more, got {o.weight_decay}")
+        if not (o.eps > 0 and all(0.0 <= b < 1.0 for b in o.betas)):
+            raise ValueError(f"optim.eps must be > 0 and optim.betas in [0, 1), got {o.eps} and {list(o.betas)}")
+        if m.img_size % m.patch_size:
+            raise ValueError(f"model.img_size ({m.img_size}) must be a multiple of model.patch_size ({m.patch_size})")
 
     @property
     def uses_teacher(self) -> bool:
@@ -365,7 +406,7 @@ READINGS: tuple[Reading, ...] = (
         lambda c: not _finetunes(c),  # the retrieval finetuning code takes `lr` as it is
         False,
         "LR = base LR x #GPUs (code: base_lr x batch x GPUs / 256); the text's tables list the base LR",
-        lambda c: c.train.devices > 1,
+        lambda c: c.train.devices * c.train.num_nodes > 1,
     ),
     Reading(
         "train.epochs",

@@ -90,17 +90,29 @@ class TargetTable:
     """The targets of a precomputed file, looked up by image id."""
 
     def __init__(self, path: str | Path, config: VLRecipeConfig) -> None:
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        path = Path(path)
+        fix = f"precompute them for this recipe (`mmthesis train precompute {config.recipe} --out FILE`)"
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as e:
+            load_weights(path)  # a missing, empty, corrupt or pickled file: its own one-line error
+            raise CheckpointError(f"teacher.precomputed_targets {str(path)!r} is not a safetensors file", fix) from e
         if meta.get(KIND) != target_kind(config):
             raise CheckpointError(
-                f"{path} holds {meta.get(KIND)!r} targets, the recipe needs {target_kind(config)!r}",
-                "precompute them for this recipe (`mmthesis train precompute RECIPE`)",
+                f"{path} holds {meta.get(KIND)!r} targets, the recipe needs {target_kind(config)!r}", fix
             )
-        self.targets = load_weights(path)[TARGETS]
-        self.rows = {image_id: i for i, image_id in enumerate(json.loads(meta[IDS]))}
+        state = load_weights(path)
+        try:
+            self.targets = state[TARGETS]
+            ids = json.loads(meta[IDS])
+            if self.targets.ndim != 2 or len(ids) != len(self.targets):
+                raise ValueError(f"{len(ids)} ids for targets of shape {tuple(self.targets.shape)}")
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{path} is not a complete teacher-target file ({e})", fix) from e
+        self.rows = {image_id: i for i, image_id in enumerate(ids)}
 
     @property
     def dim(self) -> int:

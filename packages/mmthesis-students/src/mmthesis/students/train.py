@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from mmthesis.core.config import config_hash
 from mmthesis.core.console import console
-from mmthesis.core.errors import ConfigError, DataMissingError
+from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, run_dir
 from mmthesis.data.image_text import ImageTextPairs
@@ -36,12 +36,13 @@ from mmthesis.data.transforms import train_transform
 from mmthesis.students.artifact import LOSSES, TrainedRun, load_trained, read_itc_log_scales, run_name, write_artifact
 from mmthesis.students.callbacks import LossHistory, ResumeDataOrder, RNGState, Throughput
 from mmthesis.students.checkpointing import enable_gradient_checkpointing
-from mmthesis.students.config import VLRecipeConfig
+from mmthesis.students.config import TrainConfig, VLRecipeConfig
 from mmthesis.students.distributed import ResumableDataLoader, ResumableSampler, SeededSamples
 from mmthesis.students.lightning_module import TrainingModule, VLDistillationModule, build_teacher
 from mmthesis.students.paths import resolve_path
 from mmthesis.students.precompute import precompute_teacher_targets, target_kind
 from mmthesis.students.recipes import parent_config
+from mmthesis.students.run_safety import AtomicCheckpointIO, launched_rank_zero, resume_checkpoint, run_lock
 from mmthesis.students.smoke_teacher import prefit_teacher
 from mmthesis.students.unimodal_data import ImageSplit, TextBlocks, text_block_cache_prefix, text_blocks_packed
 from mmthesis.students.unimodal_module import UnimodalDistillationModule
@@ -154,7 +155,16 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None, force: bool = False) -> RunResult:
-    """Train ``config`` unless a finished run with the same config exists; returns its result."""
+    """Train ``config`` unless a finished run with the same config exists; returns its result.
+
+    One process at a time per run folder: a second identical run waits for the first, then reuses it
+    (``run_safety.run_lock``).
+    """
+    with run_lock(run_dir(run_name(config, scale), config_hash(config), root)):
+        return _train_locked(config, scale, root=root, force=force)
+
+
+def _train_locked(config: VLRecipeConfig, scale: str, *, root: Path | None, force: bool) -> RunResult:
     name = run_name(config, scale)
     if not force and (done := find_finished_run(name, config, root)) is not None:
         console.print(f"[green]reusing finished run[/] {run_dir(name, config_hash(config), root)}")
@@ -168,6 +178,8 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     d, t = config.data, config.train
     dataset, collate, pairs = build_training_data(config, tokenizer, scale)
     train_set = SeededSamples(dataset)
+    devices = training_devices(t)
+    check_steps(len(train_set), d.batch_size, devices * t.num_nodes)
     # data order = f(seed, epoch), sharded over ranks, resumable mid-epoch (exact resume)
     loader = ResumableDataLoader(
         train_set,
@@ -182,9 +194,9 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     module = build_module(config, tokenizer.vocab_size if tokenizer is not None else None)
     if parent is not None:
         module.start_from(parent.model.state_dict(), read_itc_log_scales(parent.folder))
-    resume = run_dir(name, config_hash(config), root) / "checkpoints" / "last.ckpt"
+    resume = resume_checkpoint(run_dir(name, config_hash(config), root) / "checkpoints")  # a broken one moved aside
     on_cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
-    if config.teacher.prefit_steps and module.teacher is not None and not resume.is_file():
+    if config.teacher.prefit_steps and module.teacher is not None and resume is None:
         # (a resumed run restores the pre-fitted teacher from its checkpoint)
         with cpu_threads(d.num_workers if on_cpu else None):
             prefit_teacher(module.teacher, pairs, config.teacher.prefit_steps, config.model.img_size, seed=t.seed)
@@ -198,16 +210,20 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
             " (random-initialised unless the recipe names a checkpoint)"
         )
 
-    recorder = RunRecorder(name, scale, config, root=root, datasets=fingerprints)
+    recorder = RunRecorder(name, scale, config, root=root, datasets=fingerprints, enabled=launched_rank_zero())
     out_dir = recorder.dir
     history = LossHistory(out_dir / LOSSES)
     ckpt_dir = out_dir / "checkpoints"
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=0
+        dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=0,
+        enable_version_counter=False,  # one last.ckpt, replaced atomically; never a stray last-v1.ckpt
     )
     trainer = L.Trainer(
         accelerator="cpu" if on_cpu else t.accelerator,
-        devices=t.devices if not on_cpu else 1,
+        devices=devices,
+        num_nodes=t.num_nodes,  # the ranks come from torchrun / SLURM variables (Lightning's cluster environments)
+        strategy="ddp" if devices * t.num_nodes > 1 else "auto",  # gloo on CPU, nccl on GPU
+        plugins=[AtomicCheckpointIO()],
         precision=training_precision(t.precision, on_cpu),
         max_epochs=t.epochs,
         max_steps=t.max_steps,
@@ -222,11 +238,16 @@ def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None
     )
     # the frozen teacher is in eval mode on purpose (REFERENCE.md §10 item 16)
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-    resume = ckpt_dir / "last.ckpt"
     with recorder, cpu_threads(d.num_workers if on_cpu else None):
-        if resume.is_file():
+        if resume is not None:
             console.print(f"resuming from {resume}")
-        trainer.fit(module, loader, ckpt_path=str(resume) if resume.is_file() else None, weights_only=True)
+        trainer.fit(module, loader, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
+        if trainer.global_step == 0:
+            raise MMThesisError(
+                "the run did no optimisation step", "check data.batch_size against the training data's size"
+            )
+        if not trainer.is_global_zero:
+            return recorder.result  # rank 0 writes the run folder
         scales = module.itc_log_scales() if isinstance(module, VLDistillationModule) else None
         write_artifact(out_dir, config, scale, module.student, tokenizer, history.rows, itc_log_scales=scales)
         recorder.result.metrics = _summary(history.rows)
@@ -256,6 +277,26 @@ def trained_parent(config: VLRecipeConfig, scale: str, root: Path | None = None)
         )
     train_recipe(parent, scale, root=root)  # reuses a finished run of this config
     return load_trained(run_dir(run_name(parent, scale), digest, root))
+
+
+def training_devices(t: TrainConfig) -> int:
+    """Processes per node: ``train.devices`` on GPUs or with ``train.accelerator=cpu`` (DDP over gloo); one
+    when a GPU recipe (accelerator auto) falls back to a machine without GPUs."""
+    on_cpu = t.accelerator == "cpu" or not torch.cuda.is_available()
+    return t.devices if t.accelerator == "cpu" or not on_cpu else 1
+
+
+def check_steps(examples: int, batch_size: int, world: int) -> None:
+    """Refuse a run that would take no step: each of ``world`` processes gets ``examples // world`` samples in
+    full batches only (``drop_last``), so a batch larger than that trains nothing."""
+    per_process = examples // world
+    if per_process < batch_size:
+        processes = f"each of the {world} processes gets {per_process} of them" if world > 1 else "one process"
+        raise ConfigError(
+            f"data.batch_size={batch_size} is larger than the {examples} training examples ({processes}):"
+            " with drop_last no training step would be taken",
+            f"set data.batch_size to at most {per_process}" if per_process else "use more training data",
+        )
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from mmthesis.eval.retrieval import (
     median_ranks,
     recall_from_ranks,
     retrieval_ranks,
+    top_candidates,
 )
 from mmthesis.eval.task_registry import ResolvedTask
 from mmthesis.eval.zeroshot import (
@@ -120,8 +121,18 @@ def run_retrieval(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
         "images": data.num_images,
         "captions": data.num_captions,
     }
-    rows = [{"id": i, "direction": "i2t", "rank": int(r)} for i, r in zip(data.image_ids, i2t.tolist(), strict=True)]
-    rows += [{"id": c, "direction": "t2i", "rank": int(r)} for c, r in zip(data.caption_ids, t2i.tolist(), strict=True)]
+    # per query: the 0-based rank of its first positive and the ids of its max(ks) best candidates (the figures'
+    # retrieval examples mark them correct / wrong)
+    k = max(p.ks)
+    i2t_top, t2i_top = top_candidates(image_emb, text_emb, k), top_candidates(text_emb, image_emb, k)
+    rows = [
+        {"id": i, "direction": "i2t", "rank": int(r), "top": [data.caption_ids[c] for c in top]}
+        for i, r, top in zip(data.image_ids, i2t.tolist(), i2t_top.tolist(), strict=True)
+    ]
+    rows += [
+        {"id": c, "direction": "t2i", "rank": int(r), "top": [data.image_ids[i] for i in top]}
+        for c, r, top in zip(data.caption_ids, t2i.tolist(), t2i_top.tolist(), strict=True)
+    ]
     return TaskOutput(metrics, rows)
 
 

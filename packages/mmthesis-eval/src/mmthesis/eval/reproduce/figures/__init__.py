@@ -28,7 +28,7 @@ FigureCategory = Literal["data", "model", "synthetic", "chart"]
 FigureStatus = Literal["reproduced", "illustration", "partial"]
 
 # Modules under mmthesis.eval.reproduce.figures that register builders.
-FIGURE_MODULES = ("synthetic", "curves", "memory")
+FIGURE_MODULES = ("synthetic", "curves", "memory", "views", "attention", "tcmli", "class_probs", "retrieval_examples")
 
 
 @dataclass

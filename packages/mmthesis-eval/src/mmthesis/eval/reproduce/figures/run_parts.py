@@ -53,3 +53,65 @@ def run_teacher(run: Path):
     if config.teacher.checkpoint is None:
         teacher.load_state_dict(sub_state(checkpoint_state(run), "teacher."), strict=True)
     return teacher.freeze()
+
+
+# ------------------------------------------------------------------------------ inputs and captions of model figures
+def chosen_pairs(dataset: str, split: str, scale: str, n: int, seed: int):
+    """``n`` (image id, RGB image, first caption) of a prepared split: a seeded choice of its captioned images, read
+    from the shards one by one (nothing else is decoded, so a 118k-image split costs no more than a small one)."""
+    import numpy as np
+
+    from mmthesis.data.image_text import open_sample_image
+    from mmthesis.data.shard_index import SplitIndex
+    from mmthesis.eval.data_access import resolve_dataset
+
+    data = resolve_dataset(dataset, scale)
+    data.manifest.split(split)  # one-line error for an unknown split
+    index = SplitIndex(data.folder, split)
+    rows = np.flatnonzero(index.captions > 0)
+    picks = sorted(np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False).tolist())
+    out = []
+    for i in picks:
+        sample = index.sample(int(rows[i]))
+        meta = sample.get("json", {})
+        captions = meta.get("captions", [meta["caption"]] if "caption" in meta else [""])
+        out.append((str(meta.get("id", sample["__key__"])), open_sample_image(sample, data.folder), str(captions[0])))
+    return out, data.folder
+
+
+def task_data(task: str, scale: str) -> tuple[str, str]:
+    """(dataset, split) an eval task reads at ``scale`` (``retrieval-coco`` reads the shapes test split at smoke)."""
+    from mmthesis.eval.harness import resolve_tasks
+
+    t = resolve_tasks([task], scale)[0]
+    return t.dataset, t.split
+
+
+def data_standin(dataset: str, folder: str, scale: str) -> list[str]:
+    """"X stands in for Y" when the prepared folder is not the real dataset."""
+    if folder == dataset and scale == "full":
+        return []
+    return [f"the prepared {folder!r} {'stand-in' if folder != dataset else 'data'} stands in for {dataset!r} at scale {scale}"]
+
+
+def teacher_description(config) -> str:
+    """What the recipe's teacher is at this scale, for captions: released weights, a package's weights, or random."""
+    t = config.teacher
+    if t.checkpoint is None:
+        steps = f", pre-fitted {t.prefit_steps} steps on the smoke images' labels" if t.prefit_steps else ""
+        return f"a tiny randomly initialised {t.name} ({config.model.size}{steps})"
+    if str(t.checkpoint).startswith("package:"):
+        return f"{t.name} with the weights of {t.checkpoint}"
+    return f"{t.name} ({t.checkpoint} checkpoint)"
+
+
+def image_axes(ax, frame: str | None = None, width: float = 2.0) -> None:
+    """An axes that shows a picture: no ticks, no grid, no spines, or all four spines in ``frame``'s colour."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(frame is not None)
+        if frame is not None:
+            spine.set_edgecolor(frame)
+            spine.set_linewidth(width)

@@ -9,7 +9,8 @@ top-k patches per token and shows the token's similarity map over all patches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,8 @@ from matplotlib.patches import Rectangle
 from torch import nn
 
 from mmthesis.data.transforms import denormalise
+from mmthesis.eval.reproduce.engine import Context, PlannedStep
+from mmthesis.eval.reproduce.figures import FigureOutput, FigureSpec, register_figure
 
 
 @dataclass
@@ -59,34 +62,121 @@ def token_patch_matches(
     return out
 
 
-def draw_token_matches(image: torch.Tensor, tokens: list[str], matches: TokenMatches, grid: tuple[int, int],
-                       caption: str) -> Figure:
-    """Row 1: the image with each token's top-k patches outlined (best thickest); row 2: its similarity map."""
+@dataclass
+class MatchPanel:
+    image: torch.Tensor  # (3, H, W) normalised, as the teacher saw it
+    tokens: list[str]  # every caption token (positions index it)
+    matches: TokenMatches
+    caption: str
+
+
+def draw_token_matches(panels: list[MatchPanel], grid: tuple[int, int], max_tokens: int = 8) -> Figure:
+    """Per pair two rows: each token's top-k patches outlined on the image (best thick, vermillion), and its cosine
+    similarity map over the patch grid; at most ``max_tokens`` tokens per pair."""
+    from mmthesis.eval.reproduce.figures.run_parts import image_axes
     from mmthesis.eval.reproduce.figures.style import OKABE_ITO, new_figure
 
-    z = len(matches.token_positions)
-    fig, axes = new_figure(1.4 * max(z, 2), 3.3, nrows=2, ncols=max(z, 2), squeeze=False)
-    img = denormalise(image).permute(1, 2, 0).numpy()
+    cols = max(2, min(max_tokens, max(len(p.matches.token_positions) for p in panels)))
+    fig, axes = new_figure(1.3 * cols, 2.9 * len(panels), nrows=2 * len(panels), ncols=cols, squeeze=False)
     gh, gw = grid
-    ph, pw = img.shape[0] / gh, img.shape[1] / gw
-    for j, pos in enumerate(matches.token_positions):
-        ax = axes[0, j]
-        ax.imshow(img)
-        for rank, patch in enumerate(matches.top[j].tolist()):
-            r, c = divmod(patch, gw)
-            ax.add_patch(Rectangle((c * pw - 0.5, r * ph - 0.5), pw, ph, fill=False, edgecolor=OKABE_ITO[1 if rank else 3],
-                                   linewidth=2.5 if rank == 0 else 1.0))
-        ax.set_title(tokens[pos], fontsize=8)
-        heat = axes[1, j].imshow(matches.similarity[j].reshape(gh, gw).numpy(), cmap="viridis", vmin=-1, vmax=1)
-        axes[1, j].set_title("cosine to patches", fontsize=6)
+    heat = None
+    for i, panel in enumerate(panels):
+        img = denormalise(panel.image).permute(1, 2, 0).numpy()
+        ph, pw = img.shape[0] / gh, img.shape[1] / gw
+        top_row, heat_row = axes[2 * i], axes[2 * i + 1]
+        top_row[0].set_ylabel("\n".join(textwrap.wrap(panel.caption, 18)[:4]), fontsize=6)
+        shown = panel.matches.token_positions[:cols]
+        for j, pos in enumerate(shown):
+            ax = top_row[j]
+            ax.imshow(img)
+            for rank, patch in enumerate(panel.matches.top[j].tolist()):
+                r, c = divmod(patch, gw)
+                ax.add_patch(Rectangle((c * pw - 0.5, r * ph - 0.5), pw, ph, fill=False,
+                                       edgecolor=OKABE_ITO[3 if rank == 0 else 1], linewidth=2.5 if rank == 0 else 1.0))
+            ax.set_title(panel.tokens[pos], fontsize=8)
+            heat = heat_row[j].imshow(panel.matches.similarity[j].reshape(gh, gw).numpy(), cmap="viridis", vmin=-1, vmax=1)
+        for j in range(len(shown), cols):
+            top_row[j].set_visible(False)
+            heat_row[j].set_visible(False)
     for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-    for j in range(z, axes.shape[1]):
-        axes[0, j].set_visible(False)
-        axes[1, j].set_visible(False)
-    if z:
-        fig.colorbar(heat, ax=axes[1].tolist(), shrink=0.8, label="cosine (after g)")
-    fig.suptitle(caption, fontsize=8)
+        image_axes(ax)
+    if heat is not None:
+        fig.colorbar(heat, ax=axes.flatten().tolist(), shrink=0.5, label="cosine similarity after g")
     return fig
+
+
+# ------------------------------------------------------------------------------ builder (Figure 29)
+@dataclass
+class TcmliParams:
+    caption: str
+    recipe: str = "s-smke-t-cmli"
+    task: str = "retrieval-coco"  # the test pairs: this task's dataset and split at the scale
+    pairs: int = 2
+    k: int = 5
+    max_tokens: int = 8
+    seed: int = 0
+    overrides: list[str] = field(default_factory=list)  # key=value overrides of the recipe
+
+
+def plan_tcmli(spec: FigureSpec, ctx: Context) -> list[PlannedStep]:
+    from mmthesis.eval.reproduce.figures.runs import plan_runs
+
+    return plan_runs([(spec.params.recipe, spec.params.overrides)], ctx)
+
+
+@register_figure("tcmli-matches", plan=plan_tcmli, params=TcmliParams)
+def tcmli_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
+    """The trained T-CMLI run's student, its projection g and its teacher, on test pairs."""
+    from mmthesis.core.errors import ConfigError
+    from mmthesis.data.transforms import eval_transform
+    from mmthesis.eval.reproduce.figures.run_parts import (
+        checkpoint_state,
+        chosen_pairs,
+        data_standin,
+        run_teacher,
+        sub_state,
+        task_data,
+        teacher_description,
+    )
+    from mmthesis.eval.reproduce.figures.runs import trained_run
+    from mmthesis.students.artifact import load_trained
+    from mmthesis.students.lightning_module import distillation_target
+
+    p: TcmliParams = spec.params
+    run = trained_run(p.recipe, p.overrides, ctx)
+    trained = load_trained(run.folder)
+    config = trained.config
+    if config.loss.kd != "tcmli":
+        raise ConfigError(f"recipe {p.recipe} does not train with T-CMLI (loss.kd={config.loss.kd})", "use s-smke-t-cmli")
+    proj_state = sub_state(checkpoint_state(run.folder), "tcmli_proj.")
+    projection = nn.Linear(proj_state["weight"].shape[1], proj_state["weight"].shape[0])
+    projection.load_state_dict(proj_state)
+    teacher = run_teacher(run.folder)
+    dataset, split = task_data(p.task, ctx.scale)
+    pairs, folder = chosen_pairs(dataset, split, ctx.scale, p.pairs, p.seed)
+    images = torch.stack([eval_transform(config.model.img_size)(img) for _, img, _ in pairs])
+    with torch.no_grad():
+        patches = distillation_target(teacher(images), "tcmli", config.teacher.final_norm)
+    tok = trained.tokenizer
+    ids, mask = tok.encode_batch([c for _, _, c in pairs], config.data.max_text_length)
+    matches = token_patch_matches(trained.model, projection, patches, ids, mask, p.k)
+    panels = [
+        MatchPanel(images[i], [tok.hf.id_to_token(int(t)) or "[UNK]" for t in ids[i]], matches[i], pairs[i][2])
+        for i in range(len(pairs))
+    ]
+    grid = (config.model.img_size // config.model.patch_size,) * 2
+    fig = draw_token_matches(panels, grid, p.max_tokens)
+    what = teacher_description(config)
+    standins = data_standin(dataset, folder, ctx.scale)
+    if config.teacher.checkpoint != "default":
+        standins.append(f"{what} stands in for the released BEiTv2")
+    caption = (f"{p.caption} Run {run.label} at scale {ctx.scale} ({run.result.metrics.get('steps', '?')} steps); "
+               f"teacher {what}; {folder} {split}, {grid[0]}x{grid[1]} patches; top-{p.k} patches per token.")
+    if standins:
+        caption += " " + "; ".join(standins) + "."
+    values = {
+        pair[0]: {"caption": pair[2], "tokens": [panel.tokens[z] for z in m.token_positions], "top": m.top.tolist(),
+                  "similarity": m.similarity.tolist()}
+        for pair, panel, m in zip(pairs, panels, matches, strict=True)
+    }
+    return FigureOutput(fig, caption, records=[run.record], standins=standins, values=values)

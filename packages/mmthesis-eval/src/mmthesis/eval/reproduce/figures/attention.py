@@ -9,16 +9,14 @@ projection and scale, so the maps are the softmax weights the forward pass uses
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from matplotlib.figure import Figure
 
 from mmthesis.core.errors import ConfigError
 from mmthesis.data.tokenizers import Tokenizer
-from mmthesis.data.transforms import denormalise, eval_transform
-from mmthesis.eval.reproduce.engine import Context, PlannedStep
-from mmthesis.eval.reproduce.figures import FigureOutput, FigureSpec, register_figure
+from mmthesis.data.transforms import denormalise
 
 
 # ------------------------------------------------------------------------------ BERT (Figure 20)
@@ -112,103 +110,3 @@ def draw_cls_attention(images: torch.Tensor, maps: torch.Tensor, captions: list[
     for ax in axes.flat:
         image_axes(ax)
     return fig
-
-
-# ------------------------------------------------------------------------------ builders
-def _recipe(recipe: str, scale: str, overrides: list[str] | None = None):
-    from mmthesis.students.recipes import load_recipe
-
-    return load_recipe(recipe, scale, list(overrides or []))
-
-
-@dataclass
-class BertAttentionParams:
-    caption: str
-    sentences: list[str]
-    recipe: str = "f-distilbert"  # whose teacher (and vocabulary) at the scale: bert-base-uncased at full
-    layer: int = 0
-    head: int = 0
-
-
-@register_figure("bert-attention", params=BertAttentionParams)
-def bert_attention_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
-    """Figure 20: the recipe's text teacher, loaded as training loads it, run on each sentence."""
-    from mmthesis.data.tokenizers import bert_wordpiece
-    from mmthesis.eval.reproduce.figures.run_parts import teacher_description
-    from mmthesis.students.lightning_module import build_teacher
-    from mmthesis.students.paths import resolve_path
-
-    p: BertAttentionParams = spec.params
-    config = _recipe(p.recipe, ctx.scale)
-    teacher = build_teacher(config)
-    tokenizer = bert_wordpiece(resolve_path(config.data.tokenizer))
-    maps = [bert_attention(teacher, tokenizer, s, p.layer, p.head) for s in p.sentences]
-    fig = draw_token_attention(maps, [f"layer {p.layer + 1}, head {p.head + 1}" for _ in maps])
-    what = teacher_description(config)
-    standins = [] if config.teacher.checkpoint == "default" else [f"{what} stands in for bert-base-uncased"]
-    caption = (f"{p.caption} Teacher of recipe {p.recipe} at scale {ctx.scale}: {what} "
-               f"({teacher.num_blocks} layers, {teacher.config['num_heads']} heads); layer {p.layer + 1}, head {p.head + 1}.")
-    values = {s: {"tokens": m.tokens, "weights": m.weights.tolist()} for s, m in zip(p.sentences, maps, strict=True)}
-    return FigureOutput(fig, caption, standins=standins, values=values)
-
-
-@dataclass
-class ClsAttentionParams:
-    caption: str
-    recipe: str = "s-smke-cdl-mb-dino"  # the recipe whose DINO teacher is shown
-    task: str = "retrieval-coco"  # the image-text test pairs: this task's dataset and split at the scale
-    pairs: int = 4
-    seed: int = 0
-    overrides: list[str] = field(default_factory=list)  # key=value overrides of the recipe
-
-
-def _needs_run(config) -> bool:
-    """A teacher without released weights (smoke: random + pre-fitted) exists only inside its trained run."""
-    return config.teacher.checkpoint is None
-
-
-def plan_cls_attention(spec: FigureSpec, ctx: Context) -> list[PlannedStep]:
-    from mmthesis.eval.reproduce.figures.runs import plan_runs
-
-    p: ClsAttentionParams = spec.params
-    return plan_runs([(p.recipe, p.overrides)], ctx) if _needs_run(_recipe(p.recipe, ctx.scale, p.overrides)) else []
-
-
-@register_figure("cls-attention", plan=plan_cls_attention, params=ClsAttentionParams)
-def cls_attention_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
-    """Figure 42: the recipe's DINO teacher (from its trained run when it has no released weights)."""
-    from mmthesis.eval.reproduce.figures.run_parts import (
-        chosen_pairs,
-        data_standin,
-        run_teacher,
-        task_data,
-        teacher_description,
-    )
-    from mmthesis.eval.reproduce.figures.runs import trained_run
-    from mmthesis.students.lightning_module import build_teacher
-
-    p: ClsAttentionParams = spec.params
-    config = _recipe(p.recipe, ctx.scale, p.overrides)
-    dataset, split = task_data(p.task, ctx.scale)
-    pairs, folder = chosen_pairs(dataset, split, ctx.scale, p.pairs, p.seed)
-    records = []
-    if _needs_run(config):
-        run = trained_run(p.recipe, p.overrides, ctx)
-        teacher, records = run_teacher(run.folder), [run.record]
-    else:
-        teacher = build_teacher(config).freeze()
-    transform = eval_transform(config.model.img_size)
-    images = torch.stack([transform(img) for _, img, _ in pairs])
-    maps = vit_cls_attention(teacher, images).mean(dim=1)
-    fig = draw_cls_attention(images, maps, [c for _, _, c in pairs])
-    what = teacher_description(config)
-    standins = data_standin(dataset, folder, ctx.scale)
-    if config.teacher.checkpoint != "default":
-        standins.append(f"{what} stands in for the released DINO ViT-B/16")
-    caption = (f"{p.caption} Teacher of recipe {p.recipe} at scale {ctx.scale}: {what}; "
-               f"{config.model.img_size} px images of {folder} {split} ({maps.shape[-2]}x{maps.shape[-1]} patches).")
-    if standins:
-        caption += " " + "; ".join(standins) + "."
-    values = {image_id: {"caption": c, "cls_attention_mean_of_heads": m.tolist()}
-              for (image_id, _, c), m in zip(pairs, maps, strict=True)}
-    return FigureOutput(fig, caption, records=records, standins=standins, values=values)

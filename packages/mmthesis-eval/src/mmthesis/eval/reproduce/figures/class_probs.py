@@ -14,8 +14,6 @@ import torch
 from matplotlib.figure import Figure
 
 from mmthesis.data.transforms import denormalise
-from mmthesis.eval.reproduce.engine import Context
-from mmthesis.eval.reproduce.figures import FigureOutput, FigureSpec, register_figure
 
 
 @dataclass
@@ -52,52 +50,3 @@ def draw_top_classes(images: torch.Tensor, captions: list[str], top: TopClasses,
         bars.set_xlim(0, 100)
         bars.set_xlabel("probability (%)")
     return fig
-
-
-# ------------------------------------------------------------------------------ builder (Figure 37)
-@dataclass
-class TopClassesParams:
-    caption: str
-    recipe: str = "shre-t"  # whose supervised teacher, loaded as the recipe loads it at the scale
-    dataset: str = "coco"
-    split: str = "train"
-    pairs: int = 4
-    k: int = 5
-    seed: int = 0
-
-
-@register_figure("teacher-top-classes", params=TopClassesParams)
-def top_classes_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
-    from mmthesis.core.errors import ConfigError
-    from mmthesis.data.transforms import eval_transform
-    from mmthesis.eval.reproduce.figures.run_parts import chosen_pairs, data_standin, teacher_description
-    from mmthesis.eval.zeroshot import imagenet_classnames
-    from mmthesis.students.lightning_module import build_teacher
-    from mmthesis.students.recipes import load_recipe
-
-    p: TopClassesParams = spec.params
-    config = load_recipe(p.recipe, ctx.scale, [])
-    teacher = build_teacher(config)
-    classes = int(teacher.config.get("num_classes", 0))
-    if classes != 1000:
-        raise ConfigError(f"the teacher of {p.recipe} at scale {ctx.scale} has {classes or 'no'} classes, not ImageNet's 1000",
-                          "use a recipe whose teacher has ImageNet weights (shre-t, shre)")
-    pairs, folder = chosen_pairs(p.dataset, p.split, ctx.scale, p.pairs, p.seed)
-    images = torch.stack([eval_transform(config.model.img_size)(img) for _, img, _ in pairs])
-    top = top_class_probabilities(teacher, images, p.k)
-    names = imagenet_classnames()
-    fig = draw_top_classes(images, [c for _, _, c in pairs], top, names)
-    what = teacher_description(config)
-    standins = data_standin(p.dataset, folder, ctx.scale)
-    if config.teacher.name != "resnet50_a1":
-        standins.append(f"{what} stands in for ResNet-50-A1")
-    size = teacher.config.get("input_size") or config.model.img_size
-    caption = (f"{p.caption} Teacher of recipe {p.recipe} at scale {ctx.scale}: {what}, on {config.model.img_size} px "
-               f"images (run at {size} px) of {folder} {p.split}.")
-    if standins:
-        caption += " " + "; ".join(standins) + "."
-    values = {
-        image_id: {"caption": c, "classes": [names[int(i)] for i in idx], "probabilities": pr.tolist()}
-        for (image_id, _, c), idx, pr in zip(pairs, top.indices, top.probabilities, strict=True)
-    }
-    return FigureOutput(fig, caption, standins=standins, values=values)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mmthesis.core.errors import ConfigError, DataMissingError
-from mmthesis.eval.reproduce.engine import Context, PlannedStep
-from mmthesis.eval.reproduce.figures import FigureOutput, FigureSpec, register_figure
 from mmthesis.eval.reproduce.figures.run_parts import image_axes
 
 CORRECT, WRONG = "#009E73", "#D55E00"  # Okabe-Ito bluish green / vermillion: the thesis's green and red
@@ -108,80 +106,3 @@ def draw_text_retrieval(exs: list[Example], captions: dict[str, str], images: di
 
 def _frame(ax, ok: bool) -> None:
     image_axes(ax, CORRECT if ok else WRONG, 3.0)
-
-
-# ------------------------------------------------------------------------------ builder (Figures 39, 40, 43)
-@dataclass
-class RetrievalExamplesParams:
-    caption: str
-    recipe: str
-    direction: str  # t2i = image retrieval (Fig. 39), i2t = caption / text retrieval (Figs. 40, 43)
-    task: str = "retrieval-coco"
-    queries: int = 4
-    k: int = 5
-    seed: int = 0
-    overrides: list[str] = field(default_factory=list)  # key=value overrides of the recipe
-
-    def __post_init__(self) -> None:
-        if self.direction not in ("i2t", "t2i"):
-            raise ValueError(f"direction must be i2t or t2i, got {self.direction!r}")
-
-
-def plan_examples(spec: FigureSpec, ctx: Context) -> list[PlannedStep]:
-    from mmthesis.eval.reproduce.figures.runs import plan_runs
-
-    p: RetrievalExamplesParams = spec.params
-    return [*plan_runs([(p.recipe, p.overrides)], ctx), PlannedStep("evaluate", f"{p.task} on {p.recipe} (per-sample rows)", False)]
-
-
-@register_figure("retrieval-examples", plan=plan_examples, params=RetrievalExamplesParams)
-def retrieval_examples_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
-    """Train (or reuse) the run, evaluate the task with per-sample rows (kept beside the evaluation's
-    result.json as per_sample.jsonl), and draw a seeded choice of queries."""
-    import tempfile
-
-    from mmthesis.core.io import atomic_write_text
-    from mmthesis.core.results import run_dir
-    from mmthesis.data.image_text import decode_split
-    from mmthesis.eval.adapters import load_model
-    from mmthesis.eval.data_access import resolve_dataset
-    from mmthesis.eval.harness import evaluate
-    from mmthesis.eval.reproduce.figures.run_parts import data_standin, task_data
-    from mmthesis.eval.reproduce.figures.runs import trained_run
-
-    p: RetrievalExamplesParams = spec.params
-    run = trained_run(p.recipe, p.overrides, ctx)
-    if ctx.progress is not None:
-        ctx.progress.step("evaluate", f"{p.task} on {run.label} (per-sample rows)")
-    with tempfile.TemporaryDirectory() as tmp:
-        pending = Path(tmp) / "per_sample.jsonl"
-        result = evaluate([p.task], load_model(str(run.folder), ctx.scale), scale=ctx.scale, per_sample=pending,
-                          root=ctx.runs_root, show_progress=False)
-        text = pending.read_text()
-    folder = run_dir(result.name, result.config_hash, ctx.runs_root)
-    atomic_write_text(folder / "per_sample.jsonl", text)
-    rows = read_rows(folder / "per_sample.jsonl", p.task)
-    exs = examples(rows, p.direction, p.queries, p.k, p.seed)
-    dataset, split = task_data(p.task, ctx.scale)
-    prepared = resolve_dataset(dataset, ctx.scale).folder
-    data = decode_split(prepared, split)
-    images, captions = {}, {}
-    for i, image_id in enumerate(data.image_ids):
-        images.setdefault(image_id, data.images[i])
-        for k, c in enumerate(data.captions[i]):
-            captions.setdefault(f"{image_id}_{k}", c)
-    draw = draw_image_retrieval if p.direction == "t2i" else draw_text_retrieval
-    fig = draw(exs, captions, images)
-    metrics = result.metrics[p.task]
-    standins = data_standin(dataset, prepared, ctx.scale)
-    recall = metrics.get(f"{p.direction}_r1")
-    caption = (
-        f"{p.caption} Run {run.label} at scale {ctx.scale}; task {p.task} on {prepared} {split} "
-        f"({metrics.get('images')} images x {metrics.get('captions')} captions, {p.direction} R@1 "
-        f"{recall:.1f}%); {len(exs)} queries (seed {p.seed}), top-{p.k}; green = correct, red = wrong."
-    )
-    if standins:
-        caption += " " + "; ".join(standins) + "."
-    values = {e.query: {"rank": e.rank, "retrieved": e.retrieved, "correct": e.correct} for e in exs}
-    records = [run.record, str(folder / "result.json")]
-    return FigureOutput(fig, caption, records=records, standins=standins, values=values)

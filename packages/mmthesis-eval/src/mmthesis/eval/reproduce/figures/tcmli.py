@@ -10,7 +10,7 @@ top-k patches per token and shows the token's similarity map over all patches.
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,6 @@ from matplotlib.patches import Rectangle
 from torch import nn
 
 from mmthesis.data.transforms import denormalise
-from mmthesis.eval.reproduce.engine import Context, PlannedStep
-from mmthesis.eval.reproduce.figures import FigureOutput, FigureSpec, register_figure
 
 
 @dataclass
@@ -103,80 +101,3 @@ def draw_token_matches(panels: list[MatchPanel], grid: tuple[int, int], max_toke
     if heat is not None:
         fig.colorbar(heat, ax=axes.flatten().tolist(), shrink=0.5, label="cosine similarity after g")
     return fig
-
-
-# ------------------------------------------------------------------------------ builder (Figure 29)
-@dataclass
-class TcmliParams:
-    caption: str
-    recipe: str = "s-smke-t-cmli"
-    task: str = "retrieval-coco"  # the test pairs: this task's dataset and split at the scale
-    pairs: int = 2
-    k: int = 5
-    max_tokens: int = 8
-    seed: int = 0
-    overrides: list[str] = field(default_factory=list)  # key=value overrides of the recipe
-
-
-def plan_tcmli(spec: FigureSpec, ctx: Context) -> list[PlannedStep]:
-    from mmthesis.eval.reproduce.figures.runs import plan_runs
-
-    return plan_runs([(spec.params.recipe, spec.params.overrides)], ctx)
-
-
-@register_figure("tcmli-matches", plan=plan_tcmli, params=TcmliParams)
-def tcmli_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
-    """The trained T-CMLI run's student, its projection g and its teacher, on test pairs."""
-    from mmthesis.core.errors import ConfigError
-    from mmthesis.data.transforms import eval_transform
-    from mmthesis.eval.reproduce.figures.run_parts import (
-        checkpoint_state,
-        chosen_pairs,
-        data_standin,
-        run_teacher,
-        sub_state,
-        task_data,
-        teacher_description,
-    )
-    from mmthesis.eval.reproduce.figures.runs import trained_run
-    from mmthesis.students.artifact import load_trained
-    from mmthesis.students.lightning_module import distillation_target
-
-    p: TcmliParams = spec.params
-    run = trained_run(p.recipe, p.overrides, ctx)
-    trained = load_trained(run.folder)
-    config = trained.config
-    if config.loss.kd != "tcmli":
-        raise ConfigError(f"recipe {p.recipe} does not train with T-CMLI (loss.kd={config.loss.kd})", "use s-smke-t-cmli")
-    proj_state = sub_state(checkpoint_state(run.folder), "tcmli_proj.")
-    projection = nn.Linear(proj_state["weight"].shape[1], proj_state["weight"].shape[0])
-    projection.load_state_dict(proj_state)
-    teacher = run_teacher(run.folder)
-    dataset, split = task_data(p.task, ctx.scale)
-    pairs, folder = chosen_pairs(dataset, split, ctx.scale, p.pairs, p.seed)
-    images = torch.stack([eval_transform(config.model.img_size)(img) for _, img, _ in pairs])
-    with torch.no_grad():
-        patches = distillation_target(teacher(images), "tcmli", config.teacher.final_norm)
-    tok = trained.tokenizer
-    ids, mask = tok.encode_batch([c for _, _, c in pairs], config.data.max_text_length)
-    matches = token_patch_matches(trained.model, projection, patches, ids, mask, p.k)
-    panels = [
-        MatchPanel(images[i], [tok.hf.id_to_token(int(t)) or "[UNK]" for t in ids[i]], matches[i], pairs[i][2])
-        for i in range(len(pairs))
-    ]
-    grid = (config.model.img_size // config.model.patch_size,) * 2
-    fig = draw_token_matches(panels, grid, p.max_tokens)
-    what = teacher_description(config)
-    standins = data_standin(dataset, folder, ctx.scale)
-    if config.teacher.checkpoint != "default":
-        standins.append(f"{what} stands in for the released BEiTv2")
-    caption = (f"{p.caption} Run {run.label} at scale {ctx.scale} ({run.result.metrics.get('steps', '?')} steps); "
-               f"teacher {what}; {folder} {split}, {grid[0]}x{grid[1]} patches; top-{p.k} patches per token.")
-    if standins:
-        caption += " " + "; ".join(standins) + "."
-    values = {
-        pair[0]: {"caption": pair[2], "tokens": [panel.tokens[z] for z in m.token_positions], "top": m.top.tolist(),
-                  "similarity": m.similarity.tolist()}
-        for pair, panel, m in zip(pairs, panels, matches, strict=True)
-    }
-    return FigureOutput(fig, caption, records=[run.record], standins=standins, values=values)

@@ -19,8 +19,6 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from mmthesis.data.transforms import denormalise, train_transform
-from mmthesis.eval.reproduce.engine import Context
-from mmthesis.eval.reproduce.figures import FigureOutput, FigureSpec, register_figure
 
 
 @dataclass
@@ -75,40 +73,3 @@ def draw_crop_views(image: Image.Image, views: CropViews, title: str) -> Figure:
     image_axes(axes[0])
     fig.suptitle(title)
     return fig
-
-
-# ------------------------------------------------------------------------------ builder (Figures 12, 35, 36)
-@dataclass
-class CropViewsParams:
-    caption: str
-    scale_bounds: list[float]  # RandomResizedCrop's scale (lower, upper): 0.08-1 (Figs. 12, 35) or 0.9-1 (Fig. 36)
-    dataset: str = "coco"
-    split: str = "train"
-    views: int = 6
-    seed: int = 0
-    size: int = 224  # the views' side in pixels (the students' input size at full scale)
-
-    def __post_init__(self) -> None:
-        if len(self.scale_bounds) != 2 or not 0 < self.scale_bounds[0] <= self.scale_bounds[1] <= 1:
-            raise ValueError(f"scale_bounds must be [lower, upper] with 0 < lower <= upper <= 1, got {self.scale_bounds}")
-
-
-@register_figure("crop-views", params=CropViewsParams)
-def crop_views_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
-    from mmthesis.eval.reproduce.figures.run_parts import chosen_pairs, data_standin
-
-    p: CropViewsParams = spec.params
-    pairs, folder = chosen_pairs(p.dataset, p.split, ctx.scale, 1, p.seed)
-    image_id, image, text = pairs[0]
-    lo, hi = p.scale_bounds
-    got = crop_views(image, p.size, (lo, hi), p.views, p.seed)
-    fig = draw_crop_views(image, got, f"RandomResizedCrop scale ({lo:g}, {hi:g}), {p.size} px")
-    standins = data_standin(p.dataset, folder, ctx.scale)
-    caption = (f"{p.caption} {p.views} draws (seed {p.seed}) of the students' training transform "
-               f"(mmthesis.data.transforms.train_transform, scale ({lo:g}, {hi:g})) on image {image_id} of "
-               f"{folder} {p.split} (caption: \"{text}\"); scale {ctx.scale}.")
-    if standins:
-        caption += " " + "; ".join(standins) + "."
-    values = {"image_id": image_id, "caption": text, "image_size": list(got.image_size), "scale_bounds": [lo, hi],
-              "boxes_top_left_height_width": [list(b) for b in got.boxes], "area_fractions": got.area_fractions}
-    return FigureOutput(fig, caption, standins=standins, values=values)

@@ -36,7 +36,7 @@ class CropViewsParams:
 
 @register_figure("crop-views", params=CropViewsParams)
 def crop_views_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
-    from mmthesis.eval.reproduce.figures.run_parts import chosen_pairs, data_standin
+    from mmthesis.eval.reproduce.figures.run_parts import chosen_pairs, data_standin, with_standins
     from mmthesis.eval.reproduce.figures.views import crop_views, draw_crop_views
 
     p: CropViewsParams = spec.params
@@ -49,14 +49,18 @@ def crop_views_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     caption = (f"{p.caption} {p.views} draws (seed {p.seed}) of the students' training transform "
                f"(mmthesis.data.transforms.train_transform, scale ({lo:g}, {hi:g})) on image {image_id} of "
                f"{folder} {p.split} (caption: \"{text}\"); scale {ctx.scale}.")
-    if standins:
-        caption += " " + "; ".join(standins) + "."
+    caption = with_standins(caption, standins)
     values = {"image_id": image_id, "caption": text, "image_size": list(got.image_size), "scale_bounds": [lo, hi],
               "boxes_top_left_height_width": [list(b) for b in got.boxes], "area_fractions": got.area_fractions}
     return FigureOutput(fig, caption, standins=standins, values=values)
 
 
 # ------------------------------------------------------------------------------ builders
+def _steps(run) -> str:
+    steps = run.result.metrics.get("steps")
+    return "?" if steps is None else f"{int(steps)}"
+
+
 def _recipe(recipe: str, scale: str, overrides: list[str] | None = None):
     from mmthesis.students.recipes import load_recipe
 
@@ -77,7 +81,7 @@ def bert_attention_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     """Figure 20: the recipe's text teacher, loaded as training loads it, run on each sentence."""
     from mmthesis.data.tokenizers import bert_wordpiece
     from mmthesis.eval.reproduce.figures.attention import bert_attention, draw_token_attention
-    from mmthesis.eval.reproduce.figures.run_parts import teacher_description
+    from mmthesis.eval.reproduce.figures.run_parts import teacher_description, with_standins
     from mmthesis.students.lightning_module import build_teacher
     from mmthesis.students.paths import resolve_path
 
@@ -91,6 +95,7 @@ def bert_attention_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     standins = [] if config.teacher.checkpoint == "default" else [f"{what} stands in for bert-base-uncased"]
     caption = (f"{p.caption} Teacher of recipe {p.recipe} at scale {ctx.scale}: {what} "
                f"({teacher.num_blocks} layers, {teacher.config['num_heads']} heads); layer {p.layer + 1}, head {p.head + 1}.")
+    caption = with_standins(caption, standins)
     values = {s: {"tokens": m.tokens, "weights": m.weights.tolist()} for s, m in zip(p.sentences, maps, strict=True)}
     return FigureOutput(fig, caption, standins=standins, values=values)
 
@@ -130,13 +135,14 @@ def cls_attention_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
         run_teacher,
         task_data,
         teacher_description,
+        with_standins,
     )
     from mmthesis.eval.reproduce.figures.runs import trained_run
     from mmthesis.students.lightning_module import build_teacher
 
     p: ClsAttentionParams = spec.params
     config = _recipe(p.recipe, ctx.scale, p.overrides)
-    dataset, split = task_data(p.task, ctx.scale)
+    dataset, split, thesis_dataset = task_data(p.task, ctx.scale)
     pairs, folder = chosen_pairs(dataset, split, ctx.scale, p.pairs, p.seed)
     records = []
     if _needs_run(config):
@@ -149,13 +155,12 @@ def cls_attention_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     maps = vit_cls_attention(teacher, images).mean(dim=1)
     fig = draw_cls_attention(images, maps, [c for _, _, c in pairs])
     what = teacher_description(config)
-    standins = data_standin(dataset, folder, ctx.scale)
+    standins = data_standin(thesis_dataset, folder, ctx.scale)
     if config.teacher.checkpoint != "default":
         standins.append(f"{what} stands in for the released DINO ViT-B/16")
     caption = (f"{p.caption} Teacher of recipe {p.recipe} at scale {ctx.scale}: {what}; "
                f"{config.model.img_size} px images of {folder} {split} ({maps.shape[-2]}x{maps.shape[-1]} patches).")
-    if standins:
-        caption += " " + "; ".join(standins) + "."
+    caption = with_standins(caption, standins)
     values = {image_id: {"caption": c, "cls_attention_mean_of_heads": m.tolist()}
               for (image_id, _, c), m in zip(pairs, maps, strict=True)}
     return FigureOutput(fig, caption, records=records, standins=standins, values=values)
@@ -196,6 +201,7 @@ def tcmli_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
         sub_state,
         task_data,
         teacher_description,
+        with_standins,
     )
     from mmthesis.eval.reproduce.figures.runs import trained_run
     from mmthesis.eval.reproduce.figures.tcmli import MatchPanel, draw_token_matches, token_patch_matches
@@ -212,7 +218,7 @@ def tcmli_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     projection = nn.Linear(proj_state["weight"].shape[1], proj_state["weight"].shape[0])
     projection.load_state_dict(proj_state)
     teacher = run_teacher(run.folder)
-    dataset, split = task_data(p.task, ctx.scale)
+    dataset, split, thesis_dataset = task_data(p.task, ctx.scale)
     pairs, folder = chosen_pairs(dataset, split, ctx.scale, p.pairs, p.seed)
     images = torch.stack([eval_transform(config.model.img_size)(img) for _, img, _ in pairs])
     with torch.no_grad():
@@ -227,13 +233,12 @@ def tcmli_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     grid = (config.model.img_size // config.model.patch_size,) * 2
     fig = draw_token_matches(panels, grid, p.max_tokens)
     what = teacher_description(config)
-    standins = data_standin(dataset, folder, ctx.scale)
+    standins = data_standin(thesis_dataset, folder, ctx.scale)
     if config.teacher.checkpoint != "default":
         standins.append(f"{what} stands in for the released BEiTv2")
-    caption = (f"{p.caption} Run {run.label} at scale {ctx.scale} ({run.result.metrics.get('steps', '?')} steps); "
+    caption = (f"{p.caption} Run {run.label} at scale {ctx.scale} ({_steps(run)} steps); "
                f"teacher {what}; {folder} {split}, {grid[0]}x{grid[1]} patches; top-{p.k} patches per token.")
-    if standins:
-        caption += " " + "; ".join(standins) + "."
+    caption = with_standins(caption, standins)
     values = {
         pair[0]: {"caption": pair[2], "tokens": [panel.tokens[z] for z in m.token_positions], "top": m.top.tolist(),
                   "similarity": m.similarity.tolist()}
@@ -261,7 +266,12 @@ def top_classes_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     from mmthesis.core.errors import ConfigError
     from mmthesis.data.transforms import eval_transform
     from mmthesis.eval.reproduce.figures.class_probs import draw_top_classes, top_class_probabilities
-    from mmthesis.eval.reproduce.figures.run_parts import chosen_pairs, data_standin, teacher_description
+    from mmthesis.eval.reproduce.figures.run_parts import (
+        chosen_pairs,
+        data_standin,
+        teacher_description,
+        with_standins,
+    )
     from mmthesis.eval.zeroshot import imagenet_classnames
     from mmthesis.students.lightning_module import build_teacher
     from mmthesis.students.recipes import load_recipe
@@ -285,8 +295,7 @@ def top_classes_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     size = teacher.config.get("input_size") or config.model.img_size
     caption = (f"{p.caption} Teacher of recipe {p.recipe} at scale {ctx.scale}: {what}, on {config.model.img_size} px "
                f"images (run at {size} px) of {folder} {p.split}.")
-    if standins:
-        caption += " " + "; ".join(standins) + "."
+    caption = with_standins(caption, standins)
     values = {
         image_id: {"caption": c, "classes": [names[int(i)] for i in idx], "probabilities": pr.tolist()}
         for (image_id, _, c), idx, pr in zip(pairs, top.indices, top.probabilities, strict=True)
@@ -336,7 +345,7 @@ def retrieval_examples_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
         examples,
         read_rows,
     )
-    from mmthesis.eval.reproduce.figures.run_parts import data_standin, task_data
+    from mmthesis.eval.reproduce.figures.run_parts import data_standin, task_data, with_standins
     from mmthesis.eval.reproduce.figures.runs import trained_run
 
     p: RetrievalExamplesParams = spec.params
@@ -352,7 +361,7 @@ def retrieval_examples_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     atomic_write_text(folder / "per_sample.jsonl", text)
     rows = read_rows(folder / "per_sample.jsonl", p.task)
     exs = examples(rows, p.direction, p.queries, p.k, p.seed)
-    dataset, split = task_data(p.task, ctx.scale)
+    dataset, split, thesis_dataset = task_data(p.task, ctx.scale)
     prepared = resolve_dataset(dataset, ctx.scale).folder
     data = decode_split(prepared, split)
     images, captions = {}, {}
@@ -363,15 +372,14 @@ def retrieval_examples_figure(spec: FigureSpec, ctx: Context) -> FigureOutput:
     draw = draw_image_retrieval if p.direction == "t2i" else draw_text_retrieval
     fig = draw(exs, captions, images)
     metrics = result.metrics[p.task]
-    standins = data_standin(dataset, prepared, ctx.scale)
+    standins = data_standin(thesis_dataset, prepared, ctx.scale)
     recall = metrics.get(f"{p.direction}_r1")
     caption = (
         f"{p.caption} Run {run.label} at scale {ctx.scale}; task {p.task} on {prepared} {split} "
         f"({metrics.get('images')} images x {metrics.get('captions')} captions, {p.direction} R@1 "
         f"{recall:.1f}%); {len(exs)} queries (seed {p.seed}), top-{p.k}; green = correct, red = wrong."
     )
-    if standins:
-        caption += " " + "; ".join(standins) + "."
+    caption = with_standins(caption, standins)
     values = {e.query: {"rank": e.rank, "retrieved": e.retrieved, "correct": e.correct} for e in exs}
     records = [run.record, str(folder / "result.json")]
     return FigureOutput(fig, caption, records=records, standins=standins, values=values)

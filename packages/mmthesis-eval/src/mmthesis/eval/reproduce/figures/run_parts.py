@@ -79,19 +79,28 @@ def chosen_pairs(dataset: str, split: str, scale: str, n: int, seed: int):
     return out, data.folder
 
 
-def task_data(task: str, scale: str) -> tuple[str, str]:
-    """(dataset, split) an eval task reads at ``scale`` (``retrieval-coco`` reads the shapes test split at smoke)."""
+def task_data(task: str, scale: str) -> tuple[str, str, str]:
+    """(dataset, split, the dataset at full scale) an eval task reads: ``retrieval-coco`` reads the shapes test split
+    at smoke, where shapes stands in for coco."""
     from mmthesis.eval.harness import resolve_tasks
 
     t = resolve_tasks([task], scale)[0]
-    return t.dataset, t.split
+    return t.dataset, t.split, resolve_tasks([task], "full")[0].dataset
 
 
 def data_standin(dataset: str, folder: str, scale: str) -> list[str]:
-    """"X stands in for Y" when the prepared folder is not the real dataset."""
-    if folder == dataset and scale == "full":
+    """"X stands in for Y" when the prepared folder read is not the thesis's dataset ``dataset``."""
+    if folder == dataset:
         return []
-    return [f"the prepared {folder!r} {'stand-in' if folder != dataset else 'data'} stands in for {dataset!r} at scale {scale}"]
+    return [f"the prepared {folder!r} data stand in for {dataset!r} at scale {scale}"]
+
+
+def with_standins(caption: str, standins: list[str]) -> str:
+    """The caption followed by the stand-ins as one sentence."""
+    if not standins:
+        return caption
+    text = "; ".join(standins)
+    return f"{caption} {text[0].upper()}{text[1:]}."
 
 
 def teacher_description(config) -> str:

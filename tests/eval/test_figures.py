@@ -307,3 +307,97 @@ def test_figure_26_memory_per_stage_in_both_orders(specs, tmp_path, fake_stage_m
     assert left.get_ylabel() == "memory (MiB; tensor bytes per stage)"
     assert "substitute for GPU memory" in out.caption and "cpu" in out.caption
     assert any("stands in for GPU memory" in s for s in out.standins)
+
+
+# -- figures 32 and 33: charts from the reproduced tables -----------------------------------------------
+def _table_json(number: int, scale: str = "smoke", factor: float = 0.5) -> dict:
+    """table-N.json as the results kind writes it: rows the table computes get reproduced = factor x published
+    (None where nothing is published), quoted rows keep their published cells."""
+    from mmthesis.eval.reproduce.specs import load_spec
+
+    spec = load_spec(f"table-{number}")
+    values = {}
+    for row in spec.rows:
+        entry = {"published": row.published}
+        if row.quoted:
+            entry["quoted"] = row.quoted
+        else:
+            entry["reproduced"] = [v * factor if isinstance(v, (int, float)) else "not computed: x" for v in row.published]
+        values[row.name] = entry
+    return {"table": number, "scale": scale, "records": [f"$MMTHESIS_HOME/runs/r{number}/result.json"], "values": values}
+
+
+@pytest.fixture
+def chart_tables(specs, tmp_path):
+    from mmthesis.core.paths import repo_root
+
+    checkout = repo_root() / "reproductions"
+    for name in [f"table-{n}.yaml" for n in (25, 26, 27, 28, 29, 30)] + ["_retrieval-rk.yaml", "_glue.yaml"]:
+        shutil.copy(checkout / name, specs)
+    return tmp_path / "thesis" / "tables"
+
+
+def test_min_max_normalises_each_axis():
+    from mmthesis.eval.reproduce.figures.summary import min_max
+
+    got = min_max(np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 4.0], [2.0, 5.0, 8.0]]))
+    assert got.tolist() == [[0.0, 1.0, 0.0], [1.0, 1.0, 1 / 3], [0.5, 1.0, 1.0]]
+
+
+def test_figure_32_radar_charts_from_the_tables(chart_tables, tmp_path):
+    from mmthesis.core.io import atomic_write_json
+    from mmthesis.eval.reproduce.engine import reproduce_figure
+    from mmthesis.eval.reproduce.specs import load_spec
+
+    for n in (26, 27, 28, 29, 30):
+        atomic_write_json(chart_tables / f"table-{n}.json", _table_json(n))
+    out = reproduce_figure("figure-32", "smoke", tmp_path / "figs", tables_dir=chart_tables)
+    assert out.status == "reproduced", out.caption
+    nlp = out.values["NLP (GLUE, Table 29)"]["models"]
+    t29 = {r.name: r.published for r in load_spec("table-29").rows}
+    assert nlp["BERT"]["quoted"] and nlp["BERT"]["raw"] == t29["BERT"][:8]
+    assert not nlp["S-SMKE"]["quoted"] and nlp["S-SMKE"]["raw"] == pytest.approx([0.5 * v for v in t29["S-SMKE (ours)"][:8]])
+    # min-max per axis: on MNLI the largest of the four models is 1, the smallest 0
+    mnli = {m: v["normalised"][0] for m, v in nlp.items()}
+    assert max(mnli.values()) == 1.0 and min(mnli.values()) == 0.0
+    vl = out.values["Vision-language (Tables 26, 30)"]["models"]
+    t30 = {r.name: r.published for r in load_spec("table-30").rows}
+    assert vl["CLIP"]["quoted"] and vl["CLIP"]["raw"][0] == pytest.approx(np.mean(t30["CLIP"][:3]))
+    assert vl["BEiT-3"]["quoted"] and not vl["S-SMKE finetuned"]["quoted"]
+    assert vl["S-SMKE finetuned"]["raw"][3] == pytest.approx(0.5 * np.mean(t30["S-SMKE_CTL_MB †"][9:12]))
+    vision = out.values["Vision (Tables 27, 28)"]["models"]
+    assert vision["FLAVA"]["quoted"] and vision["FLAVA"]["raw"][0] == load_spec("table-27").rows[3].published[0]
+    # BEiTv2: quoted on ImageNet (Table 27 quotes it), evaluated here on CIFAR (Table 28): partly quoted
+    assert vision["BEiTv2"]["partly_quoted"] and not vision["BEiTv2"]["quoted"]
+    assert "$MMTHESIS_HOME/runs/r26/result.json" in out.records and out.standins
+    # the legend says which lines are quoted
+    labels = [t.get_text() for t in out.figure.axes[2].get_legend().get_texts()]
+    assert "BEiT-3 (quoted)" in labels and "S-SMKE (reproduced, smoke)" in labels
+
+
+def test_figure_33_bubbles_and_building_a_missing_table(chart_tables, tmp_path, monkeypatch):
+    import mmthesis.eval.reproduce.engine as engine
+    from mmthesis.core.io import atomic_write_json
+    from mmthesis.eval.reproduce.specs import load_spec
+
+    atomic_write_json(chart_tables / "table-25.json", _table_json(25))
+    atomic_write_json(chart_tables / "table-30.json", _table_json(30, scale="full"))  # another scale: rebuilt
+    built = []
+
+    def fake_reproduce(name, scale, out_dir=None, **kw):
+        built.append((name, scale, out_dir))
+        atomic_write_json(out_dir / f"{name}.json", _table_json(int(name.split("-")[1]), scale))
+
+    monkeypatch.setattr(engine, "reproduce", fake_reproduce)
+    out = engine.reproduce_figure("figure-33", "smoke", tmp_path / "figs", tables_dir=chart_tables)
+    assert built == [("table-30", "smoke", chart_tables)]
+    t25 = {r.name: r.published for r in load_spec("table-25").rows}
+    r1 = [0, 3, 6, 9]
+    assert out.values["S-SMKE"]["mean_r1"] == pytest.approx(0.5 * np.mean([t25["S-SMKE_CDL_MB"][i] for i in r1]), abs=1e-5)
+    assert out.values["CLIP"]["quoted"] and out.values["CLIP"]["mean_r1"] == pytest.approx(np.mean([t25["CLIP"][i] for i in r1]))
+    assert out.values["S-SMKE finetuned"]["finetuned"] and not out.values["S-SMKE finetuned"]["quoted"]
+    ax = out.figure.axes[0]
+    assert ax.get_xscale() == "log"
+    hollow = [c for c in ax.collections if len(c.get_facecolors()) == 0 or c.get_facecolors()[0][3] == 0]
+    assert len(hollow) == sum(v["quoted"] for v in out.values.values())
+    assert "quoted (published)" in [t.get_text() for t in ax.get_legend().get_texts()]

@@ -6,7 +6,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mmthesis.core.errors import ConfigError, UnknownNameError
 from mmthesis.eval.features import cached_features, extract_image_features, feature_key
-from mmthesis.eval.linear_probe import fit_linear_probe, top1_accuracy
+from mmthesis.eval.linear_probe import LinearProbe, fit_linear_probe, top1_accuracy, topk_accuracy
 
 
 def blobs(n_per, centers, noise, seed):
@@ -26,13 +26,33 @@ def test_matches_sklearn_on_separable_toy_problem():
     x, y = blobs(40, CENTERS, 0.5, 0)
     xt, yt = blobs(30, CENTERS, 0.9, 1)  # noisier test set: not every point is easy
     l2 = 1e-2
-    probe = fit_linear_probe(x, y, 3, l2=l2, layer_norm=False)
+    probe = fit_linear_probe(x, y, 3, l2=l2, layer_norm=False, tol=1e-8)
     ref = LogisticRegression(C=1.0 / (l2 * len(y)), tol=1e-10, max_iter=5000).fit(x.numpy(), y.numpy())
     assert top1_accuracy(probe, x, y) == 100.0  # separable
     assert top1_accuracy(probe, xt, yt) == pytest.approx(100.0 * ref.score(xt.numpy(), yt.numpy()))
     # same objective -> same predicted probabilities (up to the softmax's shift invariance of W, b)
     ours = torch.softmax(probe.logits(xt), 1).numpy()
-    np.testing.assert_allclose(ours, ref.predict_proba(xt.numpy()), atol=1e-4)
+    np.testing.assert_allclose(ours, ref.predict_proba(xt.numpy()), atol=1e-6)
+    # converged on the tolerance, not the cap: scikit-learn's optimum is no better than ours
+    w, b = torch.tensor(ref.coef_), torch.tensor(ref.intercept_)
+    sk_objective = float(F.cross_entropy(x @ w.t() + b, y) + 0.5 * l2 * (w * w).sum())
+    assert probe.converged and probe.grad_max <= 1e-8 and 0 < probe.iterations < 10_000
+    assert probe.converged_loss == pytest.approx(sk_objective, rel=1e-12, abs=0)
+
+
+def test_iteration_cap_is_reported_as_not_converged_and_topk():
+    x, y = blobs(20, CENTERS, 0.5, 3)
+    short = fit_linear_probe(x, y, 3, l2=1e-3, max_iter=3)
+    assert short.iterations == 3 and not short.converged and short.grad_max > 1e-6
+    full = fit_linear_probe(x, y, 3, l2=1e-3)
+    assert full.converged and full.converged_loss < short.converged_loss
+    with pytest.raises(ValueError, match="tol must be > 0"):
+        fit_linear_probe(x, y, 3, tol=0.0)
+    # top-k by hand: a probe whose logits are the features themselves
+    probe = LinearProbe(torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), False, 0.0)
+    feats = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0], [1.0, 1.0, 0.0]])
+    labels = torch.tensor([1, 0, 1])  # ranks 1, 2 and (tie, lower index first) 1
+    assert [topk_accuracy(probe, feats, labels, k) for k in (1, 2, 3)] == pytest.approx([0.0, 200 / 3, 100.0])
 
 
 def test_l2_shrinks_weights_and_layer_norm_is_applied():

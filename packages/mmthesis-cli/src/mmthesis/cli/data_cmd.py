@@ -13,12 +13,13 @@ import typer
 from rich.table import Table
 
 from mmthesis.cli.errors import CommandGroup
-from mmthesis.core.console import console
+from mmthesis.core.console import console, err_console
 from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
 from mmthesis.core.paths import data_root
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.scales import check_scale
 from mmthesis.data.manifest import Manifest, dataset_dir, read_manifest, verify
+from mmthesis.data.raw_files import DEFAULT_MAX_PIXELS
 from mmthesis.data.registry import (
     DatasetSpec,
     PrepareRequest,
@@ -27,6 +28,7 @@ from mmthesis.data.registry import (
     prepare_command,
     prepared_name,
 )
+from mmthesis.data.sharding import discard_prepared
 
 app = typer.Typer(
     cls=CommandGroup,
@@ -108,8 +110,21 @@ def prepare(
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="parallel worker processes")] = 1,
     scale: ScaleOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="discard the prepared dataset (shards, manifest) and prepare it again")
+    ] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            "--max-pixels", min=1, help="skip (and count) images with more pixels than this: decompression bombs"
+        ),
+    ] = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Prepare a dataset: raw files -> checksummed tar shards + manifest (resumable, idempotent).
+
+    A prepared dataset is reused while its config and raw inputs are unchanged; when the raw files
+    changed (their fingerprint in the manifest differs) it says what changed and prepares again.
+    Ctrl-C stops it; the same command resumes after the finished shards.
 
     Example: mmthesis data prepare shapes
     Example: mmthesis data prepare coco --raw /data/coco
@@ -125,7 +140,18 @@ def prepare(
     if raw is not None and not raw.exists():
         raise DataMissingError(f"--raw {raw} does not exist", f"point --raw to {spec.raw_hint or 'the raw download'}")
     out_root = out or data_root()
-    manifest = spec.prepare(PrepareRequest(out_root=out_root, raw=raw, workers=workers, scale=scale))  # type: ignore[arg-type]
+    if force:
+        discard_prepared(dataset_dir(prepared_name(name, scale), out_root))
+    request = PrepareRequest(out_root=out_root, raw=raw, workers=workers, scale=scale, max_pixels=max_pixels)  # type: ignore[arg-type]
+    try:
+        manifest = spec.prepare(request)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: finished shards are kept; run `mmthesis data prepare {name}` with the same options to resume",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
     console.print(f"{manifest.name}: {_counts(manifest)} -> {dataset_dir(manifest.name, out_root)}")
 
 

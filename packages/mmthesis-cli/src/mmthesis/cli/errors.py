@@ -6,7 +6,7 @@ import click
 from typer.core import TyperGroup
 
 from mmthesis.core.console import err_console
-from mmthesis.core.errors import MMThesisError
+from mmthesis.core.errors import MMThesisError, storage_error
 from mmthesis.core.registry import unknown_name
 
 
@@ -25,7 +25,8 @@ class CommandGroup(TyperGroup):
 
 
 class ErrorHandlingGroup(CommandGroup):
-    """Root command group: an ``MMThesisError`` anywhere below becomes ``error: ... (fix: ...)`` + exit 2."""
+    """Root command group: an ``MMThesisError`` anywhere below becomes ``error: ... (fix: ...)`` + exit 2;
+    so does an ``OSError`` of a full, read-only or unwritable disk (the user's environment, not a bug)."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -33,3 +34,9 @@ class ErrorHandlingGroup(CommandGroup):
         except MMThesisError as e:
             report(e)
             ctx.exit(e.exit_code)
+        except OSError as e:
+            error = storage_error(e)
+            if error is None:
+                raise
+            report(error)
+            ctx.exit(error.exit_code)

@@ -1,8 +1,9 @@
 """`mmthesis reproduce`: regenerate thesis tables and figures from their specs in reproductions/.
 
 `reproduce list` shows every table and figure; `reproduce table-N` / `figure-N` builds one; `reproduce all` builds
-every table, then every figure, and writes thesis/index.md; `--dry-run` lists the runs and evaluations one needs,
-which are cached, and their time.
+every table, then every figure, and writes thesis/index.md and the report; `reproduce report` writes thesis/report.html
+(+ .md) from what was built so far; `--dry-run` lists the runs and evaluations one needs, which are cached, and their
+time.
 """
 
 from __future__ import annotations
@@ -68,9 +69,20 @@ def show_plan(names: list[str], scale: str) -> None:
     )
 
 
+def show_report(thesis_dir: Path) -> None:
+    from mmthesis.eval.reproduce.report import write_report
+
+    report = write_report(thesis_dir)
+    if not report.entries:
+        raise MMThesisError(f"nothing reproduced yet in {thesis_dir}", "run `mmthesis reproduce all --scale smoke` first")
+    console.print(f"wrote {report.html} and {report.markdown} ({len(report.entries)} tables and figures)")
+
+
 def reproduce(
     table: str = typer.Argument(
-        ..., help="A table such as table-3 or a figure such as figure-19, `all` to build every one, or `list`."
+        ...,
+        help="A table such as table-3 or a figure such as figure-19, `all` to build every one, `list`, or `report` "
+        "(thesis/report.html).",
     ),
     scale: str | None = typer.Option(
         None,
@@ -96,7 +108,7 @@ def reproduce(
 
     Examples: mmthesis reproduce list; mmthesis reproduce table-3 --scale smoke;
     mmthesis reproduce table-25 --scale smoke --dry-run; mmthesis reproduce figure-19 --scale smoke;
-    mmthesis reproduce all --scale smoke
+    mmthesis reproduce all --scale smoke; mmthesis reproduce report (open thesis/report.html; it works offline)
     """
     from mmthesis.eval.reproduce.engine import (
         default_figures_dir,
@@ -110,6 +122,9 @@ def reproduce(
 
     if table == "list":
         list_specs()
+        return
+    if table == "report":
+        show_report((out or default_out_dir()).parent)
         return
     if scale is None:
         from mmthesis.eval.reproduce.engine import default_scale
@@ -131,6 +146,7 @@ def reproduce(
             f"wrote {folder.parent / 'index.md'}, {len(outcomes) - len(failed) - figures} table(s) in {folder} and "
             f"{figures} figure(s) in {folder.parent / 'figures'}"
         )
+        show_report(folder.parent)
         if failed:
             raise MMThesisError(f"{len(failed)} of {len(outcomes)} specs failed: {', '.join(o.name for o in failed)}",
                                 "see each table's reason above and in thesis/index.md")

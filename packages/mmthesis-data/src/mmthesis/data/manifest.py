@@ -175,6 +175,22 @@ PARTLY_SKIPPED = "__skipped__"  # optional sample entry: list[Skipped] of droppe
 SampleFn = Callable[[Any], "Sample | Skipped"]
 
 
+NOT_UTF8 = "text not UTF-8"
+
+
+def _writable_text(sample: Sample) -> bool:
+    """Whether every text member of ``sample`` encodes as UTF-8, as ``write_shard`` will encode it."""
+    try:
+        for key, value in sample.items():
+            if key == PARTLY_SKIPPED or isinstance(value, bytes):
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+            text.encode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return False
+    return True
+
+
 def prepare_shard(folder: Path, rel_file: str, items: list[Any], make_sample: SampleFn) -> ShardRecord:
     """Build one shard from raw items (skipping bad ones) unless its sidecar says it is done."""
     path = folder / rel_file
@@ -192,6 +208,8 @@ def prepare_shard(folder: Path, rel_file: str, items: list[Any], make_sample: Sa
         result = make_sample(item)
         if isinstance(result, Skipped):
             skipped.append({"id": result.id, "reason": result.reason})
+        elif not _writable_text(result):  # e.g. a lone surrogate in an id: would abort the whole shard
+            skipped.append({"id": str(result.get("__key__", "")), "reason": NOT_UTF8})
         else:
             # a kept sample may carry parts that were dropped (e.g. one bad caption of five)
             skipped.extend({"id": p.id, "reason": p.reason} for p in result.pop(PARTLY_SKIPPED, ()))
@@ -217,6 +235,53 @@ def verify(name: str, root: Path | None = None) -> list[str]:
     return problems
 
 
+FINGERPRINT = "raw_fingerprint"  # config key: what the raw inputs looked like (see raw_files)
+# config keys added with the fingerprint; a manifest written before them differs from today's config only there
+_LATER_KEYS = (FINGERPRINT, "max_image_pixels")
+
+
+def _without_later_keys(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _LATER_KEYS}
+
+
+def prepared_status(
+    folder: Path,
+    config: dict[str, Any],
+    required: tuple[str, ...] = ("tokenizer.json",),
+    verify_files: bool = True,
+) -> tuple[Manifest | None, str]:
+    """The reusable manifest in ``folder`` (or None) and why: ``same``, ``legacy``, ``raw changed: ...``, ``other``.
+
+    ``legacy``: prepared by a version that recorded no raw fingerprint, otherwise with the same config;
+    it is reused (re-preparing 1 TB for a format upgrade is not wanted) with a note that changes to
+    the raw files are not detected there. ``raw changed``: same config, different raw inputs.
+    """
+    if not (folder / MANIFEST).is_file() or not all((folder / f).is_file() for f in required):
+        return None, "other"
+    try:
+        manifest = read_manifest(folder.name, folder.parent)
+    except DataMissingError:
+        return None, "other"
+    old = manifest.config
+    if old != config:
+        if _without_later_keys(old) != _without_later_keys(config):
+            return None, "other"
+        if FINGERPRINT in old and FINGERPRINT in config and old[FINGERPRINT] != config[FINGERPRINT]:
+            from mmthesis.data.raw_files import describe_change
+
+            return None, f"raw changed: {describe_change(old[FINGERPRINT], config[FINGERPRINT])}"
+        if FINGERPRINT in old or old.get("max_image_pixels", config.get("max_image_pixels")) != config.get(
+            "max_image_pixels"
+        ):
+            return None, "other"
+        status = "legacy"
+    else:
+        status = "same"
+    if verify_files and verify(folder.name, folder.parent):
+        return None, "other"
+    return manifest, status
+
+
 def already_prepared(
     folder: Path,
     config: dict[str, Any],
@@ -228,17 +293,9 @@ def already_prepared(
     A different config, a missing ``required`` file, or a missing/modified shard means prepare
     again (shards whose checksums still match are kept by ``prepare_shard``). ``verify_files=False``
     trusts the manifest's checksums without re-hashing the files (the large datasets; `mmthesis
-    data verify` checks them).
+    data verify` checks them). A manifest from before raw fingerprints is accepted (``prepared_status``).
     """
-    if not (folder / MANIFEST).is_file() or not all((folder / f).is_file() for f in required):
-        return None
-    try:
-        manifest = read_manifest(folder.name, folder.parent)
-    except DataMissingError:
-        return None
-    if manifest.config != config or (verify_files and verify(folder.name, folder.parent)):
-        return None
-    return manifest
+    return prepared_status(folder, config, required, verify_files)[0]
 
 
 def reuse_prepared(
@@ -248,11 +305,18 @@ def reuse_prepared(
     required: tuple[str, ...] = ("tokenizer.json",),
     verify_files: bool = True,
 ) -> Manifest | None:
-    """``already_prepared``, saying "NAME: already prepared at FOLDER" when it reuses one: what every
-    preparer does first (``if (m := reuse_prepared(...)) is not None: return m``)."""
-    existing = already_prepared(folder, config, required, verify_files)
-    if existing is not None:
-        from mmthesis.core.console import console
+    """``already_prepared``, saying "NAME: already prepared at FOLDER" when it reuses one, and what changed
+    when the raw inputs did: what every preparer does first (``if (m := reuse_prepared(...)) is not None: return m``)."""
+    from mmthesis.core.console import console
 
+    existing, status = prepared_status(folder, config, required, verify_files)
+    if status == "same":
         console.print(f"{name}: already prepared at {folder}")
+    elif status == "legacy":
+        console.print(
+            f"{name}: already prepared at {folder} by an older version that did not record its raw inputs, "
+            f"so changes to them are not detected (`mmthesis data prepare ... --force` prepares it again)"
+        )
+    elif status.startswith("raw changed"):
+        console.print(f"{name}: the raw inputs changed since {folder} was prepared ({status[13:]}): preparing again")
     return existing

@@ -18,6 +18,7 @@ from mmthesis.core.errors import MMThesisError
 from mmthesis.core.registry import Registry
 from mmthesis.core.scales import Scale
 from mmthesis.data.manifest import Manifest, read_manifest
+from mmthesis.data.raw_files import DEFAULT_MAX_PIXELS
 
 Kind = Literal["image-text", "image-classification", "text", "glue"]
 
@@ -41,6 +42,7 @@ class PrepareRequest:
     raw: Path | None  # user's raw download (None: generated / fetched / stand-in)
     workers: int = 1
     scale: Scale = "full"
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images with more pixels are skipped (decompression bombs)
 
 
 @dataclass(frozen=True)

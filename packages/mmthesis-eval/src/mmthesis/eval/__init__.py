@@ -9,6 +9,7 @@ _EXPORTS = {
     "LoadedModel": "mmthesis.eval.adapters",
     "load_model": "mmthesis.eval.adapters",
     "ImageTextModel": "mmthesis.eval.models",
+    "CrossModalGenerator": "mmthesis.eval.generative",
     "TaskSpec": "mmthesis.eval.task_registry",
     "ResolvedTask": "mmthesis.eval.task_registry",
     "all_tasks": "mmthesis.eval.task_registry",

@@ -61,7 +61,13 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
     def require(self, what: str) -> None:
-        """Fail up front (one line) if this model cannot serve ``what`` (image / text / image_backbone / text_backbone)."""
+        """Fail up front (one line) if this model cannot serve ``what`` (image / text / image_backbone / text_backbone
+        / generator)."""
+        if what == "generator":
+            from mmthesis.eval.generative import require_generator
+
+            require_generator(self.model, self.spec, "this task")
+            return
         ok = {
             "image": self.image_transform is not None,
             "text": bool(self.info.get("has_text")),

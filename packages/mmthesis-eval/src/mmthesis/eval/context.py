@@ -6,10 +6,19 @@ weight fingerprint, the dataset's manifest fingerprint, the split, the image
 transform and the corruption, so a second task on the same data (retrieval,
 then analysis, then a robustness curve's clean point) never re-encodes it, in
 this process or the next. Decoded splits are memoised for the session.
+
+``device`` and ``precision`` say where and how encoders run: inputs move to
+the device batch by batch and, below fp32, run under ``torch.autocast`` (the
+embeddings come back as float32 on the CPU). Both change the numbers, so a
+non-default device type or precision is part of every cached embedding's key
+(and of the evaluation's config, see ``harness``); the batch size and the
+worker count are not: each embedding depends on its own input only (captions
+and prompts are padded per split, not per batch).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +37,7 @@ from mmthesis.eval.data_access import LabelledImages, PreparedDataset, load_labe
 from mmthesis.eval.features import cached_features, feature_key
 
 Corruption = tuple[str, float, int]  # (kind, strength, seed)
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -37,10 +47,41 @@ class EvalContext:
     batch_size: int = 256
     show_progress: bool = True
     num_workers: int = 0  # DataLoader workers decoding images read from shards (classification sets)
+    device: str = "cpu"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on the device)
     _datasets: dict[str, PreparedDataset] = field(default_factory=dict)
     _splits: dict[tuple[str, str], RetrievalSplit] = field(default_factory=dict)
     _raw: dict[tuple[str, str], list[np.ndarray]] = field(default_factory=dict)
     _labelled: dict[tuple[str, str], LabelledImages] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from mmthesis.core.errors import ConfigError
+        from mmthesis.core.registry import lookup
+
+        lookup(PRECISIONS, "precision", self.precision)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}", "pass --batch-size 1 or more")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as e:
+            raise ConfigError(f"unknown device {self.device!r}", "use cpu, cuda, cuda:N or mps") from e
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device} asked for, but CUDA is not available here", "use --device cpu")
+        if device.type != "cpu":
+            for module in (self.loaded.model, self.loaded.image_backbone, self.loaded.text_backbone):
+                if module is not None:
+                    module.to(device)
+
+    @property
+    def numerics(self) -> str:
+        """What of device and precision changes the numbers: '' for the CPU in fp32 (keys stay as they were)."""
+        kind = torch.device(self.device).type
+        return "" if (kind, self.precision) == ("cpu", "fp32") else f"{kind}-{self.precision}"
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=PRECISIONS[self.precision])
 
     # -- data ---------------------------------------------------------------------------------
     def dataset(self, name: str) -> PreparedDataset:
@@ -81,6 +122,8 @@ class EvalContext:
     # -- embeddings ---------------------------------------------------------------------------
     def _key(self, dataset: str, split: str, kind: str, corruption: Corruption | None) -> str:
         tag = kind if corruption is None else f"{kind}/{corruption[0]}@{corruption[1]:g}/seed{corruption[2]}"
+        if self.numerics:
+            tag += f"/{self.numerics}"
         transform = (
             repr(self.loaded.image_transform) if kind.startswith("image") else f"text/max{self.loaded.max_text_length}"
         )
@@ -89,10 +132,11 @@ class EvalContext:
     def _embed_batches(self, fn, batches: Iterable[tuple[torch.Tensor, ...]], total: int, what: str) -> torch.Tensor:
         """``fn(*args)`` for each batch of arguments, with a progress bar; the results concatenated on the CPU."""
         outs = []
-        with progress(transient=True) as bar, torch.inference_mode():
+        device = torch.device(self.device)
+        with progress(transient=True) as bar, torch.inference_mode(), self.autocast():
             task = bar.add_task(what, total=total, visible=self.show_progress)
             for args in batches:
-                outs.append(fn(*args).float().cpu())
+                outs.append(fn(*(a.to(device) for a in args)).float().cpu())
                 bar.advance(task, len(args[0]))
         return torch.cat(outs) if outs else torch.empty(0)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,16 +23,17 @@ from mmthesis.data.image_text import RetrievalSplit
 from mmthesis.eval.analysis import representation_analysis
 from mmthesis.eval.context import EvalContext
 from mmthesis.eval.data_access import TransformedImages
-from mmthesis.eval.linear_probe import DEFAULT_L2, fit_linear_probe, top1_accuracy
+from mmthesis.eval.linear_probe import DEFAULT_L2, DEFAULT_TOL, MAX_ITER, fit_linear_probe, top1_accuracy, topk_accuracy
 from mmthesis.eval.retrieval import (
     KS,
-    _rank,
+    TIE_RULES,
+    RankStats,
     amr_from_median_ranks,
     chance_recall_at_1,
     image_order_by_id,
     median_ranks,
-    recall_from_ranks,
-    retrieval_ranks,
+    retrieval_rank_stats,
+    tie_aware_recall,
     top_candidates,
 )
 from mmthesis.eval.task_registry import ResolvedTask
@@ -39,10 +41,14 @@ from mmthesis.eval.zeroshot import (
     CLASSNAMES,
     LOGIT_SCALE,
     TEMPLATES,
+    Prompts,
     classnames_of,
-    format_prompts,
-    prototypes_from_prompt_embeddings,
+    load_classnames_file,
+    load_templates_file,
     templates_of,
+    zero_shot_classifier,
+    zero_shot_metrics,
+    zero_shot_ranks,
 )
 
 
@@ -88,6 +94,12 @@ def params_of(cls: type, task: ResolvedTask):
 @dataclass
 class RetrievalParams:
     ks: list[int] = field(default_factory=lambda: list(KS))
+    ties: str = "index"  # which tie rule gives the headline R@K (retrieval.TIE_RULES); all are reported beside it
+
+    def __post_init__(self) -> None:
+        lookup(dict.fromkeys(TIE_RULES), "retrieval tie rule", self.ties)
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"ks must be positive integers, got {self.ks}")
 
 
 def retrieval_inputs(
@@ -105,34 +117,43 @@ def retrieval_inputs(
 
 
 def retrieval_metrics(
-    data: RetrievalSplit, image_emb: torch.Tensor, text_emb: torch.Tensor, ks: tuple[int, ...]
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """0-based I->T and T->I ranks and R@K (``ks``) plus ``mean``."""
-    i2t, t2i = retrieval_ranks(image_emb, text_emb, data.caption_image_index)
-    return i2t, t2i, recall_from_ranks(i2t, t2i, ks)
+    data: RetrievalSplit, image_emb: torch.Tensor, text_emb: torch.Tensor, ks: tuple[int, ...], ties: str = "index"
+) -> tuple[RankStats, RankStats, dict[str, Any]]:
+    """I->T and T->I rank stats and R@K (``ks``) plus ``mean`` under tie rule ``ties``, every rule beside it."""
+    i2t, t2i = retrieval_rank_stats(image_emb, text_emb, data.caption_image_index)
+    return i2t, t2i, tie_aware_recall(i2t, t2i, ks, ties)
+
+
+def _rank_rows(
+    ids: list[str], direction: str, stats: RankStats, top: list[list[str]] | None = None
+) -> list[dict[str, Any]]:
+    """Per-sample rows: the deterministic rank, the best / worst rank over tie orders and (``top``) the ids of the
+    best-ranked candidates, ties to the lower index as the deterministic rank."""
+    best = stats.better.tolist()
+    worst = (stats.better + stats.tied - stats.tied_positives).tolist()
+    rows = [
+        {"id": i, "direction": direction, "rank": int(r), "rank_optimistic": int(b), "rank_pessimistic": int(w)}
+        for i, r, b, w in zip(ids, stats.rank.tolist(), best, worst, strict=True)
+    ]
+    for row, candidates in zip(rows, top or [], strict=False):
+        row["top"] = candidates
+    return rows
 
 
 @register("retrieval", needs=("image", "text"))
 def run_retrieval(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     p = params_of(RetrievalParams, task)
     data, image_emb, text_emb = retrieval_inputs(ctx, task)
-    i2t, t2i, metrics = retrieval_metrics(data, image_emb, text_emb, tuple(p.ks))
+    i2t, t2i, metrics = retrieval_metrics(data, image_emb, text_emb, tuple(p.ks), p.ties)
     metrics |= chance_recall_at_1(data.caption_image_index, data.num_images) | {
         "images": data.num_images,
         "captions": data.num_captions,
     }
-    # per query: the 0-based rank of its first positive and the ids of its max(ks) best candidates (the figures'
-    # retrieval examples mark them correct / wrong)
+    # and the ids of each query's max(ks) best candidates (the figures' retrieval examples mark them correct / wrong)
     k = max(p.ks)
-    i2t_top, t2i_top = top_candidates(image_emb, text_emb, k), top_candidates(text_emb, image_emb, k)
-    rows = [
-        {"id": i, "direction": "i2t", "rank": int(r), "top": [data.caption_ids[c] for c in top]}
-        for i, r, top in zip(data.image_ids, i2t.tolist(), i2t_top.tolist(), strict=True)
-    ]
-    rows += [
-        {"id": c, "direction": "t2i", "rank": int(r), "top": [data.image_ids[i] for i in top]}
-        for c, r, top in zip(data.caption_ids, t2i.tolist(), t2i_top.tolist(), strict=True)
-    ]
+    i2t_top = [[data.caption_ids[c] for c in top] for top in top_candidates(image_emb, text_emb, k).tolist()]
+    t2i_top = [[data.image_ids[i] for i in top] for top in top_candidates(text_emb, image_emb, k).tolist()]
+    rows = _rank_rows(data.image_ids, "i2t", i2t, i2t_top) + _rank_rows(data.caption_ids, "t2i", t2i, t2i_top)
     return TaskOutput(metrics, rows)
 
 
@@ -188,6 +209,10 @@ class ZeroShotParams:
     templates: str = "smoke"  # "imagenet80" (the 80 OpenAI templates, §5.4) or "smoke"
     logit_scale: float = LOGIT_SCALE
     ks: list[int] = field(default_factory=lambda: [1, 5])
+    # CLIP_benchmark-style JSON files (``mmthesis eval --classnames/--templates``); they replace the two above.
+    # The harness records each file's sha256 in the evaluation's config, so an edited file is never reused.
+    classnames_file: str | None = None
+    templates_file: str | None = None
 
     def __post_init__(self) -> None:  # unknown names fail when the task is read, not after embedding
         lookup(CLASSNAMES, "zero-shot classnames", self.classnames)
@@ -195,10 +220,21 @@ class ZeroShotParams:
 
 
 def zero_shot_setup(ctx: EvalContext, task: ResolvedTask, p: ZeroShotParams):
-    """Labelled images of the split and (class names, templates) of the task."""
+    """Labelled images of the split and (class names, templates or per-class prompts) of the task."""
     images = ctx.labelled_images(task.dataset, task.split)
-    names = classnames_of(p.classnames, images.label_names)
-    templates = templates_of(p.templates)
+    if p.classnames_file is not None:
+        names = load_classnames_file(Path(p.classnames_file), task.dataset)
+        if len(names) != len(images.label_names):
+            raise ConfigError(
+                f"class-name file {p.classnames_file} gives {len(names)} names, "
+                f"{task.dataset} has {len(images.label_names)} classes",
+                "give one name per class, in class-id order",
+            )
+    else:
+        names = classnames_of(p.classnames, images.label_names)
+    templates: Prompts = (
+        load_templates_file(Path(p.templates_file), task.dataset) if p.templates_file else templates_of(p.templates)
+    )
     if int(images.labels.max()) >= len(names):
         raise DataMissingError(
             f"dataset {task.dataset!r} has labels beyond its {len(names)} class names", "re-prepare the dataset"
@@ -220,12 +256,15 @@ def labelled_image_embeddings(ctx: EvalContext, task: ResolvedTask, corruption=N
 
 
 def zero_shot_scores(ctx, task, p, image_emb, names, templates, labels, text_corruption=None):
-    prompts = [t for name in names for t in format_prompts(name, templates)]
-    prompt_emb = ctx.embed_texts(prompts, task.dataset, text_corruption)
-    protos = prototypes_from_prompt_embeddings(prompt_emb.view(len(names), len(templates), -1))
-    rank = _rank(p.logit_scale * image_emb.float() @ protos.t(), labels)
-    ks = [k for k in p.ks if k <= len(names)]
-    return rank, {f"top{k}": 100.0 * int((rank < k).sum()) / len(rank) for k in ks}
+    """(rank of each label, metrics): ``zeroshot``'s classifier over the context's (optionally corrupted) prompts."""
+    try:
+        protos = zero_shot_classifier(
+            lambda texts: ctx.embed_texts(texts, task.dataset, text_corruption), names, templates
+        )
+    except ValueError as e:
+        raise ConfigError(f"task {task.name}: {e}", "fix the class names or prompt templates") from e
+    rank, predictions = zero_shot_ranks(image_emb, protos, labels, p.logit_scale)
+    return rank, zero_shot_metrics(rank, predictions, labels, [k for k in p.ks if k <= len(names)])
 
 
 @register("zero-shot", needs=("image", "text"))
@@ -237,7 +276,8 @@ def run_zero_shot(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
     metrics |= {
         "images": len(images.ids),
         "classes": len(names),
-        "templates": len(templates),
+        "templates": None if isinstance(templates, dict) else len(templates),  # None: per-class prompts
+        "prompts": sum(len(templates[c]) for c in names) if isinstance(templates, dict) else len(names) * len(templates),
         "chance_top1": 100.0 / len(names),
     }
     rows = [
@@ -252,6 +292,9 @@ def run_zero_shot(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
 class LinearProbeParams:
     feature: str = "patch-mean"  # §5.3: mean of the image encoder's patch tokens; "embedding" for any model
     l2: float = DEFAULT_L2
+    tol: float = DEFAULT_TOL  # L-BFGS stops when max |gradient| <= tol (``converged`` in the result)
+    max_iter: int = MAX_ITER  # safety cap; reaching it leaves ``converged`` false
+    ks: list[int] = field(default_factory=lambda: [1, 5])
 
     def __post_init__(self) -> None:
         from mmthesis.eval.features import FEATURE_KINDS
@@ -286,11 +329,16 @@ def run_linear_probe(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
 
     train, test = features(task.train_split), features(task.split)
     classes = int(max(train["labels"].max(), test["labels"].max())) + 1
-    probe = fit_linear_probe(train["features"], train["labels"], classes, p.l2)
-    metrics = {
-        "top1": top1_accuracy(probe, test["features"], test["labels"]),
+    probe = fit_linear_probe(train["features"], train["labels"], classes, p.l2, tol=p.tol, max_iter=p.max_iter)
+    metrics: dict[str, Any] = {
+        f"top{k}": topk_accuracy(probe, test["features"], test["labels"], k) for k in p.ks if k <= classes
+    }
+    metrics |= {
         "train_top1": top1_accuracy(probe, train["features"], train["labels"]),
         "train_loss": probe.converged_loss,
+        "iterations": probe.iterations,
+        "converged": probe.converged,
+        "grad_max": probe.grad_max,
         "train_images": len(train["labels"]),
         "test_images": len(test["labels"]),
         "classes": classes,
@@ -301,7 +349,12 @@ def run_linear_probe(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
         {"index": i, "label": int(y), "prediction": int(q)}
         for i, (y, q) in enumerate(zip(test["labels"].tolist(), preds, strict=True))
     ]
-    return TaskOutput(metrics, rows)
+    notes = (
+        []
+        if probe.converged
+        else [f"linear probe stopped at {probe.iterations} iterations with max |grad| {probe.grad_max:.1e} > tol {p.tol:g}"]
+    )
+    return TaskOutput(metrics, rows, notes)
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -320,6 +373,6 @@ def run_analysis(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
 
 def runner(protocol: str) -> Runner:
     # the modules below register themselves on import
-    from mmthesis.eval import finetune, glue_finetune, robustness  # noqa: F401
+    from mmthesis.eval import finetune, glue_finetune, robustness, shapes_tasks  # noqa: F401
 
     return lookup(RUNNERS, "eval protocol", protocol)

@@ -10,15 +10,31 @@ lower index ranks first. The rank of a candidate p for query q is
 #{c : s(q,c) > s(q,p)} + #{c < p : s(q,c) = s(q,p)}, so results never depend
 on sort stability. Scores are computed in blocks of queries so memory stays
 bounded (block x candidates) at any dataset size.
+
+Why ties matter: captions repeat (in shapes/test 115 of 737 distinct captions
+belong to more than one image; COCO has duplicates too), so identical caption
+embeddings score exactly equal and R@K depends on the tie-break. Beside the
+deterministic value, ``tie_aware_recall`` gives the optimistic R@K (tied
+candidates ranked after the positive), the pessimistic R@K (before it) and
+the expected R@K under a uniformly random order of the tied candidates.
+For one query let s* be the best score of a positive, g the number of
+candidates scoring > s* (all negatives), t the number scoring = s* and p of
+those the positives. The K slots hold the g better ones first, then
+r = K - g (clipped to [0, t]) drawn from the t tied ones in random order, so
+P(hit) = 1 - C(t - p, r) / C(t, r) (hypergeometric: no positive among r draws).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 KS = (1, 5, 10)
+# how the headline R@K treats ties (task YAML ``params.ties``): the deterministic lower-index rule,
+# the best or worst tie order, or the expectation over random tie orders
+TIE_RULES = ("index", "optimistic", "pessimistic", "expected")
 
 
 def _rank(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
@@ -30,19 +46,45 @@ def _rank(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     return higher + tied_before
 
 
-def _best_positive(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """Among each row's positives (-1 padded), the one ranked first: highest score, then lowest index.
+@dataclass
+class RankStats:
+    """Per query: deterministic 0-based rank of its best positive and the tie counts behind tie-aware R@K.
 
-    The best rank over several positives is the rank of this one, so I->T needs one
-    rank computation per image however many captions it has.
+    ``better``: candidates scoring above the best positive score s*; ``tied``: candidates scoring exactly s*
+    (positives included); ``tied_positives``: positives among them (>= 1).
+    """
+
+    rank: torch.Tensor
+    better: torch.Tensor
+    tied: torch.Tensor
+    tied_positives: torch.Tensor
+
+    @staticmethod
+    def cat(parts: list[RankStats]) -> RankStats:
+        return RankStats(*(torch.cat([getattr(p, f) for p in parts]) for f in ("rank", "better", "tied", "tied_positives")))
+
+
+def _rank_stats(scores: torch.Tensor, positives: torch.Tensor) -> RankStats:
+    """Rank stats of each row's best positive among ``positives`` (B, P), -1 padded.
+
+    The best positive has the highest score, then the lowest index; the best rank over several
+    positives is its rank, so I->T needs one rank computation per image however many captions it has.
     """
     valid = positives >= 0
     pos = positives.clamp(min=0)
     pos_scores = scores.gather(1, pos).masked_fill(~valid, float("-inf"))
     best_score = pos_scores.max(dim=1, keepdim=True).values
-    # among positives tied at the best score, the lowest candidate index
-    index_if_best = torch.where((pos_scores == best_score) & valid, pos, torch.iinfo(pos.dtype).max)
-    return index_if_best.min(dim=1).values
+    at_best = (pos_scores == best_score) & valid
+    best = torch.where(at_best, pos, torch.iinfo(pos.dtype).max).min(dim=1).values
+    equal = scores == best_score
+    cand = torch.arange(scores.shape[1], device=scores.device)
+    better = (scores > best_score).sum(1)
+    return RankStats(
+        rank=better + (equal & (cand[None, :] < best[:, None])).sum(1),
+        better=better,
+        tied=equal.sum(1),
+        tied_positives=at_best.sum(1),
+    )
 
 
 def _captions_per_image(caption_image_index: torch.Tensor, num_images: int) -> torch.Tensor:
@@ -61,14 +103,13 @@ def _captions_per_image(caption_image_index: torch.Tensor, num_images: int) -> t
 
 
 @torch.no_grad()
-def retrieval_ranks(
+def retrieval_rank_stats(
     image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor, block_size: int = 1024
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """0-based ranks: (N,) of each image's best-ranked own caption (I->T), (M,) of each caption's image (T->I).
+) -> tuple[RankStats, RankStats]:
+    """``RankStats`` for I->T (N images, best-ranked own caption) and T->I (M captions, their image).
 
     ``image_emb`` (N, D) and ``text_emb`` (M, D) should be L2-normalised (cosine scores);
-    ``caption_image_index`` (M,) gives each caption's image row. These are the per-sample
-    results behind R@K (R@K = share of ranks < K).
+    ``caption_image_index`` (M,) gives each caption's image row.
     """
     n, m = image_emb.shape[0], text_emb.shape[0]
     caption_image_index = caption_image_index.to(image_emb.device).long()
@@ -77,17 +118,71 @@ def retrieval_ranks(
     if m and (caption_image_index.min() < 0 or caption_image_index.max() >= n):
         raise ValueError("caption_image_index points outside the image rows")
     table = _captions_per_image(caption_image_index, n)
-    i2t_best = torch.empty(n, dtype=torch.long, device=image_emb.device)
-    for start in range(0, n, block_size):
-        stop = min(n, start + block_size)
-        scores = image_emb[start:stop] @ text_emb.t()
-        i2t_best[start:stop] = _rank(scores, _best_positive(scores, table[start:stop]))
-    t2i_rank = torch.empty(m, dtype=torch.long, device=image_emb.device)
-    for start in range(0, m, block_size):
-        stop = min(m, start + block_size)
-        scores = text_emb[start:stop] @ image_emb.t()
-        t2i_rank[start:stop] = _rank(scores, caption_image_index[start:stop])
-    return i2t_best, t2i_rank
+    i2t = [
+        _rank_stats(image_emb[start : start + block_size] @ text_emb.t(), table[start : start + block_size])
+        for start in range(0, n, block_size)
+    ]
+    t2i = [
+        _rank_stats(
+            text_emb[start : start + block_size] @ image_emb.t(), caption_image_index[start : start + block_size, None]
+        )
+        for start in range(0, m, block_size)
+    ]
+    return RankStats.cat(i2t), RankStats.cat(t2i)
+
+
+def retrieval_ranks(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, caption_image_index: torch.Tensor, block_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based ranks: (N,) of each image's best-ranked own caption (I->T), (M,) of each caption's image (T->I).
+
+    These are the per-sample results behind R@K (R@K = share of ranks < K); ties to the lower index.
+    """
+    i2t, t2i = retrieval_rank_stats(image_emb, text_emb, caption_image_index, block_size)
+    return i2t.rank, t2i.rank
+
+
+def _log_comb(n: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+
+
+def hit_probabilities(stats: RankStats, k: int) -> dict[str, torch.Tensor]:
+    """Per query, the chance its best positive is in the top ``k``: 0/1 for the deterministic rank and the
+    optimistic / pessimistic tie orders, and the exact expectation over uniformly random tie orders."""
+    better, tied, pos = stats.better.double(), stats.tied.double(), stats.tied_positives.double()
+    r = (k - better).clamp(min=0.0).minimum(tied)  # slots left for the tied group
+    # P(miss) = C(t - p, r) / C(t, r); zero when more slots than tied negatives
+    miss = torch.where(r <= tied - pos, torch.exp(_log_comb(tied - pos, r) - _log_comb(tied, r)), 0.0)
+    return {
+        "index": (stats.rank < k).double(),
+        "optimistic": (better < k).double(),
+        "pessimistic": (better + tied - pos < k).double(),
+        "expected": 1.0 - miss,
+    }
+
+
+def tie_aware_recall(
+    i2t: RankStats, t2i: RankStats, ks: tuple[int, ...] = KS, rule: str = "index"
+) -> dict[str, float | int | str]:
+    """R@K in percent, both directions, plus ``mean``, under tie ``rule`` (``TIE_RULES``), and beside it every
+    rule's value (``i2t_r1_optimistic`` ...), the rule's name and the number of queries whose best positive ties
+    with a negative (the queries whose hit depends on the tie-break)."""
+    if rule not in TIE_RULES:
+        raise ValueError(f"tie rule must be one of {', '.join(TIE_RULES)}, got {rule!r}")
+    per_rule: dict[str, dict[str, float]] = {r: {} for r in TIE_RULES}
+    for direction, stats in (("i2t", i2t), ("t2i", t2i)):
+        for k in ks:
+            for name, hits in hit_probabilities(stats, k).items():
+                per_rule[name][f"{direction}_r{k}"] = 100.0 * float(hits.sum()) / max(len(hits), 1)
+    for values in per_rule.values():
+        values["mean"] = sum(values.values()) / len(values)
+    out: dict[str, float | int | str] = dict(per_rule[rule])
+    for name in TIE_RULES[1:]:
+        out |= {f"{key}_{name}": value for key, value in per_rule[name].items()}
+    out["ties"] = rule
+    out["i2t_tied_queries"] = int((i2t.tied > i2t.tied_positives).sum())
+    out["t2i_tied_queries"] = int((t2i.tied > t2i.tied_positives).sum())
+    return out
 
 
 @torch.no_grad()

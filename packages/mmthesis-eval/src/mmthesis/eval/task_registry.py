@@ -26,7 +26,10 @@ from mmthesis.core.errors import ConfigError, UnknownNameError
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.scales import SCALES, check_scale
 
-PROTOCOLS = ("retrieval", "median-rank", "zero-shot", "linear-probe", "finetune", "glue", "analysis", "robustness")
+PROTOCOLS = (
+    "retrieval", "median-rank", "zero-shot", "linear-probe", "finetune", "glue", "analysis", "robustness",
+    "latent-arithmetic", "coherence",
+)  # fmt: skip
 SCALE_KEYS = ("dataset", "split", "train_split", "params")
 
 

@@ -4,9 +4,13 @@ Each dataset module only parses its publisher's index (Karpathy JSON, TSV)
 into ``CaptionedImage`` items; this module turns items into samples and the
 samples into a prepared dataset, so the robustness rules are the same for all:
 
-- image: the original file bytes after a full decode (``imagenet.verify_image``);
-  missing, empty, truncated and non-image files skip the item with a reason;
-- caption: invalid UTF-8 or NUL bytes drop that caption (counted), longer than
+- image: the original file bytes after a full decode (``raw_files.read_image``);
+  missing, empty, truncated and non-image files, paths that resolve outside
+  the raw folder (symlinks) and images over the pixel cap skip the item with a
+  reason; 16-bit and EXIF-rotated images are stored converted;
+- caption: a value that is not a string (``null``, a number), invalid UTF-8
+  (also lone surrogates such as a ``\\udcff`` JSON escape) or NUL bytes drop
+  that caption (counted), longer than
   ``MAX_CAPTION_CHARS`` is cut (counted); an item left without captions is
   skipped. Token-level truncation to 64 ids happens in the tokenizer, as in
   the thesis (REFERENCE.md §4.3);
@@ -19,7 +23,9 @@ Sample: ``jpg|png`` (bytes) + ``json`` ``{id, captions, ...extra}``, the format
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -27,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.console import console
-from mmthesis.data.datasets.imagenet import verify_image
+from mmthesis.data import raw_files
 from mmthesis.data.manifest import PARTLY_SKIPPED, Manifest, Sample, Skipped, reuse_prepared
+from mmthesis.data.raw_files import DEFAULT_MAX_PIXELS
 from mmthesis.data.sharding import begin_preparation, finish_manifest, prepare_split
 
 MAX_CAPTION_CHARS = 1000
@@ -39,6 +46,7 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MISSING = "missing file"
 UNREADABLE = "unreadable file"
 NON_UTF8 = "caption not UTF-8"
+NOT_TEXT = "caption not a string"
 NUL = "NUL byte in caption"
 EMPTY_CAPTION = "empty caption"
 NO_CAPTION = "no valid caption"
@@ -52,21 +60,26 @@ class CaptionedImage:
 
     path: str
     id: str
-    captions: tuple[str | bytes, ...]
+    captions: tuple[Any, ...]  # str, or bytes not yet decoded; anything else is dropped as NOT_TEXT
     extra: tuple[tuple[str, Any], ...] = ()
+    root: str = ""  # the resolved raw root the image must lie in ("" = the image's own folder)
 
     @property
     def key(self) -> str:
         return _KEY_UNSAFE.sub("_", self.id)
 
 
-def clean_caption(raw: str | bytes, item_id: str) -> str | Skipped:
+def clean_caption(raw: Any, item_id: str) -> str | Skipped:
     """The caption as stored (whitespace collapsed, cut at MAX_CAPTION_CHARS) or why it is dropped."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             return Skipped(item_id, NON_UTF8)
+    if not isinstance(raw, str):  # JSON null / numbers: not captions ("None", "5" were stored before)
+        return Skipped(item_id, NOT_TEXT)
+    if not raw_files.utf8_ok(raw):
+        return Skipped(item_id, NON_UTF8)
     if "\x00" in raw:
         return Skipped(item_id, NUL)
     text = " ".join(raw.split())
@@ -75,7 +88,7 @@ def clean_caption(raw: str | bytes, item_id: str) -> str | Skipped:
     return text
 
 
-def make_sample(item: CaptionedImage | Skipped) -> Sample | Skipped:
+def make_sample(item: CaptionedImage | Skipped, max_pixels: int = DEFAULT_MAX_PIXELS) -> Sample | Skipped:
     """Raw item -> sample (module-level: picklable)."""
     if isinstance(item, Skipped):
         return item
@@ -93,15 +106,10 @@ def make_sample(item: CaptionedImage | Skipped) -> Sample | Skipped:
     if not captions:  # one reason per skipped item: the captions' own if they agree
         reasons = {d.reason for d in dropped}
         return Skipped(item.id, reasons.pop() if len(reasons) == 1 else NO_CAPTION)
-    try:
-        data = Path(item.path).read_bytes()
-    except FileNotFoundError:
-        return Skipped(item.id, MISSING)
-    except OSError:
-        return Skipped(item.id, UNREADABLE)
-    ext = verify_image(data)
-    if isinstance(ext, Skipped):
-        return Skipped(item.id, ext.reason)
+    image = raw_files.read_image(item.path, item.root or os.path.dirname(item.path), max_pixels)
+    if isinstance(image, Skipped):
+        return Skipped(item.id, image.reason)
+    ext, data = image
     return {
         "__key__": item.key,
         ext: data,
@@ -157,9 +165,19 @@ def prepare_captioned(
     workers: int = 1,
     samples_per_shard: int = SAMPLES_PER_SHARD,
     totals: dict[str, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    expected_bytes: dict[str, int] | None = None,
 ) -> Manifest:
-    """Prepare every split (resumable; a finished preparation with the same config is returned as is)."""
-    config = {**config, "samples_per_shard": samples_per_shard, "max_caption_chars": MAX_CAPTION_CHARS}
+    """Prepare every split (resumable; a finished preparation with the same config is returned as is).
+
+    ``expected_bytes``: split -> its raw images' total size, for a full disk's "space needed".
+    """
+    config = {
+        **config,
+        "samples_per_shard": samples_per_shard,
+        "max_caption_chars": MAX_CAPTION_CHARS,
+        "max_image_pixels": max_pixels,
+    }
     config = json.loads(json.dumps(config, sort_keys=True, default=str))
     if (existing := reuse_prepared(name, folder, config, required=())) is not None:
         return existing
@@ -171,11 +189,12 @@ def prepare_captioned(
             folder,
             split,
             unique(items),
-            make_sample,
+            functools.partial(make_sample, max_pixels=max_pixels),
             samples_per_shard=samples_per_shard,
             workers=workers,
             total=total,
             description=f"{name}/{split}",
+            expected_bytes=(expected_bytes or {}).get(split),
         )
     per_split = {split: split_stats(folder, info) for split, info in prepared.items()}
     for split, s in per_split.items():

@@ -13,7 +13,11 @@ The image of TSV row ``row`` (0-based; the id, as in the thesis) is where
 used whatever downloaded (CC3M 1.5M of 3.3M rows), so a missing image is the
 normal case: skipped as "not downloaded" and counted. The TSV is read as bytes
 and streamed, so captions that are not UTF-8 or hold NUL bytes are dropped and
-counted (``captioned``) and memory does not grow with the corpus.
+counted (``captioned``) and memory does not grow with the corpus. Images that
+resolve outside the raw folder (symlinks) are skipped and counted; the
+manifest's config holds a fingerprint of the inputs (each TSV's sha256; size
+and mtime of every file under each image folder), so a changed raw folder is
+prepared again instead of reused.
 """
 
 from __future__ import annotations
@@ -21,15 +25,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mmthesis.core.errors import DataMissingError
+from mmthesis.data import raw_files
 from mmthesis.data.datasets import vl_standins
 from mmthesis.data.datasets.captioned import CaptionedImage, prepare_captioned
 from mmthesis.data.download import DownloadReport, download
-from mmthesis.data.manifest import Manifest, Skipped, dataset_dir
+from mmthesis.data.manifest import FINGERPRINT, Manifest, Skipped, dataset_dir
+from mmthesis.data.raw_files import DEFAULT_MAX_PIXELS
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepared_name, register
 from mmthesis.data.standins import standin_dir
 
@@ -75,6 +82,7 @@ def read_rows(tsv: Path, layout: TsvLayout) -> Iterator[tuple[int, bytes, bytes]
 
 
 def items(raw: Path, layout: TsvLayout, split: str, images: Path) -> Iterator[CaptionedImage | Skipped]:
+    root = str(Path(raw).resolve())
     for entry in read_rows(raw / layout.files[split], layout):
         if isinstance(entry, Skipped):
             yield entry
@@ -84,11 +92,32 @@ def items(raw: Path, layout: TsvLayout, split: str, images: Path) -> Iterator[Ca
         if path is None:
             yield Skipped(str(row), NOT_DOWNLOADED)
             continue
-        yield CaptionedImage(str(path), str(row), (caption,), (("url", url.decode("utf-8", "replace")),))
+        yield CaptionedImage(str(path), str(row), (caption,), (("url", url.decode("utf-8", "replace")),), root)
+
+
+def _image_folder(raw: Path, split: str) -> Path:
+    return raw / ("images" if split == "train" else f"images-{split}")
+
+
+def raw_fingerprint(raw: Path, layout: TsvLayout, splits: list[str]) -> dict[str, object]:
+    """Each TSV's sha256 and, per image folder, the size and mtime of every file in it."""
+    out: dict[str, object] = {}
+    for split in splits:
+        out[layout.files[split]] = raw_files.file_digest(raw / layout.files[split])
+        images = _image_folder(raw, split)
+        files = (os.path.join(d, f) for d, _, names in os.walk(images) for f in names)
+        out[f"{images.name}/"] = raw_files.listing_digest(files, raw)
+    return out
 
 
 def prepare_cc(
-    raw: Path, folder: Path, layout: TsvLayout, *, workers: int = 1, samples_per_shard: int = 1000
+    raw: Path,
+    folder: Path,
+    layout: TsvLayout,
+    *,
+    workers: int = 1,
+    samples_per_shard: int = 1000,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Manifest:
     raw = Path(raw).expanduser()
     train = raw / layout.files["train"]
@@ -98,7 +127,7 @@ def prepare_cc(
             f"pass --raw with {layout.raw_hint} (see `mmthesis data download {layout.name}`)",
         )
     splits = {
-        split: items(raw, layout, split, raw / ("images" if split == "train" else f"images-{split}"))
+        split: items(raw, layout, split, _image_folder(raw, split))
         for split, name in layout.files.items()
         if (raw / name).is_file()
     }
@@ -106,8 +135,19 @@ def prepare_cc(
         "format_version": FORMAT_VERSION,
         "raw": str(raw.resolve()),
         "files": {s: layout.files[s] for s in splits},
+        FINGERPRINT: raw_fingerprint(raw, layout, list(splits)),
     }
-    return prepare_captioned(folder.name, folder, config, splits, workers=workers, samples_per_shard=samples_per_shard)
+    images = {s: config[FINGERPRINT][f"{_image_folder(raw, s).name}/"]["bytes"] for s in splits}
+    return prepare_captioned(
+        folder.name,
+        folder,
+        config,
+        splits,
+        workers=workers,
+        samples_per_shard=samples_per_shard,
+        max_pixels=max_pixels,
+        expected_bytes=images,
+    )
 
 
 def download_cc(
@@ -145,13 +185,13 @@ def _prepare_fn(layout: TsvLayout):  # noqa: ANN202 - a PrepareRequest -> Manife
             raw = req.raw or vl_standins.build_cc_raw(
                 standin_dir(folder.name), layout.name, layout.files["train"], layout.caption_column
             )
-            return prepare_cc(raw, folder, layout, workers=req.workers)
+            return prepare_cc(raw, folder, layout, workers=req.workers, max_pixels=req.max_pixels)
         if req.raw is None:
             raise DataMissingError(
                 f"{layout.name} needs its TSV and images",
                 f"run `mmthesis data download {layout.name} --raw /path/to/{layout.name}` first",
             )
-        return prepare_cc(req.raw, folder, layout, workers=req.workers)
+        return prepare_cc(req.raw, folder, layout, workers=req.workers, max_pixels=req.max_pixels)
 
     return prepare
 

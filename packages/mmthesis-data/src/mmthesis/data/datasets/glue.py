@@ -14,8 +14,9 @@ columns ending in ``sentence1 sentence2 score``; QQP ``id qid1 qid2 question1
 question2 is_duplicate``; MNLI 12 (train) / 16 (dev) columns with
 ``sentence1``, ``sentence2`` and ``gold_label`` last; QNLI ``index question
 sentence label``; RTE and WNLI ``index sentence1 sentence2 label``. A row
-with the wrong number of columns, a NUL byte, invalid UTF-8 or a label
-outside the task's label set is skipped and counted by reason. Files are split
+with the wrong number of columns, a NUL byte, invalid UTF-8, an empty (or
+all-whitespace) sentence or a label outside the task's label set is skipped
+and counted by reason. Files are split
 on ``\\n`` only (a stray ``\\r`` inside a sentence does not end a row).
 
 Alternatively ``--raw`` may hold the Hugging Face ``nyu-mll/glue`` dataset
@@ -105,6 +106,7 @@ INVALID_UTF8 = "invalid utf-8"
 BAD_LABEL = "bad label"
 BLANK = "blank line"
 MISSING_TEXT = "missing text"  # HF files: a null sentence
+EMPTY_TEXT = "empty text"  # an empty or all-whitespace sentence: nothing to classify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,11 +239,15 @@ def parse_tsv(path: Path, task: Task) -> Iterator[dict[str, Any] | Skipped]:
             if len(fields) != width:
                 yield Skipped(where, WRONG_COLUMNS)
                 continue
+            texts = [fields[i] for i in text_at]
+            if any(not t.strip() for t in texts):
+                yield Skipped(where, EMPTY_TEXT)
+                continue
             label = task.parse_label(fields[label_at])
             if label is None:
                 yield Skipped(where, BAD_LABEL)
                 continue
-            yield _row(idx, [fields[i] for i in text_at], label)
+            yield _row(idx, texts, label)
 
 
 def _hf_label(value: Any, task: Task, float32: bool) -> int | float | None:
@@ -305,6 +311,8 @@ def parse_hf(files: list[Path], task: Task, root: Path | None = None) -> Iterato
                 yield Skipped(where, MISSING_TEXT)
             elif any("\x00" in t for t in texts):
                 yield Skipped(where, NUL)
+            elif any(not t.strip() for t in texts):
+                yield Skipped(where, EMPTY_TEXT)
             elif label is None:
                 yield Skipped(where, BAD_LABEL)
             else:

@@ -15,8 +15,13 @@ The devkit's ``ILSVRC2012_validation_ground_truth.txt`` (ILSVRC ids in
 
 Prepared samples (webdataset members): ``jpg`` or ``png`` = the original file
 bytes, after a full decode with PIL proves them readable (empty, truncated,
-non-image and unsupported-format files are skipped with a reason and counted,
-never a crash); ``cls`` = the class index as text; ``json`` = ``{id, wnid}``.
+non-image and unsupported-format files, files whose path resolves outside the
+raw folder, file names that are not UTF-8 and images over the pixel cap are
+skipped with a reason and counted, never a crash; 16-bit and EXIF-rotated
+images are stored converted, see ``mmthesis.data.raw_files``); ``cls`` = the
+class index as text; ``json`` = ``{id, wnid}``. The manifest's config records
+a fingerprint of the raw inputs (label file hash; size and mtime of every
+image), so a changed raw folder is prepared again instead of reused.
 Class order = sorted wnids of ``train/`` (the thesis's HF class order is the
 same sorted-wnid order); it is stored in the manifest's ``stats.classes``.
 
@@ -30,21 +35,28 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
-import io
 import os
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from mmthesis.core.console import console
 from mmthesis.core.errors import DataMissingError, MMThesisError
+from mmthesis.data import raw_files
 from mmthesis.data.manifest import Manifest, Sample, Skipped, dataset_dir, reuse_prepared
+from mmthesis.data.raw_files import (  # noqa: F401 (the reasons stay importable from here)
+    BAD_NAME,
+    CORRUPT,
+    DEFAULT_MAX_PIXELS,
+    EMPTY,
+    NOT_IMAGE,
+    UNSUPPORTED,
+)
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepare_command, prepared_name, register
-from mmthesis.data.sharding import finish_manifest, prepare_split
+from mmthesis.data.sharding import begin_preparation, finish_manifest, prepare_split
 from mmthesis.data.standins import build_once, standin_dir
 
 NAME = "imagenet"
@@ -55,11 +67,7 @@ SAMPLES_PER_SHARD = 1000
 LABEL_FILES = ("LOC_val_solution.csv", "val_labels.txt")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
-# skip reasons (stable categories: the manifest counts them)
-EMPTY = "empty file"
-NOT_IMAGE = "not an image"
-CORRUPT = "corrupt or truncated image"
-UNSUPPORTED = "unsupported image format"
+# skip reasons (stable categories: the manifest counts them; the image ones live in raw_files)
 UNLABELLED = "no label"
 UNKNOWN_CLASS = "class not in train/"
 
@@ -73,6 +81,7 @@ class ImageItem:
     id: str  # the file stem as published, e.g. n01440764_10026 or ILSVRC2012_val_00000001
     wnid: str
     label: int
+    root: str = ""  # the resolved raw root the file must lie in ("" = its own folder)
 
 
 def sample_key(stem: str) -> str:
@@ -110,7 +119,15 @@ def _files(folder: str | Path) -> list[os.DirEntry[str]]:
         return [e for e in _visible(list(it)) if e.is_file()]
 
 
-def list_train(root: Path) -> tuple[list[str], list[ImageItem]]:
+def _item(e: os.DirEntry[str], wnid: str, label: int, root: Path) -> ImageItem | Skipped:
+    """An item for file ``e``, or Skipped if its name cannot be stored (not UTF-8: lone surrogate escapes)."""
+    stem = Path(e.name).stem
+    if not raw_files.utf8_ok(e.name):
+        return Skipped(stem.encode("utf-8", "backslashreplace").decode("ascii", "replace"), BAD_NAME)
+    return ImageItem(e.path, sample_key(stem), stem, wnid, label, str(root.resolve()))
+
+
+def list_train(root: Path) -> tuple[list[str], list[ImageItem | Skipped]]:
     """Sorted wnids (= class order) and every file under ``train/<wnid>/``."""
     train = root / "train"
     folders = _class_folders(train)
@@ -124,12 +141,14 @@ def list_train(root: Path) -> tuple[list[str], list[ImageItem]]:
         raise DataMissingError(
             f"{train} has no class folders" + (f" (found {len(tars)} .tar files)" if tars else ""), fix
         )
+    bad = [f.name for f in folders if not raw_files.utf8_ok(f.name)]
+    if bad:
+        raise DataMissingError(
+            f"{train} has a class folder whose name is not UTF-8 ({os.fsencode(bad[0])!r})",
+            "rename it to its WordNet id (n########)",
+        )
     wnids = [f.name for f in folders]
-    items = [
-        ImageItem(e.path, sample_key(Path(e.name).stem), Path(e.name).stem, wnid, label)
-        for label, wnid in enumerate(wnids)
-        for e in _files(train / wnid)
-    ]
+    items = [_item(e, wnid, label, root) for label, wnid in enumerate(wnids) for e in _files(train / wnid)]
     return wnids, items
 
 
@@ -147,7 +166,7 @@ def _read_val_labels(path: Path, files: list[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     fix = f"fix {path} (format: see `mmthesis.data.datasets.imagenet` docs) or arrange val/ into class folders"
     if path.name.endswith(".csv"):
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM (Excel, Windows) is not data
             reader = csv.reader(f)
             header = next(reader, None)
             if not header or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
@@ -156,7 +175,7 @@ def _read_val_labels(path: Path, files: list[str]) -> dict[str, str]:
                 if len(row) >= 2 and row[1].split():
                     labels[Path(row[0].strip()).stem] = row[1].split()[0]
         return labels
-    lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.split() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if all(len(parts) == 2 for parts in lines):
         return {Path(name).stem: wnid for name, wnid in lines}
     if all(len(parts) == 1 for parts in lines):
@@ -181,7 +200,7 @@ def list_val(root: Path, class_index: dict[str, int]) -> tuple[list[ImageItem | 
                 if folder.name not in class_index:
                     items.append(Skipped(stem, UNKNOWN_CLASS))
                 else:
-                    items.append(ImageItem(e.path, sample_key(stem), stem, folder.name, class_index[folder.name]))
+                    items.append(_item(e, folder.name, class_index[folder.name], root))
         return items, "class folders"
     files = _files(val)
     files = [e for e in files if e.name not in LABEL_FILES]
@@ -202,7 +221,7 @@ def list_val(root: Path, class_index: dict[str, int]) -> tuple[list[ImageItem | 
         elif wnid not in class_index:
             items.append(Skipped(stem, UNKNOWN_CLASS))
         else:
-            items.append(ImageItem(e.path, sample_key(stem), stem, wnid, class_index[wnid]))
+            items.append(_item(e, wnid, class_index[wnid], root))
     return items, f"flat + {label_file.name}"
 
 
@@ -218,40 +237,35 @@ def _check_unique_keys(items: list[ImageItem | Skipped], split: str) -> None:
             seen[item.key] = item.path
 
 
-def verify_image(data: bytes) -> str | Skipped:
-    """``"jpg"``/``"png"`` if ``data`` fully decodes as JPEG/PNG, else the reason it cannot be used."""
-    if not data:
-        return Skipped("", EMPTY)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format
-            if fmt == "JPEG":
-                # decode at 1/8 scale: still reads every entropy-coded byte, so truncation is caught
-                im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
-            im.load()
-    except UnidentifiedImageError:
-        return Skipped("", NOT_IMAGE)
-    except Exception:  # PIL raises OSError, SyntaxError, ValueError, EOFError, DecompressionBombError, ...
-        return Skipped("", CORRUPT)
-    if fmt == "JPEG":
-        return "jpg"
-    if fmt == "PNG":
-        return "png"
-    return Skipped("", UNSUPPORTED)
+def verify_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | Skipped:
+    """``"jpg"``/``"png"`` if ``data`` is a usable JPEG/PNG (``raw_files.check_image``), else why not."""
+    result = raw_files.check_image(data, max_pixels)
+    return result if isinstance(result, Skipped) else result[0]
 
 
-def make_sample(item: ImageItem | Skipped) -> Sample | Skipped:
+def make_sample(item: ImageItem | Skipped, max_pixels: int = DEFAULT_MAX_PIXELS) -> Sample | Skipped:
     """Raw file -> ``{jpg|png, cls, json}`` sample, or why it was skipped (module-level: picklable)."""
     if isinstance(item, Skipped):
         return item
-    try:
-        data = Path(item.path).read_bytes()
-    except OSError:
-        return Skipped(item.id, "unreadable file")
-    ext = verify_image(data)
-    if isinstance(ext, Skipped):
-        return Skipped(item.id, ext.reason)
+    image = raw_files.read_image(item.path, item.root or os.path.dirname(item.path), max_pixels)
+    if isinstance(image, Skipped):
+        return Skipped(item.id, image.reason)
+    ext, data = image
     return {"__key__": item.key, ext: data, "cls": str(item.label), "json": {"id": item.id, "wnid": item.wnid}}
+
+
+def raw_fingerprint(
+    root: Path, splits: dict[str, list[ImageItem | Skipped]], label_file: Path | None
+) -> dict[str, Any]:
+    """What the prepared data depends on: size and mtime of every listed image per split, the label file's hash."""
+    out: dict[str, Any] = {
+        f"{split}/": raw_files.listing_digest((i.path for i in items if isinstance(i, ImageItem)), root)
+        for split, items in splits.items()
+        if items
+    }
+    if label_file is not None:
+        out[label_file.name] = raw_files.file_digest(label_file)
+    return out
 
 
 def prepare_from_raw(
@@ -262,35 +276,46 @@ def prepare_from_raw(
     samples_per_shard: int = SAMPLES_PER_SHARD,
     stand_in: str | None = None,
     name: str = NAME,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Manifest:
-    """Prepare ``raw`` (official layout) into ``folder``; reuses a finished preparation with the same config."""
+    """Prepare ``raw`` (official layout) into ``folder``; reuses a finished preparation of the same raw inputs.
+
+    Listing the folders and stat-ing every image (the fingerprint) happens on every call: it is what
+    tells an unchanged raw folder from one whose files were added, removed or replaced.
+    """
     root = find_root(raw)
-    config = {
-        "format_version": FORMAT_VERSION,
-        "raw": str(root.resolve()),
-        "samples_per_shard": samples_per_shard,
-        "stand_in": stand_in,
-    }
-    if (existing := reuse_prepared(name, folder, config, required=(), verify_files=False)) is not None:
-        return existing
     wnids, train_items = list_train(root)
     class_index = {w: i for i, w in enumerate(wnids)}
     val_items, val_layout = list_val(root, class_index)
     _check_unique_keys(list(train_items), "train")
     _check_unique_keys(val_items, "val")
+    label_file = _find_label_file(root) if val_layout and val_layout.startswith("flat") else None
+    config = {
+        "format_version": FORMAT_VERSION,
+        "raw": str(root.resolve()),
+        "samples_per_shard": samples_per_shard,
+        "stand_in": stand_in,
+        "max_image_pixels": max_pixels,
+        "raw_fingerprint": raw_fingerprint(root, {"train": train_items, "val": val_items}, label_file),
+    }
+    if (existing := reuse_prepared(name, folder, config, required=(), verify_files=False)) is not None:
+        return existing
+    begin_preparation(folder, config)
     splits: dict[str, dict[str, Any]] = {}
     for split, items in (("train", train_items), ("val", val_items)):
         if split == "val" and not items:
             continue
+        listing = config["raw_fingerprint"][f"{split}/"]
         splits[split] = prepare_split(
             folder,
             split,
             items,
-            make_sample,
+            functools.partial(make_sample, max_pixels=max_pixels),
             samples_per_shard=samples_per_shard,
             workers=workers,
             total=len(items),
             description=f"{name}/{split}",
+            expected_bytes=listing["bytes"],
         )
     stats = {
         "classes": wnids,
@@ -359,15 +384,16 @@ def prepare(req: PrepareRequest) -> Manifest:
                 folder,
                 workers=req.workers,
                 samples_per_shard=SAMPLES_PER_SHARD,
+                max_pixels=req.max_pixels,
                 stand_in=STAND_IN,
                 name=folder.name,
             )
-        return prepare_from_raw(raw, folder, workers=req.workers, name=folder.name)
+        return prepare_from_raw(raw, folder, workers=req.workers, name=folder.name, max_pixels=req.max_pixels)
     if req.raw is None:
         raise DataMissingError(
             "ImageNet-1k needs your download of ILSVRC2012", f"run `{prepare_command(NAME, req.scale)}`"
         )
-    return prepare_from_raw(req.raw, folder, workers=req.workers, name=folder.name)
+    return prepare_from_raw(req.raw, folder, workers=req.workers, name=folder.name, max_pixels=req.max_pixels)
 
 
 register(

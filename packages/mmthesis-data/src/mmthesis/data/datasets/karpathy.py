@@ -8,21 +8,30 @@ training images); ``val`` and ``test`` are kept (COCO 5k test, Flickr30k 1k
 test) and load through ``image_text.load_retrieval_split``.
 
 The split file is read whole (it is metadata, ~140 MB for COCO); images are
-streamed into shards by ``captioned.prepare_captioned``.
+streamed into shards by ``captioned.prepare_captioned``. Entries are untrusted:
+a ``sentences`` that is not a list, a ``raw`` that is not a string, a file name
+with a NUL and a path that resolves outside the raw folder (``..``, absolute,
+or a symlink) are counted skips. The manifest's config holds a fingerprint of
+the inputs (the split file's sha256; size and mtime of every listed image per
+folder), so editing ``dataset_coco.json`` or replacing images makes the next
+``prepare`` say what changed and prepare again, instead of reusing stale data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mmthesis.core.errors import DataMissingError
+from mmthesis.data import raw_files
 from mmthesis.data.datasets import vl_standins
 from mmthesis.data.datasets.captioned import CaptionedImage, prepare_captioned
-from mmthesis.data.manifest import Manifest, Skipped, dataset_dir
+from mmthesis.data.manifest import FINGERPRINT, Manifest, Skipped, dataset_dir
+from mmthesis.data.raw_files import BAD_NAME, DEFAULT_MAX_PIXELS
 from mmthesis.data.registry import DatasetSpec, PrepareRequest, prepared_name, register
 from mmthesis.data.standins import standin_dir
 
@@ -102,26 +111,69 @@ def _unsafe(*parts: str) -> bool:
     return any(p.startswith(("/", "\\")) or ".." in Path(p).parts for p in parts)
 
 
+def _bad_name(*parts: str) -> bool:
+    return any("\x00" in p or not raw_files.utf8_ok(p) for p in parts)
+
+
+def _path(image_dir: Path, entry: dict[str, Any]) -> tuple[str, str, Path]:
+    filename, filepath = str(entry.get("filename", "")), str(entry.get("filepath", ""))
+    return filename, filepath, image_dir / filepath / filename
+
+
 def items(
     raw: Path, layout: KarpathyLayout, entries: list[dict[str, Any]], split: str
 ) -> Iterator[CaptionedImage | Skipped]:
     """The items of one prepared split, in split-file order (entries of unknown splits are ignored)."""
     image_dir = _image_dir(raw, layout)
+    root = str(Path(raw).resolve())
     for entry in entries:
         if not isinstance(entry, dict) or SPLIT_OF.get(entry.get("split", "")) != split:
             continue
-        filename, filepath = str(entry.get("filename", "")), str(entry.get("filepath", ""))
-        if _unsafe(filename, filepath):  # the split file must not point outside the raw folder
-            yield Skipped(_image_id(entry, layout), UNSAFE_PATH)
+        filename, filepath, path = _path(image_dir, entry)
+        image_id = _image_id(entry, layout)
+        if _bad_name(filename, filepath, image_id):
+            yield Skipped(image_id.encode("utf-8", "backslashreplace").decode("utf-8"), BAD_NAME)
             continue
-        path = image_dir / filepath / filename
-        captions = tuple(str(s.get("raw", "")) for s in entry.get("sentences", []) if isinstance(s, dict))
+        if _unsafe(filename, filepath):  # the split file must not point outside the raw folder
+            yield Skipped(image_id, UNSAFE_PATH)
+            continue
+        sentences = entry.get("sentences")
+        sentences = sentences if isinstance(sentences, list) else []  # null / not a list: no caption (counted)
+        captions = tuple(s.get("raw") for s in sentences if isinstance(s, dict))
         extra = (("filename", filename), ("karpathy_split", entry["split"]))
-        yield CaptionedImage(str(path), _image_id(entry, layout), captions, extra)
+        yield CaptionedImage(str(path), image_id, captions, extra, root)
+
+
+def _listed(raw: Path, layout: KarpathyLayout, entries: list[Any], key: str) -> dict[str, list[Path]]:
+    """The image paths the split file lists (that preparation would read), grouped by ``key``: folder or split."""
+    image_dir = _image_dir(raw, layout)
+    out: dict[str, list[Path]] = defaultdict(list)
+    for entry in entries:
+        if isinstance(entry, dict) and SPLIT_OF.get(entry.get("split", "")) is not None:
+            filename, filepath, path = _path(image_dir, entry)
+            if _unsafe(filename, filepath) or _bad_name(filename, filepath):
+                continue  # skipped when preparing, never read
+            group = str((image_dir / filepath).relative_to(raw)) + "/" if key == "folder" else SPLIT_OF[entry["split"]]
+            out[group].append(path)
+    return out
+
+
+def raw_fingerprint(raw: Path, layout: KarpathyLayout, split_file: Path, entries: list[Any]) -> dict[str, Any]:
+    """The split file's sha256 and, per image folder, the size and mtime of every image the split file lists."""
+    out: dict[str, Any] = {split_file.name: raw_files.file_digest(split_file)}
+    for folder, paths in sorted(_listed(raw, layout, entries, "folder").items()):
+        out[folder] = raw_files.listing_digest(paths, raw)
+    return out
 
 
 def prepare_karpathy(
-    raw: Path, folder: Path, layout: KarpathyLayout, *, workers: int = 1, samples_per_shard: int = 1000
+    raw: Path,
+    folder: Path,
+    layout: KarpathyLayout,
+    *,
+    workers: int = 1,
+    samples_per_shard: int = 1000,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Manifest:
     """Prepare ``raw`` (images + Karpathy split file) into ``folder`` (train = train + restval, val, test)."""
     raw = Path(raw).expanduser()
@@ -134,6 +186,7 @@ def prepare_karpathy(
         "raw": str(raw.resolve()),
         "split_file": split_file.name,
         "splits": "train = train + restval; val; test",
+        FINGERPRINT: raw_fingerprint(raw, layout, split_file, entries),
     }
     totals = {
         s: sum(1 for e in entries if isinstance(e, dict) and SPLIT_OF.get(e.get("split", "")) == s) for s in SPLITS
@@ -144,7 +197,17 @@ def prepare_karpathy(
             f"{split_file} lists no image of split train/restval/val/test", "use the original Karpathy split file"
         )
     return prepare_captioned(
-        folder.name, folder, config, splits, workers=workers, samples_per_shard=samples_per_shard, totals=totals
+        folder.name,
+        folder,
+        config,
+        splits,
+        workers=workers,
+        samples_per_shard=samples_per_shard,
+        totals=totals,
+        max_pixels=max_pixels,
+        expected_bytes={
+            s: raw_files.listing_digest(p, raw)["bytes"] for s, p in _listed(raw, layout, entries, "split").items()
+        },
     )
 
 
@@ -153,13 +216,13 @@ def _prepare_fn(layout: KarpathyLayout):  # noqa: ANN202 - a PrepareRequest -> M
         folder = dataset_dir(prepared_name(layout.name, req.scale), req.out_root)
         if req.scale == "smoke" and layout.build_smoke_raw is not None:
             raw = req.raw or layout.build_smoke_raw(standin_dir(folder.name), req.out_root)
-            return prepare_karpathy(raw, folder, layout, workers=req.workers)
+            return prepare_karpathy(raw, folder, layout, workers=req.workers, max_pixels=req.max_pixels)
         if req.raw is None:
             raise DataMissingError(
                 f"{layout.name} needs your download",
                 f"run `mmthesis data prepare {layout.name} --raw /path/to/{layout.raw_hint.split()[0]}`",
             )
-        return prepare_karpathy(req.raw, folder, layout, workers=req.workers)
+        return prepare_karpathy(req.raw, folder, layout, workers=req.workers, max_pixels=req.max_pixels)
 
     return prepare
 

@@ -47,6 +47,14 @@ SHAPES = ("circle", "square", "triangle", "cross")
 LABEL_NAMES = [f"{c} {s}" for c in COLOURS for s in SHAPES]  # label = index of "<colour> <shape>" of the main shape
 POSITIONS = ("left", "right", "top", "bottom", "centre")
 RELATIONS = ("left", "right", "above", "below")  # main shape relative to the second one
+# relation -> (position of the main shape, position of the second one): what the attribute readers of
+# mmthesis.eval.shapes_attributes use to place both shapes of a pair
+PAIR_POSITIONS: dict[str, tuple[str, str]] = {
+    "left": ("left", "right"),
+    "right": ("right", "left"),
+    "above": ("top", "bottom"),
+    "below": ("bottom", "top"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +78,16 @@ class ShapesConfig:
 
 
 # --------------------------------------------------------------------------- captions
+
+
+def single_captions(obj: str, pos: str) -> list[str]:
+    """The captions of one ``"<colour> <shape>"`` at ``pos``, in the generator's phrasings (public for evaluation)."""
+    return _single_captions(obj, pos)
+
+
+def pair_captions(a: str, b: str, rel: str) -> list[str]:
+    """The captions of main shape ``a`` ``rel`` of shape ``b``, in the generator's phrasings (public for evaluation)."""
+    return _pair_captions(a, b, rel)
 
 
 def _a(phrase: str) -> str:
@@ -158,12 +176,7 @@ def generate(config: ShapesConfig, split: str, index: int) -> tuple[bytes, dict[
             if other != main:
                 break
         rel = RELATIONS[rng.integers(len(RELATIONS))]
-        pos_main, pos_other = {
-            "left": ("left", "right"),
-            "right": ("right", "left"),
-            "above": ("top", "bottom"),
-            "below": ("bottom", "top"),
-        }[rel]
+        pos_main, pos_other = PAIR_POSITIONS[rel]
         b = f"{other[0]} {other[1]}"
         _draw_shape(
             draw,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -128,6 +128,8 @@ def reproduce(
             "spec": spec_location(spec),
             "records": [home_relative(r) for r in built.records],
             "values": built.values,
+            # the table as rendered, for the HTML report (published vs reproduced and their difference)
+            "rendered": {"header": built.table.header, "rows": built.table.rows, "notes": built.table.notes},
         },
     )
     return built
@@ -239,7 +241,13 @@ def reproduce_all(
         outcome.seconds = time.monotonic() - started
         outcomes.append(outcome)
     write_index(outcomes, out.parent / "index.md", out, figures_out)
+    write_outcomes(outcomes, out.parent / "index.json")
     return outcomes
+
+
+def write_outcomes(outcomes: list[Outcome], path: Path) -> None:
+    """``thesis/index.json``: the outcome of each build, so the report can list what failed and why."""
+    atomic_write_json(path, {"outcomes": [asdict(o) for o in outcomes]})
 
 
 def write_index(outcomes: list[Outcome], path: Path, tables_dir: Path, figures_dir: Path | None = None) -> None:

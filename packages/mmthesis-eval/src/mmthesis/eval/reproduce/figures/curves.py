@@ -88,13 +88,18 @@ def training_curves(spec: FigureSpec, ctx: Context) -> FigureOutput:
     used = list(runs.values())
     caption = (
         f"{p.caption} Scale {ctx.scale}; runs: "
-        + "; ".join(f"{r.label} ({r.result.metrics.get('steps', '?')} steps)" for r in used)
+        + "; ".join(f"{r.label} ({_steps(r)} steps)" for r in used)
         + "."
     )
     standins = _standins(used, ctx.scale)
     if standins:
         caption += " " + " ".join(standins)
     return FigureOutput(fig, caption, records=[r.record for r in used], standins=standins, values=values)
+
+
+def _steps(run: TrainedRun) -> str:
+    steps = run.result.metrics.get("steps")
+    return f"{steps:.0f}" if isinstance(steps, (int, float)) else "?"
 
 
 def _standins(runs: list[TrainedRun], scale: str) -> list[str]:

@@ -34,6 +34,7 @@ from mmthesis.eval.retrieval import (
     median_ranks,
     retrieval_rank_stats,
     tie_aware_recall,
+    top_candidates,
 )
 from mmthesis.eval.task_registry import ResolvedTask
 from mmthesis.eval.zeroshot import (
@@ -123,14 +124,20 @@ def retrieval_metrics(
     return i2t, t2i, tie_aware_recall(i2t, t2i, ks, ties)
 
 
-def _rank_rows(ids: list[str], direction: str, stats: RankStats) -> list[dict[str, Any]]:
-    """Per-sample rows: the deterministic rank and the best / worst rank over tie orders."""
+def _rank_rows(
+    ids: list[str], direction: str, stats: RankStats, top: list[list[str]] | None = None
+) -> list[dict[str, Any]]:
+    """Per-sample rows: the deterministic rank, the best / worst rank over tie orders and (``top``) the ids of the
+    best-ranked candidates, ties to the lower index as the deterministic rank."""
     best = stats.better.tolist()
     worst = (stats.better + stats.tied - stats.tied_positives).tolist()
-    return [
+    rows = [
         {"id": i, "direction": direction, "rank": int(r), "rank_optimistic": int(b), "rank_pessimistic": int(w)}
         for i, r, b, w in zip(ids, stats.rank.tolist(), best, worst, strict=True)
     ]
+    for row, candidates in zip(rows, top or [], strict=False):
+        row["top"] = candidates
+    return rows
 
 
 @register("retrieval", needs=("image", "text"))
@@ -142,7 +149,11 @@ def run_retrieval(ctx: EvalContext, task: ResolvedTask) -> TaskOutput:
         "images": data.num_images,
         "captions": data.num_captions,
     }
-    rows = _rank_rows(data.image_ids, "i2t", i2t) + _rank_rows(data.caption_ids, "t2i", t2i)
+    # and the ids of each query's max(ks) best candidates (the figures' retrieval examples mark them correct / wrong)
+    k = max(p.ks)
+    i2t_top = [[data.caption_ids[c] for c in top] for top in top_candidates(image_emb, text_emb, k).tolist()]
+    t2i_top = [[data.image_ids[i] for i in top] for top in top_candidates(text_emb, image_emb, k).tolist()]
+    rows = _rank_rows(data.image_ids, "i2t", i2t, i2t_top) + _rank_rows(data.caption_ids, "t2i", t2i, t2i_top)
     return TaskOutput(metrics, rows)
 
 

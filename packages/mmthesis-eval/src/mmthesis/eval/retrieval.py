@@ -185,6 +185,21 @@ def tie_aware_recall(
     return out
 
 
+@torch.no_grad()
+def top_candidates(query_emb: torch.Tensor, cand_emb: torch.Tensor, k: int, block_size: int = 1024) -> torch.Tensor:
+    """(Q, k) indices of each query's ``k`` best candidates, best first, ties to the lower index as ``_rank``.
+
+    What the per-sample rows list as retrieved, so ``top[rank]`` is the query's positive whenever ``rank < k``.
+    """
+    k = min(k, cand_emb.shape[0])
+    out = torch.empty(query_emb.shape[0], k, dtype=torch.long, device=query_emb.device)
+    for start in range(0, query_emb.shape[0], block_size):
+        stop = min(query_emb.shape[0], start + block_size)
+        scores = query_emb[start:stop] @ cand_emb.t()
+        out[start:stop] = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return out
+
+
 def recall_from_ranks(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: tuple[int, ...] = KS) -> dict[str, float]:
     """R@K in percent for both directions plus ``mean`` (mean of all 2*len(ks) values, §5.1)."""
     out: dict[str, float] = {}

@@ -28,7 +28,7 @@ FigureCategory = Literal["data", "model", "synthetic", "chart"]
 FigureStatus = Literal["reproduced", "illustration", "partial"]
 
 # Modules under mmthesis.eval.reproduce.figures that register builders.
-FIGURE_MODULES = ("synthetic", "curves", "memory", "summary")
+FIGURE_MODULES = ("synthetic", "curves", "memory", "summary", "model_figures")
 
 
 @dataclass

@@ -342,6 +342,13 @@ MODEL_KINDS: dict[str, Callable[[str, str], LoadedModel]] = {
 }
 
 
+def register_model_kind(kind: str, loader: Callable[[str, str], LoadedModel]) -> None:
+    """Let a package above eval (e.g. mmthesis.vae's ``vae:RUN``) add a ``--model KIND:...`` loader when imported."""
+    if not kind.replace("_", "").isalnum():
+        raise ValueError(f"model spec kind {kind!r} must be alphanumeric (with _)")
+    MODEL_KINDS[kind] = loader
+
+
 def load_model(spec: str, scale: str = "full") -> LoadedModel:
     """Resolve ``--model SPEC`` (see the module docstring)."""
     kind, sep, _ = spec.partition(":")

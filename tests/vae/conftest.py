@@ -19,8 +19,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_config():
     def make(aggregation: str = "mopoe", **kw) -> VAEModelConfig:
-        return VAEModelConfig(
-            aggregation=aggregation, latent_dim=4, img_size=8, image_channels=4, text_dim=8, **kw  # type: ignore[arg-type]
-        )
+        sizes = {"latent_dim": 4, "img_size": 8, "image_channels": 4, "text_dim": 8, **kw}
+        return VAEModelConfig(aggregation=aggregation, **sizes)  # type: ignore[arg-type]
 
     return make

@@ -106,7 +106,8 @@ def test_smoke_train_load_generate(tmp_path):
 
     prepare_shapes(data_root(), ShapesConfig(train=120, val=8, test=24, samples_per_shard=200))
     args = ["vae", "train", "vae-moe", "--scale", "smoke", "train.max_steps=4", "data.batch_size=8",
-            "data.num_workers=0", "train.checkpoint_every_n_steps=2", "data.test_samples=16"]
+            "data.num_workers=0", "train.checkpoint_every_n_steps=2", "train.log_every_n_steps=2",
+            "data.test_samples=16"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     folder = next(p for p in (data_root().parent / "runs" / "vae-moe-smoke").iterdir())

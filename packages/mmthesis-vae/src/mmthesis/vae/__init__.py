@@ -26,14 +26,14 @@ __all__ = sorted(_EXPORTS)
 
 
 def _register() -> None:
-    """Add ``vae:RUN`` to the eval harness's ``--model`` kinds (skipped where mmthesis-eval is not installed)."""
+    """Add ``vae:RUN`` to the eval harness's ``--model`` kinds, by name (no torch import here)."""
     try:
-        from mmthesis.vae.loading import register
+        from mmthesis.eval.model_kinds import register_model_kind
     except ModuleNotFoundError as e:  # a bare install without the eval package
         if (e.name or "").startswith("mmthesis.eval"):
             return
         raise
-    register()
+    register_model_kind("vae", "mmthesis.vae.loading:load_vae_model")
 
 
 _register()

@@ -1,14 +1,14 @@
 """``--model vae:RUN``: a trained VAE behind the eval harness's model interface.
 
 ``RUN`` is a run folder or ``NAME[/HASH]`` under ``runs_root()`` (e.g. ``vae:vae-mopoe-smoke``). Importing
-``mmthesis.vae`` registers the kind with ``mmthesis.eval.adapters`` (the CLI imports it).
+``mmthesis.vae`` registers the kind with ``mmthesis.eval.model_kinds`` (the CLI imports it).
 """
 
 from __future__ import annotations
 
 from mmthesis.core.io import sha256_file, sha256_json
 from mmthesis.data.transforms import eval_transform
-from mmthesis.eval.adapters import LoadedModel, register_model_kind
+from mmthesis.eval.adapters import LoadedModel
 from mmthesis.vae.artifact import WEIGHTS, load_vae
 
 KIND = "vae"
@@ -31,7 +31,3 @@ def load_vae_model(spec: str, scale: str = "full") -> LoadedModel:
         info={"kind": "mmthesis-vae", "run": str(trained.folder), "recipe": config.recipe, "has_text": True,
               "aggregation": config.model.aggregation, "latent_dim": config.model.latent_dim},
     )
-
-
-def register() -> None:
-    register_model_kind(KIND, load_vae_model)

@@ -1,6 +1,6 @@
 """Each package declares exactly what it imports, and depends only downward (DESIGN.md).
 
-core <- data <- teachers <- students <- eval, vae <- cli
+core <- data <- teachers <- students <- eval <- vae <- cli
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = {"core": 0, "data": 1, "teachers": 2, "students": 3, "eval": 4, "vae": 4, "cli": 5}
+ORDER = {"core": 0, "data": 1, "teachers": 2, "students": 3, "eval": 4, "vae": 5, "cli": 6}
 STDLIB = set(sys.stdlib_module_names)
 
 

@@ -24,7 +24,7 @@ def assert_one_line_error(result, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("group", ["data", "teachers", "train", "eval", "reproduce", "bench", "doctor"])
+@pytest.mark.parametrize("group", ["data", "teachers", "train", "eval", "vae", "reproduce", "bench", "doctor"])
 def test_every_group_has_help_with_an_example(group):
     result = invoke(group, "--help")
     assert result.exit_code == 0, result.output

@@ -20,13 +20,21 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _model_kinds(ctx: typer.Context) -> None:
+    # packages above eval add --model kinds when imported (mmthesis.vae: vae:RUN); only where models are loaded
+    if ctx.invoked_subcommand in ("eval", "reproduce"):
+        import mmthesis.vae  # noqa: F401
+
+
 def _mount() -> None:
-    from mmthesis.cli import data_cmd, teachers_cmd
+    from mmthesis.cli import data_cmd, teachers_cmd, vae_cmd
 
     app.add_typer(data_cmd.app, name="data", help="Prepare, inspect and verify datasets.\n\nExample: mmthesis data prepare shapes")
     app.add_typer(teachers_cmd.app, name="teachers", help="List, inspect and convert teacher checkpoints.\n\nExample: mmthesis teachers list")
     app.add_typer(train_cmd.app, name="train", help="Train a thesis recipe.\n\nExample: mmthesis train run s-smke-cdl-mb --scale smoke")
     app.add_typer(eval_cmd.app, name="eval", help="Evaluate models on tasks (`mmthesis eval TASK... --model SPEC...`); `build` tabulates the results.\n\nExample: mmthesis eval retrieval-coco --model run:s-smke-cdl-mb-smoke --scale smoke")
+    app.add_typer(vae_cmd.app, name="vae", help="Train the multimodal VAE and generate across modalities.\n\nExample: mmthesis vae train vae-mopoe --scale smoke")
     app.command("reproduce")(reproduce_cmd.reproduce)
     app.add_typer(bench_cmd.app, name="bench", help="Throughput / latency / memory benchmarks.\n\nExample: mmthesis bench list")
     app.command("doctor", help="Show torch/CUDA, package versions, data root and what is prepared.\n\nExample: mmthesis doctor")(doctor_cmd.doctor)

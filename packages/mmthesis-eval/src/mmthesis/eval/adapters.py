@@ -293,7 +293,9 @@ PAIR_USAGE = "write pair:IMAGE_SPEC+TEXT_SPEC, e.g. pair:teacher:data2vec2_image
 def split_pair(spec: str) -> tuple[str, str]:
     """``pair:A+B`` -> ``(A, B)``, split at the first ``+`` that starts a ``KIND:`` spec."""
     body = spec.removeprefix("pair:")
-    kinds = "|".join(re.escape(k) for k in MODEL_KINDS)
+    from mmthesis.eval.model_kinds import PLUGIN_KINDS
+
+    kinds = "|".join(re.escape(k) for k in [*MODEL_KINDS, *PLUGIN_KINDS])
     found = re.search(rf"\+(?=(?:{kinds}):)", body)
     image, text = (body[: found.start()], body[found.end():]) if found else ("", "")
     if not image or not text:
@@ -352,11 +354,16 @@ MODEL_KINDS: dict[str, Callable[[str, str], LoadedModel]] = {
 
 def load_model(spec: str, scale: str = "full") -> LoadedModel:
     """Resolve ``--model SPEC`` (see the module docstring)."""
+    from mmthesis.eval.model_kinds import PLUGIN_KINDS, plugin_loader
+
     kind, sep, _ = spec.partition(":")
     if sep and kind in MODEL_KINDS:
         return MODEL_KINDS[kind](spec, scale)
+    if sep and kind in PLUGIN_KINDS:  # added by a package above eval (model_kinds.py)
+        return plugin_loader(kind)(spec, scale)
     if sep and kind.replace("_", "").replace("-", "").isalnum() and not Path(spec).expanduser().exists():
-        raise unknown_name("model spec kind", kind, MODEL_KINDS, also="(as KIND:...), or give a run folder path")
+        known = [*MODEL_KINDS, *PLUGIN_KINDS]
+        raise unknown_name("model spec kind", kind, known, also="(as KIND:...), or give a run folder path")
     return load_run(spec)
 
 

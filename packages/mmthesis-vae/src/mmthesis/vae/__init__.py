@@ -1,8 +1,39 @@
-"""mmthesis.vae: the multimodal VAE and latent-space arithmetic planned in the thesis exposé.
+"""mmthesis.vae: a multimodal VAE over images and captions (the thesis exposé's last research question).
 
-Nothing is implemented here yet: the exposé's plan (REFERENCE.md §8) has no
-issue open. The package exists so the layout and dependency order of
-DESIGN.md hold and so `mmthesis doctor` can report its version.
+``MultimodalVAE`` (shared latent; product, mixture, or mixture-of-products-of-experts joint posterior) with its
+ELBO / IWAE / DReG estimators, trained by ``train_vae`` from YAML recipes (``mmthesis vae train``), and loaded by
+the eval harness as ``--model vae:RUN`` (registered when this package is imported).
 """
 
-__all__: list[str] = []  # nothing public yet (see above)
+from mmthesis.core._lazy import lazy_exports
+
+_EXPORTS = {
+    "MultimodalVAE": "mmthesis.vae.model",
+    "VAERecipeConfig": "mmthesis.vae.config",
+    "VAEModelConfig": "mmthesis.vae.config",
+    "VAELossConfig": "mmthesis.vae.config",
+    "Gaussian": "mmthesis.vae.estimators",
+    "product_of_experts": "mmthesis.vae.estimators",
+    "load_vae": "mmthesis.vae.artifact",
+    "TrainedVAE": "mmthesis.vae.artifact",
+    "load_vae_recipe": "mmthesis.vae.recipes",
+    "vae_recipe_names": "mmthesis.vae.recipes",
+    "train_vae": "mmthesis.vae.train",
+    "load_vae_model": "mmthesis.vae.loading",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
+
+
+def _register() -> None:
+    """Add ``vae:RUN`` to the eval harness's ``--model`` kinds, by name (no torch import here)."""
+    try:
+        from mmthesis.eval.model_kinds import register_model_kind
+    except ModuleNotFoundError as e:  # a bare install without the eval package
+        if (e.name or "").startswith("mmthesis.eval"):
+            return
+        raise
+    register_model_kind("vae", "mmthesis.vae.loading:load_vae_model")
+
+
+_register()

@@ -1,0 +1,51 @@
+"""VAE recipe files: YAML with ``full`` settings and ``small``/``smoke`` overrides, as the student recipes.
+
+``load_vae_recipe`` merges ``full`` <- scale overrides <- command-line ``key=value`` into a ``VAERecipeConfig``;
+files named ``_*.yaml`` are bases for ``include:``.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from mmthesis.core.config import apply_overrides, deep_merge, from_dict, read_yaml
+from mmthesis.core.registry import unknown_name
+from mmthesis.core.scales import check_scale
+from mmthesis.vae.config import VAERecipeConfig
+
+
+def recipe_dir() -> Path:
+    return Path(str(files("mmthesis.vae") / "recipes"))
+
+
+def vae_recipe_names() -> list[str]:
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml") if not p.name.startswith("_"))
+
+
+def vae_recipe_file(name: str) -> Path:
+    path = recipe_dir() / f"{name}.yaml"
+    if name.startswith("_") or not path.is_file():
+        raise unknown_name("VAE recipe", name, vae_recipe_names(), "mmthesis vae list")
+    return path
+
+
+def vae_recipe_header(name: str) -> str:
+    """The recipe file's leading comment block (lines before it that are ``include:`` or blank are skipped)."""
+    lines: list[str] = []
+    for line in vae_recipe_file(name).read_text(encoding="utf-8").splitlines():
+        if not lines and (not line.strip() or line.startswith("include:")):
+            continue
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return "\n".join(lines)
+
+
+def load_vae_recipe(name: str, scale: str, overrides: list[str] | None = None) -> VAERecipeConfig:
+    check_scale(scale)
+    raw = read_yaml(vae_recipe_file(name))
+    data = {"recipe": raw["recipe"], "thesis_name": raw["thesis_name"], **raw.get("full", {})}
+    if scale != "full":
+        data = deep_merge(data, raw.get(scale) or {})
+    return from_dict(VAERecipeConfig, apply_overrides(data, overrides or []))

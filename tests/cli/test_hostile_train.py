@@ -99,15 +99,17 @@ def test_bad_file_as_precomputed_teacher_targets(home, files, monkeypatch, name)
 
 
 @pytest.mark.parametrize("name", ["evil.pt", "broken.safetensors", "truncated.pt"])
-def test_bad_file_as_open_clip_checkpoint(files, name):
+def test_bad_file_as_open_clip_checkpoint(files, name, home, monkeypatch):
     pytest.importorskip("open_clip")
+    monkeypatch.setenv("MMTHESIS_HOME", str(home))  # the task's data is checked before any model loads
     result = runner.invoke(app, ["eval", "retrieval-shapes", "--model", f"open_clip:ViT-B-32:{files / name}",
                                  "--scale", "smoke"])
     one_line_error(result, str(files / name))
 
 
 @pytest.mark.parametrize("text", ["{\"recipe\": \"s-sm", "[" * 100000 + "]" * 100000, "null", "\udcff"])
-def test_corrupt_config_json_in_a_run_folder(tmp_path, text):
+def test_corrupt_config_json_in_a_run_folder(tmp_path, text, home, monkeypatch):
+    monkeypatch.setenv("MMTHESIS_HOME", str(home))  # the task's data is checked before any model loads
     run = tmp_path / "run"
     run.mkdir()
     (run / RESULT).write_text(json.dumps(

@@ -210,9 +210,8 @@ def evaluate(
     per_sample: str = typer.Option(
         None,
         "--per-sample",
-        help="Also write per-sample rows (JSON lines, with model and task) to FILE ('-' = per_sample.jsonl "
-        "next to each result.json).",
-        flag_value="-",
+        help="Also write per-sample rows (JSON lines, with model and task) to FILE (`--per-sample -` = "
+        "per_sample.jsonl next to each result.json).",
         rich_help_panel=OUTPUT,
     ),
     out: Path = typer.Option(

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmthesis.core.errors import CheckpointError, MMThesisError
@@ -36,13 +37,14 @@ from mmthesis.students.losses import (
     contrastive_distillation_loss,
     kl_distillation_loss,
     mse_distillation_loss,
-    tcmli_distillation_loss,
+    tcmli_distillation_parts,
 )
 from mmthesis.students.memory_bank import TeacherMemoryBank
 from mmthesis.students.model import SSMKE, StudentOutput
 from mmthesis.students.paths import resolve_checkpoint, resolve_path
 from mmthesis.students.precompute import TargetTable
 from mmthesis.students.schedules import cosine_with_warmup
+from mmthesis.students.validation import RetrievalAccumulator, image_keys
 from mmthesis.teachers import TeacherModule, TeacherOutput, get_spec, load_teacher
 
 CNN_TEACHERS = ("resnet50_a1", "efficientnet_lite0")  # fixed input handling, no patch grid
@@ -94,6 +96,18 @@ class TrainingModule(L.LightningModule):
         if self.teacher is not None:
             self.teacher.eval()  # frozen teacher stays in eval mode (no dropout / drop-path)
         return self
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """``val/loss``: the training loss on a val batch (Lightning runs this in eval mode without grad)."""
+        out = self.losses(batch)
+        bs = len(batch)
+        for key in ("loss", "itc", "kd", "kd_image", "kd_text"):
+            if key in out:
+                self.log(f"val/{key}", out[key], batch_size=bs)
+        return out
 
     def configure_optimizers(self):  # type: ignore[override]
         """AdamW (weight decay as ``decays``) + cosine with linear warmup."""
@@ -257,8 +271,25 @@ class VLDistillationModule(TrainingModule):
 
     def _kd(
         self, img: StudentOutput, txt: StudentOutput, target: torch.Tensor, padding_mask: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image and the text half of the KD loss (``KD_LOSSES``); the KD loss is their mean."""
         return lookup(KD_LOSSES, "loss.kd", self.config.loss.kd)(self, img, txt, target, padding_mask)
+
+    @torch.no_grad()
+    def momentum_keys(self, batch: Batch) -> tuple[StudentOutput, StudentOutput]:
+        """EMA update of the momentum encoder, then its (no-grad) embeddings of the batch: the ITC keys (§3.8).
+
+        Updating at the start of the step (as the thesis code) rather than after the optimiser step gives the
+        same weights, and a checkpoint written at the end of a step then holds the updated encoder.
+        """
+        assert self.momentum_student is not None
+        if self.training:  # validation reads the encoder as it is
+            momentum_update(self.momentum_student, self.student, self.config.loss.itc_momentum)
+        self.momentum_student.train(self.student.training)
+        return (
+            self.momentum_student.forward_image(batch.image),
+            self.momentum_student.forward_text(batch.text_ids, batch.text_padding_mask),
+        )
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-rank losses. ITC is over the global batch (features all-gathered with gradient, §3.4), so
@@ -271,25 +302,48 @@ class VLDistillationModule(TrainingModule):
         all-gathered targets in ``training_step``. On one process both readings coincide.
         """
         keys, loss_kind = None, self.config.loss.kd
-        if self.momentum_student is not None:
-            with torch.no_grad():  # momentum keys first, as the thesis did to save memory (Figure 26)
-                self.momentum_student.train(self.student.training)
-                keys = (
-                    self.momentum_student.forward_image(batch.image),
-                    self.momentum_student.forward_text(batch.text_ids, batch.text_padding_mask),
-                )
+        momentum_first = self.config.loss.itc_momentum_first
+        if self.momentum_student is not None and momentum_first:
+            keys = self.momentum_keys(batch)  # momentum keys first, as the thesis did to save memory (Figure 26)
         img = self.student.forward_image(batch.image)
         txt = self.student.forward_text(batch.text_ids, batch.text_padding_mask)
+        if self.momentum_student is not None and not momentum_first:
+            keys = self.momentum_keys(batch)
         out = {"itc": self._itc(img, txt, keys)}
         if self.itc_banks is not None:
             src = keys if keys is not None else (img, txt)
             out["itc_keys"] = torch.stack([src[0].cls.detach(), src[1].cls.detach()])
-        if loss_kind != "none":
+        if not self.training:  # validation: the retrieval embeddings (what encode_image / encode_text return)
+            out["image_embedding"] = F.normalize(self.student.representation(img).float(), dim=-1)
+            out["text_embedding"] = F.normalize(self.student.representation(txt).float(), dim=-1)
+        # precomputed targets exist for the training images only: validation then has no KD term (val/itc only)
+        if loss_kind != "none" and (self.training or self.target_table is None):
             target = self.targets_for(batch).float()
-            out["kd"] = self._kd(img, txt, target, batch.text_padding_mask)
+            out["kd_image"], out["kd_text"] = self._kd(img, txt, target, batch.text_padding_mask)
+            out["kd"] = 0.5 * (out["kd_image"] + out["kd_text"])
             out["target"] = target
-        out["loss"] = out["itc"] + out.get("kd", torch.zeros((), device=out["itc"].device))
+        if "kd" in out or loss_kind == "none":
+            out["loss"] = out["itc"] + out.get("kd", torch.zeros((), device=out["itc"].device))
         return out
+
+    def on_validation_epoch_start(self) -> None:
+        self._retrieval = RetrievalAccumulator()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The val losses, and the pair embeddings for ``val/retrieval_*_r1`` at the end of the validation."""
+        out = super().validation_step(batch, batch_idx)
+        self._retrieval.add(out["image_embedding"], out["text_embedding"], image_keys(batch.image_id))
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        """R@1 (percent) over the val pairs seen (the same on every rank: the val loader is not sharded)."""
+        scores = self._retrieval.compute()
+        if scores is None:
+            return
+        i2t, t2i = scores
+        self.log("val/retrieval_i2t_r1", i2t)
+        self.log("val/retrieval_t2i_r1", t2i)
+        self.log("val/retrieval_r1", 0.5 * (i2t + t2i))
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -309,12 +363,10 @@ class VLDistillationModule(TrainingModule):
         self.log("train/itc", out["itc"], prog_bar=True, batch_size=bs)
         if "kd" in out:
             self.log("train/kd", out["kd"], prog_bar=True, batch_size=bs)
+            self.log("train/kd_image", out["kd_image"], batch_size=bs)
+            self.log("train/kd_text", out["kd_text"], batch_size=bs)
         self.log("train/logit_scale", self.log_scale.detach().clamp(0, math.log(100)).exp(), batch_size=bs)
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:  # type: ignore[override]
-        if self.momentum_student is not None:
-            momentum_update(self.momentum_student, self.student, self.config.loss.itc_momentum)
 
 
 @torch.no_grad()
@@ -325,21 +377,23 @@ def momentum_update(target: nn.Module, source: nn.Module, m: float) -> None:
 
 
 # -- distillation losses by ``loss.kd`` (image and text halves averaged, §3.3-§3.10) --------------------------
-KDLoss = Callable[["VLDistillationModule", StudentOutput, StudentOutput, torch.Tensor, torch.Tensor], torch.Tensor]
+# each returns (image half, text half); the KD loss is their mean (logged as train/kd_image, train/kd_text, train/kd)
+KDHalves = tuple[torch.Tensor, torch.Tensor]
+KDLoss = Callable[["VLDistillationModule", StudentOutput, StudentOutput, torch.Tensor, torch.Tensor], KDHalves]
 
 
-def kl_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> torch.Tensor:
+def kl_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> KDHalves:
     """KL to a supervised teacher's class distribution (SHRe §3.3, BEiTv2-FT §3.11)."""
-    return 0.5 * (kl_distillation_loss(img.kd.float(), target) + kl_distillation_loss(txt.kd.float(), target))
+    return kl_distillation_loss(img.kd.float(), target), kl_distillation_loss(txt.kd.float(), target)
 
 
-def mse_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> torch.Tensor:
+def mse_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> KDHalves:
     """Feature regression of the teacher's CLS (S-SMKE §3.6)."""
-    return 0.5 * (mse_distillation_loss(img.kd.float(), target) + mse_distillation_loss(txt.kd.float(), target))
+    return mse_distillation_loss(img.kd.float(), target), mse_distillation_loss(txt.kd.float(), target)
 
 
-def tcmli_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> torch.Tensor:
-    """Target cross-modal late interaction on the teacher's patch tokens (§3.9)."""
+def tcmli_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> KDHalves:
+    """Target cross-modal late interaction on the teacher's patch tokens (§3.9): (L^i2i, L^t2i)."""
     # the regression head maps the student's tokens into the teacher's space (identity-sized at base)
     head = module.student.kd_head
     img_patches = head(img.tokens[:, 1:])
@@ -354,12 +408,12 @@ def tcmli_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutpu
     valid[:, 0] = False
     valid[torch.arange(valid.shape[0], device=valid.device), sep] = False
     txt_proj = module.tcmli_proj(head(txt.tokens))
-    return tcmli_distillation_loss(img_patches, target, txt_proj, module.tcmli_proj(target), valid)
+    return tcmli_distillation_parts(img_patches, target, txt_proj, module.tcmli_proj(target), valid)
 
 
 def contrastive_kd(
     module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask
-) -> torch.Tensor:
+) -> KDHalves:
     """Contrastive distillation against the teacher's CLS, with or without the teacher bank (CDL / CDL_MB §3.10)."""
     scale = module.kd_log_scale.exp()
     bank = module.bank.bank if module.bank is not None else None
@@ -369,9 +423,9 @@ def contrastive_kd(
         rank, _ = world_info()
         offset = rank * target.shape[0]
         target = gather_with_grad(target.detach())
-    return 0.5 * (
-        contrastive_distillation_loss(txt.kd.float(), target, scale, bank, offset)
-        + contrastive_distillation_loss(img.kd.float(), target, scale, bank, offset)
+    return (
+        contrastive_distillation_loss(img.kd.float(), target, scale, bank, offset),
+        contrastive_distillation_loss(txt.kd.float(), target, scale, bank, offset),
     )
 
 

@@ -72,7 +72,9 @@ def run(
     overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. train.max_steps=10"),
     force: bool = typer.Option(False, "--force", help="Train again even if a finished run with this config exists."),
     verbose: bool = typer.Option(
-        False, "--verbose", help="Also print library warnings and Lightning's info lines (always in the run's train.log)."
+        False,
+        "--verbose",
+        help="Also print library warnings and Lightning's info lines (always in the run's train.log).",
     ),
 ) -> None:
     """Train RECIPE at a scale; a finished run with the same config is reused.

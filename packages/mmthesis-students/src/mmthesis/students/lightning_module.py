@@ -83,6 +83,12 @@ class TrainingModule(L.LightningModule):
 
     teacher: TeacherModule | None
     config: VLRecipeConfig
+    # called with a stage name as each stage of a step ends (memory_profile.stage_memory); None in training
+    stage_hook: Callable[[str], None] | None = None
+
+    def _stage(self, name: str) -> None:
+        if self.stage_hook is not None:
+            self.stage_hook(name)
 
     def check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
@@ -285,11 +291,14 @@ class VLDistillationModule(TrainingModule):
         assert self.momentum_student is not None
         if self.training:  # validation reads the encoder as it is
             momentum_update(self.momentum_student, self.student, self.config.loss.itc_momentum)
+            self._stage("ema_update")
         self.momentum_student.train(self.student.training)
-        return (
+        keys = (
             self.momentum_student.forward_image(batch.image),
             self.momentum_student.forward_text(batch.text_ids, batch.text_padding_mask),
         )
+        self._stage("momentum_forward")
+        return keys
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-rank losses. ITC is over the global batch (features all-gathered with gradient, §3.4), so
@@ -307,6 +316,7 @@ class VLDistillationModule(TrainingModule):
             keys = self.momentum_keys(batch)  # momentum keys first, as the thesis did to save memory (Figure 26)
         img = self.student.forward_image(batch.image)
         txt = self.student.forward_text(batch.text_ids, batch.text_padding_mask)
+        self._stage("student_forward")
         if self.momentum_student is not None and not momentum_first:
             keys = self.momentum_keys(batch)
         out = {"itc": self._itc(img, txt, keys)}
@@ -319,11 +329,13 @@ class VLDistillationModule(TrainingModule):
         # precomputed targets exist for the training images only: validation then has no KD term (val/itc only)
         if loss_kind != "none" and (self.training or self.target_table is None):
             target = self.targets_for(batch).float()
+            self._stage("teacher_forward")
             out["kd_image"], out["kd_text"] = self._kd(img, txt, target, batch.text_padding_mask)
             out["kd"] = 0.5 * (out["kd_image"] + out["kd_text"])
             out["target"] = target
         if "kd" in out or loss_kind == "none":
             out["loss"] = out["itc"] + out.get("kd", torch.zeros((), device=out["itc"].device))
+        self._stage("loss")
         return out
 
     def on_validation_epoch_start(self) -> None:

@@ -196,9 +196,7 @@ def read_config(run: Path) -> VLRecipeConfig:
     try:
         return from_dict(VLRecipeConfig, json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError, ConfigError, ValueError, TypeError) as e:
-        raise CheckpointError(
-            f"{path} is not a valid recipe config ({str(e).splitlines()[0][:160]})", _TRAIN_HINT
-        ) from e
+        raise CheckpointError(f"{path} is not a valid recipe config ({str(e).splitlines()[0][:160]})", _TRAIN_HINT) from e
 
 
 def read_tokenizer(run: Path, config: VLRecipeConfig | None = None) -> Tokenizer | None:
@@ -212,9 +210,7 @@ def read_tokenizer(run: Path, config: VLRecipeConfig | None = None) -> Tokenizer
     try:
         return Tokenizer.load(path)
     except Exception as e:  # tokenizers raises its own Exception type for a corrupt file
-        raise CheckpointError(
-            f"{path} is not a readable tokenizer ({str(e).splitlines()[0][:160]})", _TRAIN_HINT
-        ) from e
+        raise CheckpointError(f"{path} is not a readable tokenizer ({str(e).splitlines()[0][:160]})", _TRAIN_HINT) from e
 
 
 def read_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -281,9 +277,7 @@ def build_student(
             arch = json.loads(meta["architecture"])
             model = get_spec(arch["teacher"]).cls(arch["config"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(
-                f"the architecture recorded in the weights' metadata is unusable ({e})", _TRAIN_HINT
-            ) from e
+            raise CheckpointError(f"the architecture recorded in the weights' metadata is unusable ({e})", _TRAIN_HINT) from e
         model.teacher_name = arch["teacher"]
         return model
     return _cropped_teacher(config, tokenizer)  # runs written before the architecture was recorded
@@ -330,3 +324,4 @@ def load_trained(run: Path) -> TrainedRun:
     if hasattr(model, "freeze"):  # a teacher-class encoder: no grads, pinned eval mode (a copy can unfreeze)
         model.freeze()
     return TrainedRun(folder=run, config=config, model=model.eval(), tokenizer=tokenizer)
+

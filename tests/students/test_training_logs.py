@@ -14,12 +14,13 @@ import pytest
 import torch
 
 from mmthesis.core.config import config_hash
+from mmthesis.core.errors import ConfigError
 from mmthesis.core.results import read_result, run_dir
-from mmthesis.students.artifact import LOSSES, read_logged_metrics, run_name
+from mmthesis.students.artifact import LOSSES, load_trained, read_logged_metrics, run_name
 from mmthesis.students.lightning_module import VLDistillationModule, contrastive_kd, kl_kd, mse_kd
 from mmthesis.students.recipes import load_recipe
 from mmthesis.students.train import train_recipe
-from mmthesis.students.validation import RetrievalAccumulator, image_keys, retrieval_r1
+from mmthesis.students.validation import RetrievalAccumulator, image_keys, retrieval_r1, zero_shot_top1
 
 
 def _out(kd):
@@ -114,7 +115,9 @@ def test_accumulator_keeps_each_image_once_across_batches():
     acc.add(images[[0, 0]], torch.tensor([[0.0, 1.0], [1.0, 0.0]]), image_keys(["a", "a"]))
     acc.add(images[[1]], torch.tensor([[0.1, 2.0]]), image_keys(["b"]))
     # image a's best caption is 1 (own), b's best is 2 (own): i2t 100; captions: c0 -> b (miss), c1 -> a, c2 -> b
-    assert acc.compute() == pytest.approx((100.0, 200 / 3))
+    i2t, t2i, images_once, labels = acc.compute()
+    assert (i2t, t2i) == pytest.approx((100.0, 200 / 3))
+    assert torch.equal(images_once, images) and labels is None
     assert acc.compute() is None  # cleared
 
 
@@ -195,3 +198,47 @@ def test_wandb_offline_logs_into_the_run_folder(smoke_home, monkeypatch):
     (run,) = (folder / "wandb").glob("offline-run-*")
     assert list(run.glob("*.wandb"))  # the offline run's records, for `wandb sync`
     assert "train/loss" in read_logged_metrics(folder)  # the CSV log is written as well
+
+
+# -- model selection (SHRe: best epoch by zero-shot accuracy) -----------------------------------------------------
+def test_zero_shot_top1_hand_case():
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]])
+    classes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # predictions 0, 1, 0 against labels 0, 0, 0: one of three right... and labels 0, 1, 0: all right
+    assert zero_shot_top1(images, classes, torch.tensor([0, 0, 0])) == pytest.approx(200 / 3)
+    assert zero_shot_top1(images, classes, torch.tensor([0, 1, 0])) == pytest.approx(100.0)
+
+
+def test_keep_best_needs_a_mode_and_validation():
+    with pytest.raises(ConfigError, match="keep_best"):
+        load_recipe("s-smke", "smoke", ["train.keep_best=val/loss"])
+    with pytest.raises(ConfigError, match="keep_best"):
+        load_recipe("s-smke", "smoke", ["train.keep_best=val/loss:min", "train.val_every_n_steps=0"])
+    assert load_recipe("shre", "smoke").train.keep_best == "val/zero_shot_top1:max"
+
+
+@pytest.mark.smoke
+def test_keep_best_writes_the_best_validations_weights(smoke_home, monkeypatch):
+    monkeypatch.setenv("MMTHESIS_HOME", str(smoke_home))
+    config = load_recipe(
+        "s-smke-no-kd",
+        "smoke",
+        [
+            *FAST_VL,
+            "train.max_steps=3",
+            "train.val_every_n_steps=1",
+            "train.val_batches=2",
+            "train.keep_best=val/loss:min",
+        ],
+    )
+    result = train_recipe(config, "smoke")
+    folder = run_dir(run_name(config, "smoke"), config_hash(config))
+    series = read_logged_metrics(folder)
+    assert [s for s, _ in series["val/zero_shot_top1"]] == [0, 1, 2]  # shapes' val split has class names
+    losses = [v for _, v in series["val/loss"]]
+    best_step = losses.index(min(losses)) + 1
+    assert result.metrics["kept_step"] == best_step and result.metrics["kept_score"] == pytest.approx(min(losses))
+    assert any("best validation by val/loss" in n for n in result.notes)
+    best = torch.load(folder / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    kept = load_trained(folder).model.state_dict()
+    assert all(torch.equal(kept[k], best[f"student.{k}"]) for k in kept)

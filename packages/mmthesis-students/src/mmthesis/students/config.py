@@ -163,6 +163,10 @@ class TrainConfig:
     # vision-language runs val/retrieval_{i2t,t2i}_r1 and their mean val/retrieval_r1 (percent, Figures 19, 27)
     val_every_n_steps: int = 2000
     val_batches: int = 0  # at most this many val batches per validation (0 = the whole split)
+    # which weights the run keeps: "" = the last; "METRIC:max" / "METRIC:min" = the validation with the best
+    # METRIC (e.g. val/zero_shot_top1:max, SHRe's model selection; val/zero_shot_top1 is logged when the val split
+    # has class names, one prompt "a photo of a {name}." per class). result.json says which weights were kept.
+    keep_best: str = ""
     # where the run logs (not what it computes, so left out of the config hash): Lightning's CSV logger always
     # (logs/metrics.csv, what the figures read), TensorBoard when the package is installed, W&B only when listed
     # (WANDB_MODE=offline works without network; its files go to the run folder's wandb/)
@@ -217,6 +221,10 @@ class VLRecipeConfig:
                 " set teacher.independent_augmentation=false"
             )
 
+        if self.train.keep_best and (
+            self.train.keep_best.rpartition(":")[2] not in ("min", "max") or not self.train.val_every_n_steps
+        ):
+            raise ValueError("train.keep_best is METRIC:min or METRIC:max and needs train.val_every_n_steps > 0")
         if self.train.val_every_n_steps < 0 or self.train.val_batches < 0:
             raise ValueError("train.val_every_n_steps and train.val_batches must be >= 0")
         if self.init.from_recipe and self.task != "vl":

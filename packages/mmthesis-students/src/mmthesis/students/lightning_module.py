@@ -44,7 +44,7 @@ from mmthesis.students.model import SSMKE, StudentOutput
 from mmthesis.students.paths import resolve_checkpoint, resolve_path
 from mmthesis.students.precompute import TargetTable
 from mmthesis.students.schedules import cosine_with_warmup
-from mmthesis.students.validation import RetrievalAccumulator, image_keys
+from mmthesis.students.validation import RetrievalAccumulator, image_keys, zero_shot_top1
 from mmthesis.teachers import TeacherModule, TeacherOutput, get_spec, load_teacher
 
 CNN_TEACHERS = ("resnet50_a1", "efficientnet_lite0")  # fixed input handling, no patch grid
@@ -344,7 +344,7 @@ class VLDistillationModule(TrainingModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
         """The val losses, and the pair embeddings for ``val/retrieval_*_r1`` at the end of the validation."""
         out = super().validation_step(batch, batch_idx)
-        self._retrieval.add(out["image_embedding"], out["text_embedding"], image_keys(batch.image_id))
+        self._retrieval.add(out["image_embedding"], out["text_embedding"], image_keys(batch.image_id), batch.label)
         return out
 
     def on_validation_epoch_end(self) -> None:
@@ -352,10 +352,17 @@ class VLDistillationModule(TrainingModule):
         scores = self._retrieval.compute()
         if scores is None:
             return
-        i2t, t2i = scores
+        i2t, t2i, images, labels = scores
         self.log("val/retrieval_i2t_r1", i2t)
         self.log("val/retrieval_t2i_r1", t2i)
         self.log("val/retrieval_r1", 0.5 * (i2t + t2i))
+        if labels is not None and self.zero_shot_prompts is not None:
+            ids, mask = (t.to(self.device) for t in self.zero_shot_prompts)
+            classes = F.normalize(self.student.representation(self.student.forward_text(ids, mask)).float(), dim=-1)
+            self.log("val/zero_shot_top1", zero_shot_top1(images, classes.cpu(), labels))
+
+    # (text ids, padding mask) of one prompt per class of the val split, set by train.py when it has class names
+    zero_shot_prompts: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:

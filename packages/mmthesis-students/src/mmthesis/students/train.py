@@ -118,6 +118,9 @@ def build_training_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, sca
     return torch.utils.data.ConcatDataset(parts), parts[0].collate, pairs  # all parts share the tokenizer
 
 
+ZERO_SHOT_PROMPT = "a photo of a {}."  # one CLIP prompt per class for val/zero_shot_top1 (training-time signal)
+
+
 def validation_split(name: str) -> str:
     """The held-out split of a prepared dataset: ``val``, or ``valid`` for OpenWebText's chunk (fairseq's name)."""
     return "valid" if (dataset_dir(name) / "valid.idx").is_file() else "val"
@@ -198,6 +201,23 @@ def _validation_summary(run: Path) -> dict[str, float]:
     return {f"val_{k.split('/', 1)[1]}_last": v[-1][1] for k, v in series.items() if k.startswith("val/") and v}
 
 
+def _keep_best(module: TrainingModule, best: ModelCheckpoint, result: RunResult) -> dict[str, float]:
+    """Load the best validation's weights into ``module`` (``train.keep_best``); note in result.json which weights
+    the run keeps. Without any validation scored (too few steps) the last weights stay, and the note says so."""
+    path = Path(best.best_model_path) if best.best_model_path else None
+    if path is None or not path.is_file() or best.best_model_score is None:
+        result.notes.append(f"weights: the last step's (no validation scored {best.monitor})")
+        return {}
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    score = float(best.best_model_score)
+    result.notes.append(
+        f"weights: the best validation by {best.monitor} ({best.mode}), {score:.4f} at step {state['global_step']}"
+        f" ({path.name}), not the last step's"
+    )
+    return {"kept_step": float(state["global_step"]), "kept_score": score}
+
+
 def train_recipe(
     config: VLRecipeConfig, scale: str, *, root: Path | None = None, force: bool = False, verbose: bool = False
 ) -> RunResult:
@@ -256,6 +276,12 @@ def _train(config: VLRecipeConfig, scale: str, name: str, root: Path | None) -> 
     val_loader = None
     if t.val_every_n_steps:
         val_set, val_collate = build_validation_data(config, tokenizer, scale)
+        if isinstance(module, VLDistillationModule) and tokenizer is not None:
+            names = getattr(val_set, "label_names", [])
+            if names:  # val/zero_shot_top1 on the val split's classes
+                module.zero_shot_prompts = tokenizer.pad(
+                    tokenizer.encode_ids([ZERO_SHOT_PROMPT.format(n) for n in names], d.max_text_length)
+                )
         # in order; its own generator, so validating draws nothing from the global RNG the training uses
         val_loader = torch.utils.data.DataLoader(
             val_set,
@@ -275,6 +301,11 @@ def _train(config: VLRecipeConfig, scale: str, name: str, root: Path | None) -> 
         dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=0
     )
     callbacks = [KeepLoggedMetrics(out_dir / METRICS), history, Throughput(), RNGState(), ResumeDataOrder(), checkpoint]
+    best = None
+    if t.keep_best:
+        metric, _, mode = t.keep_best.rpartition(":")
+        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric, mode=mode, save_top_k=1)
+        callbacks.append(best)
     trainer = L.Trainer(
         accelerator="cpu" if on_cpu else t.accelerator,
         devices=t.devices if not on_cpu else 1,
@@ -301,9 +332,10 @@ def _train(config: VLRecipeConfig, scale: str, name: str, root: Path | None) -> 
         if resume.is_file():
             console.print(f"resuming from {resume}")
         trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if resume.is_file() else None, weights_only=True)
+        kept = _keep_best(module, best, recorder.result) if best is not None else None
         scales = module.itc_log_scales() if isinstance(module, VLDistillationModule) else None
         write_artifact(out_dir, config, scale, module.student, tokenizer, history.rows, itc_log_scales=scales)
-        recorder.result.metrics = _summary(history.rows) | _validation_summary(out_dir)
+        recorder.result.metrics = _summary(history.rows) | _validation_summary(out_dir) | (kept or {})
         recorder.result.metrics["parameters_student"] = float(sum(p.numel() for p in module.student.parameters()))
         if config.model.size == "tiny":
             recorder.result.notes.append(smoke_note(config))

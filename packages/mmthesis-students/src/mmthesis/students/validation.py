@@ -29,6 +29,12 @@ def retrieval_r1(image_emb: torch.Tensor, text_emb: torch.Tensor, text_image: to
     return 100.0 * float(i2t), 100.0 * float(t2i)
 
 
+def zero_shot_top1(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: torch.Tensor) -> float:
+    """CLIP-style zero-shot top-1 in percent: each image gets the class whose prompt embedding is nearest."""
+    pred = (image_emb.float() @ class_emb.float().t()).argmax(dim=1)
+    return 100.0 * float((pred == labels.to(pred.device)).float().mean())
+
+
 def image_keys(image_ids: Sequence[str]) -> torch.Tensor:
     """A stable int64 key per image id (CRC-32; Python's ``hash`` of a str differs between processes), so val
     embeddings gathered from several ranks can be grouped by image."""
@@ -46,21 +52,31 @@ class RetrievalAccumulator:
         self.images: list[torch.Tensor] = []
         self.texts: list[torch.Tensor] = []
         self.keys: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] | None = []  # None once a batch comes without class labels
 
-    def add(self, image_emb: torch.Tensor, text_emb: torch.Tensor, keys: torch.Tensor) -> None:
+    def add(
+        self, image_emb: torch.Tensor, text_emb: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> None:
         self.images.append(image_emb.detach().float().cpu())
         self.texts.append(text_emb.detach().float().cpu())
         self.keys.append(keys.cpu())
+        if labels is None or self.labels is None:
+            self.labels = None
+        else:
+            self.labels.append(labels.cpu())
 
-    def compute(self) -> tuple[float, float] | None:
-        """(i2t, t2i) R@1 in percent, None without pairs; clears what was collected."""
+    def compute(self) -> tuple[float, float, torch.Tensor, torch.Tensor | None] | None:
+        """(i2t R@1, t2i R@1 in percent, the image embeddings (one per image), their labels or None); None without
+        pairs. Clears what was collected."""
         if not self.keys:
             return None
         images, texts, keys = torch.cat(self.images), torch.cat(self.texts), torch.cat(self.keys)
-        self.images, self.texts, self.keys = [], [], []
+        labels = torch.cat(self.labels) if self.labels else None
+        self.__init__()
         unique, first = _first_occurrence(keys)
         text_image = torch.searchsorted(unique, keys)
-        return retrieval_r1(images[first], texts, text_image)
+        i2t, t2i = retrieval_r1(images[first], texts, text_image)
+        return i2t, t2i, images[first], None if labels is None else labels[first]
 
 
 def _first_occurrence(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,6 +33,7 @@ from mmthesis.students.config import VLRecipeConfig
 from mmthesis.students.distributed import gather_with_grad, global_clip_contrastive_loss, world_info
 from mmthesis.students.losses import (
     MAX_LOGIT_SCALE,
+    clip_contrastive_loss,
     clip_contrastive_loss_with_bank,
     contrastive_distillation_loss,
     kl_distillation_loss,
@@ -261,18 +262,20 @@ class VLDistillationModule(TrainingModule):
     def _itc(
         self, img: StudentOutput, txt: StudentOutput, keys: tuple[StudentOutput, StudentOutput] | None
     ) -> torch.Tensor:
+        # validation: every rank scores the same unsharded val batches, so the batch is not gathered over ranks
+        itc = global_clip_contrastive_loss if self.training else clip_contrastive_loss
         if self.itc_banks is not None:
             img_bank, txt_bank = (b.bank for b in self.itc_banks)
             k_img, k_txt = (keys[0].cls, keys[1].cls) if keys is not None else (None, None)
             main = clip_contrastive_loss_with_bank(img.cls, txt.cls, self.log_scale, k_img, k_txt, img_bank, txt_bank)
         else:
-            main = global_clip_contrastive_loss(img.cls, txt.cls, self.log_scale)
+            main = itc(img.cls, txt.cls, self.log_scale)
         if self.log_scale_mid is not None:  # SHRe: ITC on h', h'', h''' equally weighted (§3.3)
-            fc1 = global_clip_contrastive_loss(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1)
-            mid = global_clip_contrastive_loss(img.mid, txt.mid, self.log_scale_mid)
+            fc1 = itc(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1)
+            mid = itc(img.mid, txt.mid, self.log_scale_mid)
             return (fc1 + mid + main) / 3
         if self.log_scale_fc1 is not None:  # §10 item 6, the code's reading
-            return 0.5 * (main + global_clip_contrastive_loss(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1))
+            return 0.5 * (main + itc(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1))
         return main
 
     def _kd(
@@ -437,7 +440,7 @@ def contrastive_kd(
     scale = module.kd_log_scale.exp()
     bank = module.bank.bank if module.bank is not None else None
     offset = 0
-    if module.config.loss.kd_keys == "gathered":
+    if module.config.loss.kd_keys == "gathered" and module.training:  # (validation: unsharded, not gathered)
         # every rank's targets as keys (the thesis formula, the code's KDClipLoss); this rank's at rank * B
         rank, _ = world_info()
         offset = rank * target.shape[0]

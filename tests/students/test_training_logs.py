@@ -117,7 +117,7 @@ def test_accumulator_keeps_each_image_once_across_batches():
     # image a's best caption is 1 (own), b's best is 2 (own): i2t 100; captions: c0 -> b (miss), c1 -> a, c2 -> b
     i2t, t2i, images_once, labels = acc.compute()
     assert (i2t, t2i) == pytest.approx((100.0, 200 / 3))
-    assert torch.equal(images_once, images) and labels is None
+    assert sorted(images_once.tolist()) == sorted(images.tolist()) and labels is None  # each image once
     assert acc.compute() is None  # cleared
 
 
@@ -191,8 +191,9 @@ def test_wandb_offline_logs_into_the_run_folder(smoke_home, monkeypatch):
     monkeypatch.setenv("MMTHESIS_HOME", str(smoke_home))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    config = load_recipe("s-smke-no-kd", "smoke", [*FAST_VL, "train.max_steps=2", "train.loggers=[csv,wandb]"])
-    assert config_hash(config) == config_hash(load_recipe("s-smke-no-kd", "smoke", [*FAST_VL, "train.max_steps=2"]))
+    fast = [*FAST_VL, "train.max_steps=2", "train.log_every_n_steps=1"]
+    config = load_recipe("s-smke-no-kd", "smoke", [*fast, "train.loggers=[csv,wandb]"])
+    assert config_hash(config) == config_hash(load_recipe("s-smke-no-kd", "smoke", fast))
     train_recipe(config, "smoke")
     folder = run_dir(run_name(config, "smoke"), config_hash(config))
     (run,) = (folder / "wandb").glob("offline-run-*")

@@ -91,6 +91,11 @@ class TrainingModule(L.LightningModule):
         if self.stage_hook is not None:
             self.stage_hook(name)
 
+    @property
+    def validating(self) -> bool:
+        """In the trainer's validation loop (where every rank sees the same val batches, ``train.py``)."""
+        return self._trainer is not None and self._trainer.validating
+
     def check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -263,7 +268,7 @@ class VLDistillationModule(TrainingModule):
         self, img: StudentOutput, txt: StudentOutput, keys: tuple[StudentOutput, StudentOutput] | None
     ) -> torch.Tensor:
         # validation: every rank scores the same unsharded val batches, so the batch is not gathered over ranks
-        itc = global_clip_contrastive_loss if self.training else clip_contrastive_loss
+        itc = clip_contrastive_loss if self.validating else global_clip_contrastive_loss
         if self.itc_banks is not None:
             img_bank, txt_bank = (b.bank for b in self.itc_banks)
             k_img, k_txt = (keys[0].cls, keys[1].cls) if keys is not None else (None, None)
@@ -440,7 +445,7 @@ def contrastive_kd(
     scale = module.kd_log_scale.exp()
     bank = module.bank.bank if module.bank is not None else None
     offset = 0
-    if module.config.loss.kd_keys == "gathered" and module.training:  # (validation: unsharded, not gathered)
+    if module.config.loss.kd_keys == "gathered" and not module.validating:  # (validation: unsharded, not gathered)
         # every rank's targets as keys (the thesis formula, the code's KDClipLoss); this rank's at rank * B
         rank, _ = world_info()
         offset = rank * target.shape[0]

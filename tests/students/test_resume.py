@@ -22,7 +22,7 @@ import torch
 
 from mmthesis.core.paths import data_root
 from mmthesis.data.registry import PrepareRequest, get_dataset
-from mmthesis.students.artifact import LOSSES
+from mmthesis.students.artifact import LOSSES, read_logged_metrics
 from mmthesis.students.distributed import ResumableDataLoader, ResumableSampler, SeededSamples
 from mmthesis.students.lightning_module import NonFiniteLossError, VLDistillationModule
 from mmthesis.students.recipes import load_recipe
@@ -105,6 +105,18 @@ def test_killed_and_resumed_run_reproduces_the_loss_curve(home, tmp_path):
     assert want[0].keys() == got[0].keys() >= {"loss", "itc", "kd"}
     diff = max(abs(a[k] - b[k]) for a, b in zip(want, got, strict=True) for k in a)
     assert diff <= 1e-6, diff
+
+    # logs/metrics.csv: the rows up to the checkpoint kept, none twice, the validation at step 50 logged once
+    (want_run,) = (tmp_path / "reference").glob("*/*/")
+    (got_run,) = (tmp_path / "killed").glob("*/*/")
+    want_log, got_log = read_logged_metrics(want_run), read_logged_metrics(got_run)
+    assert got_log.keys() == want_log.keys() >= {"train/loss", "val/loss", "val/retrieval_r1"}
+    assert [s for s, _ in got_log["train/loss"]] == [9, 19, 29, 39, 49, 59]
+    assert [s for s, _ in got_log["val/loss"]] == [49]
+    for key in want_log:
+        assert [s for s, _ in got_log[key]] == [s for s, _ in want_log[key]], key
+        if key != "train/samples_per_s":  # a timing
+            assert [v for _, v in got_log[key]] == pytest.approx([v for _, v in want_log[key]], abs=1e-5), key
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(home, tmp_path, monkeypatch):

@@ -71,8 +71,16 @@ def run(
     scale: str = typer.Option("smoke", "--scale", help="smoke | small | full"),
     overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. train.max_steps=10"),
     force: bool = typer.Option(False, "--force", help="Train again even if a finished run with this config exists."),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        help="Also print library warnings and Lightning's info lines (always in the run's train.log).",
+    ),
 ) -> None:
     """Train RECIPE at a scale; a finished run with the same config is reused.
+
+    Logs go to the run folder: logs/metrics.csv (and TensorBoard events; W&B with train.loggers=[csv,wandb]),
+    library warnings and Lightning's messages to train.log.
 
     Example: mmthesis train run s-smke-cdl-mb --scale smoke train.max_steps=50
     """
@@ -83,7 +91,7 @@ def run(
     from mmthesis.students.train import train_recipe
 
     config = load_recipe(recipe, scale, overrides or [])
-    result = train_recipe(config, scale, force=force)
+    result = train_recipe(config, scale, force=force, verbose=verbose)
     if not launched_rank_zero():
         return  # a DDP worker process: rank 0 reports
     folder = run_dir(run_name(config, scale), config_hash(config))

@@ -129,12 +129,24 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
         raise ConfigError(f"invalid config{' ' + prefix.rstrip('.') if prefix else ''}: {e}") from e
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """Plain-data view of a config (tuples become lists), suitable for YAML/JSON."""
+# dataclass field metadata: ``field(..., metadata=NOT_HASHED)`` marks a setting that does not change what a run
+# computes (e.g. which loggers it writes to), so ``config_hash`` leaves it out and changing it reuses the run
+NOT_HASHED = {"hash": False}
+
+
+def to_dict(config: Any, *, hashed_only: bool = False) -> dict[str, Any]:
+    """Plain-data view of a config (tuples become lists), suitable for YAML/JSON.
+
+    ``hashed_only`` drops the fields marked ``NOT_HASHED`` (what ``config_hash`` digests).
+    """
 
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return {
+                f.name: plain(getattr(v, f.name))
+                for f in dataclasses.fields(v)
+                if not (hashed_only and f.metadata.get("hash", True) is False)
+            }
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, dict):
@@ -145,8 +157,8 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_hash(config: Any) -> str:
-    """Stable short hash of a config's values: equal configs give equal hashes."""
-    return sha256_json(to_dict(config))[:16]
+    """Stable short hash of a config's values: equal configs give equal hashes (``NOT_HASHED`` fields left out)."""
+    return sha256_json(to_dict(config, hashed_only=True))[:16]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

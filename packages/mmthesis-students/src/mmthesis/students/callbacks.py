@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
 
 from mmthesis.students.artifact import append_loss_row, write_losses
 from mmthesis.students.distributed import ResumableDataLoader
@@ -29,6 +31,10 @@ class Throughput(Callback):
         if self._start is not None:
             rate = len(batch) * trainer.world_size / max(time.perf_counter() - self._start, 1e-9)
             module.log("train/samples_per_s", rate, prog_bar=True, batch_size=len(batch))
+
+
+# per-step losses recorded in losses.csv (column = name after "train/"): the KD loss and its image and text halves
+LOSS_KEYS = ("train/loss", "train/itc", "train/kd", "train/kd_image", "train/kd_text")
 
 
 class LossHistory(Callback):
@@ -62,7 +68,7 @@ class LossHistory(Callback):
     ) -> None:
         metrics = trainer.callback_metrics
         row = {"step": float(trainer.global_step)}
-        for key in ("train/loss", "train/itc", "train/kd"):
+        for key in LOSS_KEYS:
             if key in metrics:
                 row[key.split("/")[1]] = float(metrics[key])
         self.rows.append(row)
@@ -141,3 +147,57 @@ class RNGState(Callback):
         np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class KeepLoggedMetrics(Callback):
+    """A resumed run's ``logs/metrics.csv`` keeps the rows logged up to its checkpoint, each once.
+
+    Lightning's CSV logger deletes an existing metrics.csv when it starts, so a resumed run would lose the curve
+    before the kill. This callback reads the file when it is built (before the logger starts) and, once the
+    checkpoint is restored (``on_train_start``, global step G), writes back the complete rows logged up to it
+    (``_kept``); rows after the checkpoint are dropped (they are logged again) and so is a row cut short by the kill.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: list[str] = []
+        self.rows: list[dict[str, str]] = []
+        if path.is_file():
+            with path.open(encoding="utf-8", newline="") as f:
+                reader = csv.DictReader(f)
+                self.fields = list(reader.fieldnames or [])
+                # a row cut short by a kill has missing cells (None) or an unparsable step
+                self.rows = [r for r in reader if None not in r.values() and None not in r and _is_number(r["step"])]
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        csv_logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+        if csv_logger is None or not self.rows or trainer.global_step == 0:
+            return
+        step = trainer.global_step
+        keep = [r for r in self.rows if _kept(r, step)]
+        writer = csv_logger.experiment  # created now: the old file is gone, the new one not yet written
+        with self.path.open("w", encoding="utf-8", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=self.fields)
+            out.writeheader()
+            out.writerows(keep)
+        writer.metrics_keys = sorted(self.fields)  # later rows append under this header (or rewrite it, extended)
+        self.rows = []
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        float(text or "")
+    except ValueError:
+        return False
+    return True
+
+
+def _kept(row: dict[str, str], global_step: int) -> bool:
+    """Whether a logged row belongs to the state of a checkpoint at ``global_step`` (see ``KeepLoggedMetrics``).
+
+    Lightning logs a training step's row with its 0-based index, and a validation run after G steps with step
+    G - 1; both come after the checkpoint of step G is written, and both are part of it.
+    """
+    return int(float(row["step"])) < global_step

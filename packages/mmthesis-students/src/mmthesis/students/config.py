@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mmthesis.core.config import NOT_HASHED
+
 Size = Literal["tiny", "base"]
 Task = Literal["vl", "image_kd", "text_kd"]
 KDKind = Literal["contrastive", "mse", "kl", "tcmli", "none"]
@@ -103,6 +105,9 @@ class LossConfig:
     # §3.8: FIFO bank of past student embeddings as extra ITC negatives (0 = none; thesis 768 plain, 65,536 momentum)
     itc_memory_bank_size: int = 0
     itc_momentum: float = 0.0  # > 0: keys and bank come from an EMA copy of the student (m = 0.995 in the thesis)
+    # the EMA update and the momentum forward run before the student forward (the thesis code: the no-grad
+    # activations are freed before the student's are held, Figure 26) or after it (false: what the thesis tried first)
+    itc_momentum_first: bool = True
     # §10 item 4 (text KD): the code's layer average includes the embedding output; false = layers 1..L (thesis)
     text_kd_include_embeddings: bool = True
     # unimodal KD: the student averages its last k blocks (0 = all: the thesis's L_s = 6 for a 6-block student;
@@ -155,6 +160,21 @@ class TrainConfig:
     checkpoint_every_n_steps: int = 1000
     gradient_checkpointing: bool = False
     compile: bool = False
+    # validation every N optimisation steps (0 = none) on the val split of data.train[0] (COCO val, ImageNet val,
+    # OpenWebText's valid chunk; the stand-ins' val at smoke): val/loss = the training loss without grad, and for
+    # vision-language runs val/retrieval_{i2t,t2i}_r1 and their mean val/retrieval_r1 (percent, Figures 19, 27)
+    val_every_n_steps: int = 2000
+    val_batches: int = 0  # at most this many val batches per validation (0 = the whole split)
+    # which weights the run keeps: "" = the last; "METRIC:max" / "METRIC:min" = the validation with the best
+    # METRIC (e.g. val/zero_shot_top1:max, SHRe's model selection; val/zero_shot_top1 is logged when the val split
+    # has class names, one prompt "a photo of a {name}." per class). result.json says which weights were kept.
+    keep_best: str = ""
+    # where the run logs (not what it computes, so left out of the config hash): Lightning's CSV logger always
+    # (logs/metrics.csv, what the figures read), TensorBoard when the package is installed, W&B only when listed
+    # (WANDB_MODE=offline works without network; its files go to the run folder's wandb/)
+    loggers: list[Literal["csv", "tensorboard", "wandb"]] = field(
+        default_factory=lambda: ["csv", "tensorboard"], metadata=NOT_HASHED
+    )
 
 
 @dataclass
@@ -204,6 +224,12 @@ class VLRecipeConfig:
                 " set teacher.independent_augmentation=false"
             )
 
+        if self.train.keep_best and (
+            self.train.keep_best.rpartition(":")[2] not in ("min", "max") or not self.train.val_every_n_steps
+        ):
+            raise ValueError("train.keep_best is METRIC:min or METRIC:max and needs train.val_every_n_steps > 0")
+        if self.train.val_every_n_steps < 0 or self.train.val_batches < 0:
+            raise ValueError("train.val_every_n_steps and train.val_batches must be >= 0")
         if self.init.from_recipe and self.task != "vl":
             raise ValueError("init.from_recipe starts a vision-language student from a trained one: it needs task vl")
 

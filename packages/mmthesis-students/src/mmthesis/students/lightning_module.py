@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmthesis.core.errors import CheckpointError, MMThesisError
@@ -32,17 +33,19 @@ from mmthesis.students.config import VLRecipeConfig
 from mmthesis.students.distributed import gather_with_grad, global_clip_contrastive_loss, world_info
 from mmthesis.students.losses import (
     MAX_LOGIT_SCALE,
+    clip_contrastive_loss,
     clip_contrastive_loss_with_bank,
     contrastive_distillation_loss,
     kl_distillation_loss,
     mse_distillation_loss,
-    tcmli_distillation_loss,
+    tcmli_distillation_parts,
 )
 from mmthesis.students.memory_bank import TeacherMemoryBank
 from mmthesis.students.model import SSMKE, StudentOutput
 from mmthesis.students.paths import resolve_checkpoint, resolve_path
 from mmthesis.students.precompute import TargetTable
 from mmthesis.students.schedules import cosine_with_warmup
+from mmthesis.students.validation import RetrievalAccumulator, image_keys, zero_shot_top1
 from mmthesis.teachers import TeacherModule, TeacherOutput, get_spec, load_teacher
 
 CNN_TEACHERS = ("resnet50_a1", "efficientnet_lite0")  # fixed input handling, no patch grid
@@ -81,6 +84,17 @@ class TrainingModule(L.LightningModule):
 
     teacher: TeacherModule | None
     config: VLRecipeConfig
+    # called with a stage name as each stage of a step ends (memory_profile.stage_memory); None in training
+    stage_hook: Callable[[str], None] | None = None
+
+    def _stage(self, name: str) -> None:
+        if self.stage_hook is not None:
+            self.stage_hook(name)
+
+    @property
+    def validating(self) -> bool:
+        """In the trainer's validation loop (where every rank sees the same val batches, ``train.py``)."""
+        return self._trainer is not None and self._trainer.validating
 
     def check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
@@ -94,6 +108,18 @@ class TrainingModule(L.LightningModule):
         if self.teacher is not None:
             self.teacher.eval()  # frozen teacher stays in eval mode (no dropout / drop-path)
         return self
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """``val/loss``: the training loss on a val batch (Lightning runs this in eval mode without grad)."""
+        out = self.losses(batch)
+        bs = len(batch)
+        for key in ("loss", "itc", "kd", "kd_image", "kd_text"):
+            if key in out:
+                self.log(f"val/{key}", out[key], batch_size=bs)
+        return out
 
     def configure_optimizers(self):  # type: ignore[override]
         """AdamW (weight decay as ``decays``) + cosine with linear warmup."""
@@ -241,24 +267,46 @@ class VLDistillationModule(TrainingModule):
     def _itc(
         self, img: StudentOutput, txt: StudentOutput, keys: tuple[StudentOutput, StudentOutput] | None
     ) -> torch.Tensor:
+        # validation: every rank scores the same unsharded val batches, so the batch is not gathered over ranks
+        itc = clip_contrastive_loss if self.validating else global_clip_contrastive_loss
         if self.itc_banks is not None:
             img_bank, txt_bank = (b.bank for b in self.itc_banks)
             k_img, k_txt = (keys[0].cls, keys[1].cls) if keys is not None else (None, None)
             main = clip_contrastive_loss_with_bank(img.cls, txt.cls, self.log_scale, k_img, k_txt, img_bank, txt_bank)
         else:
-            main = global_clip_contrastive_loss(img.cls, txt.cls, self.log_scale)
+            main = itc(img.cls, txt.cls, self.log_scale)
         if self.log_scale_mid is not None:  # SHRe: ITC on h', h'', h''' equally weighted (§3.3)
-            fc1 = global_clip_contrastive_loss(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1)
-            mid = global_clip_contrastive_loss(img.mid, txt.mid, self.log_scale_mid)
+            fc1 = itc(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1)
+            mid = itc(img.mid, txt.mid, self.log_scale_mid)
             return (fc1 + mid + main) / 3
         if self.log_scale_fc1 is not None:  # §10 item 6, the code's reading
-            return 0.5 * (main + global_clip_contrastive_loss(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1))
+            return 0.5 * (main + itc(img.fc1_cls, txt.fc1_cls, self.log_scale_fc1))
         return main
 
     def _kd(
         self, img: StudentOutput, txt: StudentOutput, target: torch.Tensor, padding_mask: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image and the text half of the KD loss (``KD_LOSSES``); the KD loss is their mean."""
         return lookup(KD_LOSSES, "loss.kd", self.config.loss.kd)(self, img, txt, target, padding_mask)
+
+    @torch.no_grad()
+    def momentum_keys(self, batch: Batch) -> tuple[StudentOutput, StudentOutput]:
+        """EMA update of the momentum encoder, then its (no-grad) embeddings of the batch: the ITC keys (§3.8).
+
+        Updating at the start of the step (as the thesis code) rather than after the optimiser step gives the
+        same weights, and a checkpoint written at the end of a step then holds the updated encoder.
+        """
+        assert self.momentum_student is not None
+        if self.training:  # validation reads the encoder as it is
+            momentum_update(self.momentum_student, self.student, self.config.loss.itc_momentum)
+            self._stage("ema_update")
+        self.momentum_student.train(self.student.training)
+        keys = (
+            self.momentum_student.forward_image(batch.image),
+            self.momentum_student.forward_text(batch.text_ids, batch.text_padding_mask),
+        )
+        self._stage("momentum_forward")
+        return keys
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Per-rank losses. ITC is over the global batch (features all-gathered with gradient, §3.4), so
@@ -271,25 +319,58 @@ class VLDistillationModule(TrainingModule):
         all-gathered targets in ``training_step``. On one process both readings coincide.
         """
         keys, loss_kind = None, self.config.loss.kd
-        if self.momentum_student is not None:
-            with torch.no_grad():  # momentum keys first, as the thesis did to save memory (Figure 26)
-                self.momentum_student.train(self.student.training)
-                keys = (
-                    self.momentum_student.forward_image(batch.image),
-                    self.momentum_student.forward_text(batch.text_ids, batch.text_padding_mask),
-                )
+        momentum_first = self.config.loss.itc_momentum_first
+        if self.momentum_student is not None and momentum_first:
+            keys = self.momentum_keys(batch)  # momentum keys first, as the thesis did to save memory (Figure 26)
         img = self.student.forward_image(batch.image)
         txt = self.student.forward_text(batch.text_ids, batch.text_padding_mask)
+        self._stage("student_forward")
+        if self.momentum_student is not None and not momentum_first:
+            keys = self.momentum_keys(batch)
         out = {"itc": self._itc(img, txt, keys)}
         if self.itc_banks is not None:
             src = keys if keys is not None else (img, txt)
             out["itc_keys"] = torch.stack([src[0].cls.detach(), src[1].cls.detach()])
-        if loss_kind != "none":
+        if not self.training:  # validation: the retrieval embeddings (what encode_image / encode_text return)
+            out["image_embedding"] = F.normalize(self.student.representation(img).float(), dim=-1)
+            out["text_embedding"] = F.normalize(self.student.representation(txt).float(), dim=-1)
+        # precomputed targets exist for the training images only: validation then has no KD term (val/itc only)
+        if loss_kind != "none" and (self.training or self.target_table is None):
             target = self.targets_for(batch).float()
-            out["kd"] = self._kd(img, txt, target, batch.text_padding_mask)
+            self._stage("teacher_forward")
+            out["kd_image"], out["kd_text"] = self._kd(img, txt, target, batch.text_padding_mask)
+            out["kd"] = 0.5 * (out["kd_image"] + out["kd_text"])
             out["target"] = target
-        out["loss"] = out["itc"] + out.get("kd", torch.zeros((), device=out["itc"].device))
+        if "kd" in out or loss_kind == "none":
+            out["loss"] = out["itc"] + out.get("kd", torch.zeros((), device=out["itc"].device))
+        self._stage("loss")
         return out
+
+    def on_validation_epoch_start(self) -> None:
+        self._retrieval = RetrievalAccumulator()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The val losses, and the pair embeddings for ``val/retrieval_*_r1`` at the end of the validation."""
+        out = super().validation_step(batch, batch_idx)
+        self._retrieval.add(out["image_embedding"], out["text_embedding"], image_keys(batch.image_id), batch.label)
+        return out
+
+    def on_validation_epoch_end(self) -> None:
+        """R@1 (percent) over the val pairs seen (the same on every rank: the val loader is not sharded)."""
+        scores = self._retrieval.compute()
+        if scores is None:
+            return
+        i2t, t2i, images, labels = scores
+        self.log("val/retrieval_i2t_r1", i2t)
+        self.log("val/retrieval_t2i_r1", t2i)
+        self.log("val/retrieval_r1", 0.5 * (i2t + t2i))
+        if labels is not None and self.zero_shot_prompts is not None:
+            ids, mask = (t.to(self.device) for t in self.zero_shot_prompts)
+            classes = F.normalize(self.student.representation(self.student.forward_text(ids, mask)).float(), dim=-1)
+            self.log("val/zero_shot_top1", zero_shot_top1(images, classes.cpu(), labels))
+
+    # (text ids, padding mask) of one prompt per class of the val split, set by train.py when it has class names
+    zero_shot_prompts: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- Lightning hooks --------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -309,12 +390,10 @@ class VLDistillationModule(TrainingModule):
         self.log("train/itc", out["itc"], prog_bar=True, batch_size=bs)
         if "kd" in out:
             self.log("train/kd", out["kd"], prog_bar=True, batch_size=bs)
+            self.log("train/kd_image", out["kd_image"], batch_size=bs)
+            self.log("train/kd_text", out["kd_text"], batch_size=bs)
         self.log("train/logit_scale", self.log_scale.detach().clamp(0, math.log(100)).exp(), batch_size=bs)
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:  # type: ignore[override]
-        if self.momentum_student is not None:
-            momentum_update(self.momentum_student, self.student, self.config.loss.itc_momentum)
 
 
 @torch.no_grad()
@@ -325,21 +404,23 @@ def momentum_update(target: nn.Module, source: nn.Module, m: float) -> None:
 
 
 # -- distillation losses by ``loss.kd`` (image and text halves averaged, §3.3-§3.10) --------------------------
-KDLoss = Callable[["VLDistillationModule", StudentOutput, StudentOutput, torch.Tensor, torch.Tensor], torch.Tensor]
+# each returns (image half, text half); the KD loss is their mean (logged as train/kd_image, train/kd_text, train/kd)
+KDHalves = tuple[torch.Tensor, torch.Tensor]
+KDLoss = Callable[["VLDistillationModule", StudentOutput, StudentOutput, torch.Tensor, torch.Tensor], KDHalves]
 
 
-def kl_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> torch.Tensor:
+def kl_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> KDHalves:
     """KL to a supervised teacher's class distribution (SHRe §3.3, BEiTv2-FT §3.11)."""
-    return 0.5 * (kl_distillation_loss(img.kd.float(), target) + kl_distillation_loss(txt.kd.float(), target))
+    return kl_distillation_loss(img.kd.float(), target), kl_distillation_loss(txt.kd.float(), target)
 
 
-def mse_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> torch.Tensor:
+def mse_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> KDHalves:
     """Feature regression of the teacher's CLS (S-SMKE §3.6)."""
-    return 0.5 * (mse_distillation_loss(img.kd.float(), target) + mse_distillation_loss(txt.kd.float(), target))
+    return mse_distillation_loss(img.kd.float(), target), mse_distillation_loss(txt.kd.float(), target)
 
 
-def tcmli_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> torch.Tensor:
-    """Target cross-modal late interaction on the teacher's patch tokens (§3.9)."""
+def tcmli_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask) -> KDHalves:
+    """Target cross-modal late interaction on the teacher's patch tokens (§3.9): (L^i2i, L^t2i)."""
     # the regression head maps the student's tokens into the teacher's space (identity-sized at base)
     head = module.student.kd_head
     img_patches = head(img.tokens[:, 1:])
@@ -354,24 +435,24 @@ def tcmli_kd(module: VLDistillationModule, img: StudentOutput, txt: StudentOutpu
     valid[:, 0] = False
     valid[torch.arange(valid.shape[0], device=valid.device), sep] = False
     txt_proj = module.tcmli_proj(head(txt.tokens))
-    return tcmli_distillation_loss(img_patches, target, txt_proj, module.tcmli_proj(target), valid)
+    return tcmli_distillation_parts(img_patches, target, txt_proj, module.tcmli_proj(target), valid)
 
 
 def contrastive_kd(
     module: VLDistillationModule, img: StudentOutput, txt: StudentOutput, target, padding_mask
-) -> torch.Tensor:
+) -> KDHalves:
     """Contrastive distillation against the teacher's CLS, with or without the teacher bank (CDL / CDL_MB §3.10)."""
     scale = module.kd_log_scale.exp()
     bank = module.bank.bank if module.bank is not None else None
     offset = 0
-    if module.config.loss.kd_keys == "gathered":
+    if module.config.loss.kd_keys == "gathered" and not module.validating:  # (validation: unsharded, not gathered)
         # every rank's targets as keys (the thesis formula, the code's KDClipLoss); this rank's at rank * B
         rank, _ = world_info()
         offset = rank * target.shape[0]
         target = gather_with_grad(target.detach())
-    return 0.5 * (
-        contrastive_distillation_loss(txt.kd.float(), target, scale, bank, offset)
-        + contrastive_distillation_loss(img.kd.float(), target, scale, bank, offset)
+    return (
+        contrastive_distillation_loss(img.kd.float(), target, scale, bank, offset),
+        contrastive_distillation_loss(txt.kd.float(), target, scale, bank, offset),
     )
 
 

@@ -123,7 +123,21 @@ def tcmli_distillation_loss(
     teacher_patches_proj: torch.Tensor,
     text_valid: torch.Tensor,
 ) -> torch.Tensor:
-    """Target Cross-Modal Late Interaction KD, T-CMLI (REFERENCE.md §3.9), L = 1/2 (L^i2i + L^t2i).
+    """T-CMLI, 1/2 (L^i2i + L^t2i) of ``tcmli_distillation_parts``."""
+    i2i, t2i = tcmli_distillation_parts(
+        student_patches, teacher_patches, student_text_proj, teacher_patches_proj, text_valid
+    )
+    return 0.5 * (i2i + t2i)
+
+
+def tcmli_distillation_parts(
+    student_patches: torch.Tensor,
+    teacher_patches: torch.Tensor,
+    student_text_proj: torch.Tensor,
+    teacher_patches_proj: torch.Tensor,
+    text_valid: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image and text halves (L^i2i, L^t2i) of Target Cross-Modal Late Interaction KD (T-CMLI, REFERENCE.md §3.9).
 
     L^i2i: the student's image tokens regress the teacher's patches position by
     position, mean over patches and dims of ||h^s_n - h^t_n||^2 ((B, N, D) each).
@@ -143,4 +157,4 @@ def tcmli_distillation_loss(
     matched = torch.gather(t, 1, match[..., None].expand(-1, -1, t.shape[-1]))  # (B, Z, d)
     err = (s - matched).pow(2).mean(dim=-1)
     t2i = err[text_valid].sum() / text_valid.sum().clamp_min(1)
-    return 0.5 * (i2i + t2i)
+    return i2i, t2i

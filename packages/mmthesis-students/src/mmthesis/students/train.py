@@ -28,13 +28,22 @@ from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, run_dir
 from mmthesis.data.image_text import ImageTextPairs
-from mmthesis.data.manifest import iter_split
+from mmthesis.data.manifest import dataset_dir, iter_split
 from mmthesis.data.registry import check_data, prepared
 from mmthesis.data.shard_index import SplitIndex
 from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, train_wordpiece
-from mmthesis.data.transforms import train_transform
-from mmthesis.students.artifact import LOSSES, TrainedRun, load_trained, read_itc_log_scales, run_name, write_artifact
-from mmthesis.students.callbacks import LossHistory, ResumeDataOrder, RNGState, Throughput
+from mmthesis.data.transforms import eval_transform, train_transform
+from mmthesis.students.artifact import (
+    LOSSES,
+    METRICS,
+    TrainedRun,
+    load_trained,
+    read_itc_log_scales,
+    read_logged_metrics,
+    run_name,
+    write_artifact,
+)
+from mmthesis.students.callbacks import KeepLoggedMetrics, LossHistory, ResumeDataOrder, RNGState, Throughput
 from mmthesis.students.checkpointing import enable_gradient_checkpointing
 from mmthesis.students.config import TrainConfig, VLRecipeConfig
 from mmthesis.students.distributed import ResumableDataLoader, ResumableSampler, SeededSamples
@@ -42,6 +51,7 @@ from mmthesis.students.lightning_module import TrainingModule, VLDistillationMod
 from mmthesis.students.paths import resolve_path
 from mmthesis.students.precompute import precompute_teacher_targets, target_kind
 from mmthesis.students.recipes import parent_config
+from mmthesis.students.run_log import TRAIN_LOG, build_loggers, library_output
 from mmthesis.students.run_safety import AtomicCheckpointIO, launched_rank_zero, resume_checkpoint, run_lock
 from mmthesis.students.smoke_teacher import prefit_teacher
 from mmthesis.students.unimodal_data import ImageSplit, TextBlocks, text_block_cache_prefix, text_blocks_packed
@@ -53,6 +63,7 @@ __all__ = [
     "build_module",
     "build_tokenizer",
     "build_training_data",
+    "build_validation_data",
     "precompute_recipe_targets",
     "smoke_note",
     "train_recipe",
@@ -64,7 +75,9 @@ __all__ = [
 def _train_wordpiece_tokenizer(config: VLRecipeConfig, scale: str) -> Tokenizer:
     """``train-wordpiece``: a WordPiece vocabulary learnt from the training captions (smoke)."""
     d = config.data
-    captions = [c for name in d.train for s in iter_split(prepared(name, scale), "train") for c in s["json"]["captions"]]
+    captions = [
+        c for name in d.train for s in iter_split(prepared(name, scale), "train") for c in s["json"]["captions"]
+    ]
     return train_wordpiece(captions, d.tokenizer_vocab_size)
 
 
@@ -106,6 +119,32 @@ def build_training_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, sca
     return torch.utils.data.ConcatDataset(parts), parts[0].collate, pairs  # all parts share the tokenizer
 
 
+ZERO_SHOT_PROMPT = "a photo of a {}."  # one CLIP prompt per class for val/zero_shot_top1 (training-time signal)
+
+
+def validation_split(name: str) -> str:
+    """The held-out split of a prepared dataset: ``val``, or ``valid`` for OpenWebText's chunk (fairseq's name)."""
+    return "valid" if (dataset_dir(name) / "valid.idx").is_file() else "val"
+
+
+def build_validation_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, scale: str) -> tuple[Dataset, Any]:
+    """(dataset, collate_fn) of the val split of the recipe's first training dataset, without augmentation.
+
+    COCO's val at full (Karpathy split), the ImageNet val set, OpenWebText's valid chunk; the stand-ins' val splits
+    at smoke. The teacher sees the student's view (no independent teacher augmentation in validation).
+    """
+    d, m = config.data, config.model
+    name = prepared(d.train[0], scale)
+    split = validation_split(name)
+    if config.task == "image_kd":
+        return ImageSplit(name, split, eval_transform(m.img_size)), ImageSplit.collate
+    if config.task == "text_kd":
+        blocks = TextBlocks(name, split, tokenizer, d.text_block_size)
+        return blocks, blocks.collate
+    pairs = ImageTextPairs(name, split, tokenizer, eval_transform(m.img_size), max_length=d.max_text_length)
+    return pairs, pairs.collate
+
+
 def training_examples(config: VLRecipeConfig, scale: str) -> int:
     """``len`` of ``build_training_data``'s dataset, read from the shard indexes without building it.
 
@@ -145,7 +184,7 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
     if not rows:
         return out
     n = max(5, len(rows) // 10)
-    for key in ("loss", "itc", "kd"):
+    for key in ("loss", "itc", "kd", "kd_image", "kd_text"):
         values = [r[key] for r in rows if key in r]
         if values:
             out[f"train_{key}_first"] = sum(values[:n]) / len(values[:n])
@@ -154,21 +193,57 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def train_recipe(config: VLRecipeConfig, scale: str, *, root: Path | None = None, force: bool = False) -> RunResult:
+def _validation_summary(run: Path) -> dict[str, float]:
+    """The last value of each ``val/*`` series of the run's metrics.csv (``val_<name>_last``)."""
+    try:
+        series = read_logged_metrics(run)
+    except MMThesisError:
+        return {}
+    return {f"val_{k.split('/', 1)[1]}_last": v[-1][1] for k, v in series.items() if k.startswith("val/") and v}
+
+
+def _keep_best(module: TrainingModule, best: ModelCheckpoint, result: RunResult) -> dict[str, float]:
+    """Load the best validation's weights into ``module`` (``train.keep_best``); note in result.json which weights
+    the run keeps. Without any validation scored (too few steps) the last weights stay, and the note says so."""
+    path = Path(best.best_model_path) if best.best_model_path else None
+    if path is None or not path.is_file() or best.best_model_score is None:
+        result.notes.append(f"weights: the last step's (no validation scored {best.monitor})")
+        return {}
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    score = float(best.best_model_score)
+    result.notes.append(
+        f"weights: the best validation by {best.monitor} ({best.mode}), {score:.4f} at step {state['global_step']}"
+        f" ({path.name}), not the last step's"
+    )
+    return {"kept_step": float(state["global_step"]), "kept_score": score}
+
+
+def train_recipe(
+    config: VLRecipeConfig, scale: str, *, root: Path | None = None, force: bool = False, verbose: bool = False
+) -> RunResult:
     """Train ``config`` unless a finished run with the same config exists; returns its result.
 
+    Library warnings and Lightning's info lines go to the run's ``train.log`` (``verbose``: to the terminal too).
     One process at a time per run folder: a second identical run waits for the first, then reuses it
     (``run_safety.run_lock``).
     """
     with run_lock(run_dir(run_name(config, scale), config_hash(config), root)):
-        return _train_locked(config, scale, root=root, force=force)
+        return _train_unless_finished(config, scale, root=root, force=force, verbose=verbose)
 
 
-def _train_locked(config: VLRecipeConfig, scale: str, *, root: Path | None, force: bool) -> RunResult:
+def _train_unless_finished(
+    config: VLRecipeConfig, scale: str, *, root: Path | None, force: bool, verbose: bool
+) -> RunResult:
     name = run_name(config, scale)
     if not force and (done := find_finished_run(name, config, root)) is not None:
         console.print(f"[green]reusing finished run[/] {run_dir(name, config_hash(config), root)}")
         return done
+    with library_output(run_dir(name, config_hash(config), root) / TRAIN_LOG, verbose):
+        return _train(config, scale, name, root)
+
+
+def _train(config: VLRecipeConfig, scale: str, name: str, root: Path | None) -> RunResult:
     retrieval = config.data.retrieval_eval if config.task == "vl" else []
     fingerprints = check_data(config.data.train + retrieval, scale)  # before a parent run is trained
     parent = trained_parent(config, scale, root)
@@ -210,6 +285,26 @@ def _train_locked(config: VLRecipeConfig, scale: str, *, root: Path | None, forc
             " (random-initialised unless the recipe names a checkpoint)"
         )
 
+    val_loader = None
+    if t.val_every_n_steps:
+        val_set, val_collate = build_validation_data(config, tokenizer, scale)
+        if isinstance(module, VLDistillationModule) and tokenizer is not None:
+            names = getattr(val_set, "label_names", [])
+            if names:  # val/zero_shot_top1 on the val split's classes
+                module.zero_shot_prompts = tokenizer.pad(
+                    tokenizer.encode_ids([ZERO_SHOT_PROMPT.format(n) for n in names], d.max_text_length)
+                )
+        # in order; its own generator, so validating draws nothing from the global RNG the training uses
+        val_loader = torch.utils.data.DataLoader(
+            val_set,
+            batch_size=d.batch_size,
+            shuffle=False,
+            num_workers=d.num_workers,
+            collate_fn=val_collate,
+            generator=torch.Generator().manual_seed(t.seed),
+            persistent_workers=d.num_workers > 0,
+        )
+
     recorder = RunRecorder(name, scale, config, root=root, datasets=fingerprints, enabled=launched_rank_zero())
     out_dir = recorder.dir
     history = LossHistory(out_dir / LOSSES)
@@ -218,6 +313,12 @@ def _train_locked(config: VLRecipeConfig, scale: str, *, root: Path | None, forc
         dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=0,
         enable_version_counter=False,  # one last.ckpt, replaced atomically; never a stray last-v1.ckpt
     )
+    callbacks = [KeepLoggedMetrics(out_dir / METRICS), history, Throughput(), RNGState(), ResumeDataOrder(), checkpoint]
+    best = None
+    if t.keep_best:
+        metric, _, mode = t.keep_best.rpartition(":")
+        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric, mode=mode, save_top_k=1)
+        callbacks.append(best)
     trainer = L.Trainer(
         accelerator="cpu" if on_cpu else t.accelerator,
         devices=devices,
@@ -229,28 +330,33 @@ def _train_locked(config: VLRecipeConfig, scale: str, *, root: Path | None, forc
         max_steps=t.max_steps,
         log_every_n_steps=t.log_every_n_steps,
         default_root_dir=str(out_dir),
-        logger=False,
-        callbacks=[history, Throughput(), RNGState(), ResumeDataOrder(), checkpoint],
+        logger=build_loggers(config, out_dir, f"{name}/{recorder.hash}"),
+        callbacks=callbacks,
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         enable_model_summary=False,
         deterministic=on_cpu,
         num_sanity_val_steps=0,
+        # validation every val_every_n_steps optimisation steps, counted over epochs
+        val_check_interval=t.val_every_n_steps if val_loader is not None else None,
+        check_val_every_n_epoch=None if val_loader is not None else 1,
+        limit_val_batches=(t.val_batches or 1.0) if val_loader is not None else 0,
     )
     # the frozen teacher is in eval mode on purpose (REFERENCE.md §10 item 16)
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     with recorder, cpu_threads(d.num_workers if on_cpu else None):
         if resume is not None:
             console.print(f"resuming from {resume}")
-        trainer.fit(module, loader, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
+        trainer.fit(module, loader, val_loader, ckpt_path=str(resume) if resume is not None else None, weights_only=True)
         if trainer.global_step == 0:
             raise MMThesisError(
                 "the run did no optimisation step", "check data.batch_size against the training data's size"
             )
         if not trainer.is_global_zero:
             return recorder.result  # rank 0 writes the run folder
+        kept = _keep_best(module, best, recorder.result) if best is not None else None
         scales = module.itc_log_scales() if isinstance(module, VLDistillationModule) else None
         write_artifact(out_dir, config, scale, module.student, tokenizer, history.rows, itc_log_scales=scales)
-        recorder.result.metrics = _summary(history.rows)
+        recorder.result.metrics = _summary(history.rows) | _validation_summary(out_dir) | (kept or {})
         recorder.result.metrics["parameters_student"] = float(sum(p.numel() for p in module.student.parameters()))
         if config.model.size == "tiny":
             recorder.result.notes.append(smoke_note(config))

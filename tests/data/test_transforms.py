@@ -121,19 +121,36 @@ def _grey_levels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def test_draft_decode_takes_the_same_box_as_a_full_decode(seed: int) -> None:
     import io
 
-    data = _gradient_jpeg()
+    from torchvision.transforms import InterpolationMode, v2
+    from torchvision.transforms.v2 import functional as F
+
+    from mmthesis.data.transforms import DraftRandomResizedCrop
+
+    data = _gradient_jpeg(1280, 960)
+    kwargs = dict(scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3), interpolation=InterpolationMode.BICUBIC, antialias=True)
     lazy = Image.open(io.BytesIO(data))
     torch.manual_seed(seed)
-    ours = train_transform(224, scale=(0.9, 1.0))(lazy)
+    ours = DraftRandomResizedCrop(224, **kwargs)(lazy).float()
+    full_image = Image.open(io.BytesIO(data)).convert("RGB")
     torch.manual_seed(seed)
-    full = _reference(224, (0.9, 1.0))(Image.open(io.BytesIO(data)).convert("RGB"))
-    assert lazy.size == (320, 240)  # decoded at 1/2 scale: the 0.9-1 crop of 640x480 still covers >= 224 px
-    diff = _grey_levels(ours, full)
-    assert diff.mean() < 0.5 and diff.max() < 4  # same relative box; only the downscale filter differs
-    # the check can fail: the same crop moved by 4 source pixels (< 1 % of the width) is far off
+    crop = v2.RandomResizedCrop(224, **kwargs)
+    params = crop.make_params([full_image])  # the same draws v2 makes on the full decode
     torch.manual_seed(seed)
-    moved = _reference(224, (0.9, 1.0))(Image.open(io.BytesIO(data)).convert("RGB").crop((4, 4, 640, 480)))
-    assert _grey_levels(moved, full).mean() > 3 * diff.mean()
+    full = F.pil_to_tensor(crop(full_image)).float()
+    assert lazy.size == (320, 240)  # decoded at 1/4 scale: the 0.9-1 crop of 1280x960 still covers >= 224 px
+    diff = (ours - full).abs()
+    assert diff.mean() < 0.5 and diff.max() < 4  # grey levels: same relative box; only the downscale differs
+    # the check can fail: the same box moved by 8 source pixels (0.6 % of the width) is far off
+    moved = F.resized_crop(
+        full_image,
+        params["top"],
+        params["left"] + 8,
+        params["height"],
+        params["width"],
+        [224, 224],
+        kwargs["interpolation"],
+    )
+    assert (F.pil_to_tensor(moved).float() - full).abs().mean() > 3 * diff.mean()
 
 
 def test_no_reduction_is_exactly_random_resized_crop() -> None:
@@ -141,14 +158,14 @@ def test_no_reduction_is_exactly_random_resized_crop() -> None:
 
     from mmthesis.data.streaming import ImageDecoder
 
-    data = _gradient_jpeg(200, 160)  # the crop (scale 0.08-1 at 224) never allows a 1/2 decode
+    data = _gradient_jpeg(640, 480)  # the crop (scale 0.08-1 at 224) never allows a 1/4 decode
     for seed in range(3):
         lazy = Image.open(io.BytesIO(data))
         torch.manual_seed(seed)
         ours = train_transform(224, scale=(0.08, 1.0))(lazy)
         torch.manual_seed(seed)
         full = _reference(224, (0.08, 1.0))(ImageDecoder.image({"jpg": data}))  # decoded as ShardStream decodes
-        assert lazy.size == (200, 160) and torch.equal(ours, full)
+        assert lazy.size == (640, 480) and torch.equal(ours, full)
     tensor = torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8)  # tensors (ShardStream) are untouched
     torch.manual_seed(0)
     ours = train_transform(64)(tensor)

@@ -246,6 +246,7 @@ def test_stand_in_generation_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_hf_parquet_snapshot(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     raw = tmp_path / "hf"
@@ -326,57 +327,76 @@ def _twin_data(tsv_root: Path) -> dict[tuple[str, str], dict[str, list]]:
     return tables
 
 
-def _arrow(table: dict[str, list], config: str):
-    import pyarrow as pa
+def _features(table: dict[str, list], config: str):
+    """The hub's feature types: a ClassLabel label (STS-B: float32 score), int32 idx."""
+    import datasets
 
-    columns = {c: pa.array(v, pa.float32() if c == "label" and config == "stsb" else None) for c, v in table.items()}
-    return pa.table(columns)
+    classes = 3 if config == "mnli" else 2
+    label = datasets.Value("float32") if config == "stsb" else datasets.ClassLabel(num_classes=classes)
+    return datasets.Features(
+        {
+            c: (label if c == "label" else datasets.Value("int32") if c == "idx" else datasets.Value("string"))
+            for c in table
+        }
+    )
 
 
-def _pieces(config: str, split: str, table):
+def _pieces(config: str, split: str, n: int) -> list[tuple[int, int]]:
     """MNLI train comes in two files (readers must keep their order), the rest in one."""
-    if (config, split) == ("mnli", "train"):
-        half = table.num_rows // 2
-        return [table.slice(0, half), table.slice(half)]
-    return [table]
+    return [(0, n // 2), (n // 2, n)] if (config, split) == ("mnli", "train") else [(0, n)]
 
 
 def _write_hf(raw: Path, tables: dict[tuple[str, str], dict[str, list]], layout: str) -> Path:
-    import pyarrow as pa
+    """The HF layouts, each written the way its owner writes it: parquet as on the hub, ``save_to_disk`` and
+    the ``datasets`` cache by ``datasets`` itself (the cache as ``load_dataset`` leaves it: arrow stream files
+    named ``glue-<split>[-k-of-n].arrow`` next to a ``dataset_info.json`` with the splits' shard lengths)."""
+    import datasets
     import pyarrow.parquet as pq
 
-    def stream(path: Path, table) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-
+    by_config: dict[str, dict[str, datasets.Dataset]] = {}
     for (config, split), columns in tables.items():
-        pieces = _pieces(config, split, _arrow(columns, config))
-        n = len(pieces)
-        for k, piece in enumerate(pieces):
-            if layout in ("parquet", "hub-cache"):
-                base = raw / "datasets--nyu-mll--glue/snapshots/0123abcd" if layout == "hub-cache" else raw
-                (base / config).mkdir(parents=True, exist_ok=True)
-                pq.write_table(piece, base / config / f"{split}-{k:05d}-of-{n:05d}.parquet")
-            elif layout == "arrow":
-                # datasets' save_to_disk; the names sort the wrong way round, state.json gives the order
-                names = [f"data-{n - 1 - j:05d}-of-{n:05d}.arrow" for j in range(n)]
-                stream(raw / config / split / names[k], piece)
-                state = {"_data_files": [{"filename": f} for f in names], "_split": split}
-                (raw / config / split / "state.json").write_text(json.dumps(state))
-                splits = sorted({s for c, s in tables if c == config})
-                (raw / config / "dataset_dict.json").write_text(json.dumps({"splits": splits}))
-            else:  # datasets' cache
-                folder = raw / "nyu-mll___glue" / config / "0.0.0" / "5f3bf5c1e9d1b2a4"
-                name = f"glue-{split}.arrow" if n == 1 else f"glue-{split}-{k:05d}-of-{n:05d}.arrow"
-                stream(folder / name, piece)
-                (folder / "dataset_info.json").write_text("{}")
+        by_config.setdefault(config, {})[split] = datasets.Dataset.from_dict(
+            columns, features=_features(columns, config)
+        )
+    for config, splits in by_config.items():
+        if layout == "arrow":
+            shards = {s: len(_pieces(config, s, 2)) for s in splits}
+            datasets.DatasetDict(splits).save_to_disk(str(raw / config), num_shards=shards)
+            continue
+        folder = raw / "nyu-mll___glue" / config / "0.0.0" / "5f3bf5c1e9d1b2a4"
+        infos = datasets.SplitDict(dataset_name="glue")
+        for split, ds in splits.items():
+            pieces = _pieces(config, split, len(ds))
+            n = len(pieces)
+            for k, (a, b) in enumerate(pieces):
+                piece = ds.select(range(a, b)).flatten_indices()
+                if layout in ("parquet", "hub-cache"):
+                    base = raw / "datasets--nyu-mll--glue/snapshots/0123abcd" if layout == "hub-cache" else raw
+                    (base / config).mkdir(parents=True, exist_ok=True)
+                    pq.write_table(piece.data.table, base / config / f"{split}-{k:05d}-of-{n:05d}.parquet")
+                else:  # datasets' cache
+                    name = f"glue-{split}.arrow" if n == 1 else f"glue-{split}-{k:05d}-of-{n:05d}.arrow"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    with datasets.arrow_writer.ArrowWriter(path=str(folder / name), features=ds.features) as writer:
+                        writer.write_table(piece.data.table)
+                        writer.finalize()
+            lengths = [b - a for a, b in pieces]
+            infos.add(datasets.SplitInfo(split, num_examples=len(ds), shard_lengths=lengths if n > 1 else None))
+        if layout == "hf-cache":
+            info = datasets.DatasetInfo(
+                features=next(iter(splits.values())).features,
+                config_name=config,
+                dataset_name="glue",
+                builder_name="glue",
+            )
+            info.splits = infos
+            info.write_to_directory(str(folder))
     return raw
 
 
 @pytest.mark.parametrize("layout", ["parquet", "arrow", "hf-cache", "hub-cache"])
 def test_hf_layouts_prepare_exactly_what_the_tsvs_give(tmp_path: Path, layout: str) -> None:
-    pytest.importorskip("pyarrow")
+    pytest.importorskip("datasets")
     tables = _twin_data(tmp_path / "tsv")
     from_tsv = glue.prepare_from_raw(tmp_path / "tsv", tmp_path / "a" / "glue")
     from_hf = glue.prepare_from_raw(_write_hf(tmp_path / "hf", tables, layout), tmp_path / "b" / "glue")
@@ -398,6 +418,7 @@ def test_hf_layouts_prepare_exactly_what_the_tsvs_give(tmp_path: Path, layout: s
 
 
 def test_hf_null_text_and_bad_files(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     tables = _twin_data(tmp_path / "tsv")
@@ -417,13 +438,16 @@ def test_hf_null_text_and_bad_files(tmp_path: Path) -> None:
     ):
         glue.prepare_from_raw(raw, tmp_path / "out2" / "glue")
     (raw / "rte/validation-00000-of-00001.parquet").write_bytes(b"not parquet")
-    with pytest.raises(DataMissingError, match="is not a readable parquet file"):
+    with pytest.raises(
+        DataMissingError,
+        match=r"parquet \(.*rte/validation-00000-of-00001.parquet\) is not readable by datasets \(ArrowInvalid",
+    ):
         glue.prepare_from_raw(raw, tmp_path / "out2" / "glue")
     assert not (tmp_path / "out2" / "glue" / "manifest.json").exists()
 
 
 def test_hf_layout_errors(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
+    pytest.importorskip("datasets")
     tables = _twin_data(tmp_path / "tsv")
     cache = _write_hf(tmp_path / "cache", tables, "hf-cache")
     stale = cache / "nyu-mll___glue/cola/0.0.0/0000000000000000"
@@ -443,3 +467,21 @@ def test_hf_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(DataMissingError, match="neither GLUE task folders .* nor the HF nyu-mll/glue dataset"):
         glue.prepare_from_raw(tmp_path / "empty", tmp_path / "out" / "glue")
     assert not (tmp_path / "out" / "glue").exists()
+
+
+def test_hf_reads_are_offline_and_restore_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("datasets")
+    import os
+
+    from mmthesis.data import hf
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    with hf.offline() as datasets:
+        assert datasets.config.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"
+        with pytest.raises(Exception, match="offline|Offline|OFFLINE"):  # a hub name is never fetched
+            datasets.load_dataset("nyu-mll/glue", "cola", cache_dir="/nonexistent-mmthesis-cache")
+    assert "HF_HUB_OFFLINE" not in os.environ and os.environ["HF_DATASETS_OFFLINE"] == "0"
+    monkeypatch.setitem(__import__("sys").modules, "datasets", None)
+    with pytest.raises(DataMissingError, match=r"X, and reading it needs Hugging Face datasets \(fix: `pip install"):
+        hf.require("X")

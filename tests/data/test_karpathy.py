@@ -201,3 +201,76 @@ def test_streamed_pairs_over_ranks_give_batches(tmp_path: Path) -> None:
             assert all(i.startswith(f"{j}_") for i, j in zip(batch.id, batch.image_id, strict=True))
             ids += batch.id
     assert len(ids) == 80 and len(set(ids)) == 80
+
+
+def _as_hub_copy(entries: list[dict], folder: Path) -> None:
+    """``entries`` as ``yerevann/coco-karpathy`` publishes them: parquet per hub split (restval apart, rows grouped by
+    split, so the split file's interleaving is gone), ``sentences`` as a list of raw strings, ``imgid`` = position."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    hub_split = {"train": "train", "restval": "restval", "val": "validation", "test": "test"}
+    rows: dict[str, list[dict]] = {}
+    for imgid, e in enumerate(entries):
+        row = {
+            "filepath": e["filepath"],
+            "sentids": [imgid * 10 + k for k in range(len(e["sentences"]))],
+            "filename": e["filename"],
+            "imgid": imgid,
+            "split": e["split"],
+            "sentences": [s["raw"] for s in e["sentences"]],
+            "cocoid": e["cocoid"],
+            "url": f"http://images.cocodataset.org/{e['filepath']}/{e['filename']}",
+        }
+        rows.setdefault(hub_split[e["split"]], []).append(row)
+    (folder / "data").mkdir(parents=True)
+    for split, part in rows.items():
+        part = part[::-1]  # the hub's row order is not the split file's; imgid restores it
+        pq.write_table(pa.Table.from_pylist(part), folder / "data" / f"{split}-00000-of-00001.parquet")
+
+
+@pytest.mark.parametrize("where", ["local-dir", "hub-cache", "save_to_disk"])
+def test_coco_hub_copy_gives_the_same_shards(tmp_path: Path, where: str) -> None:
+    datasets = pytest.importorskip("datasets")
+    official = tmp_path / "official"
+    build_coco(official)
+    from_json = karpathy.prepare_karpathy(official, tmp_path / "a" / "coco", karpathy.COCO, samples_per_shard=5)
+
+    raw = tmp_path / "hub"
+    for folder in ("train2014", "val2014"):
+        (raw / folder).mkdir(parents=True)
+        for image in (official / folder).iterdir():
+            (raw / folder / image.name).write_bytes(image.read_bytes())
+    entries = json.loads((official / "dataset_coco.json").read_text())["images"]
+    copy = (
+        raw / "datasets--yerevann--coco-karpathy/snapshots/6b5f71c0" if where == "hub-cache" else raw / "coco-karpathy"
+    )
+    if where == "save_to_disk":
+        _as_hub_copy(entries, tmp_path / "parquet")
+        files = {p.stem.split("-")[0]: str(p) for p in (tmp_path / "parquet/data").glob("*.parquet")}
+        datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "hf-cache")).save_to_disk(str(copy))
+    else:
+        _as_hub_copy(entries, copy)
+    from_hub = karpathy.prepare_karpathy(raw, tmp_path / "b" / "coco", karpathy.COCO, samples_per_shard=5)
+
+    assert from_hub.config["split_file"].startswith("yerevann/coco-karpathy")
+    assert from_hub.skipped == from_json.skipped and from_hub.stats == from_json.stats
+    for split in ("train", "val", "test"):
+        shards = [(s["file"], s["sha256"]) for s in from_json.split(split)["shards"]]
+        assert [(s["file"], s["sha256"]) for s in from_hub.split(split)["shards"]] == shards  # byte-identical shards
+    again = karpathy.prepare_karpathy(raw, tmp_path / "b" / "coco", karpathy.COCO, samples_per_shard=5)
+    assert again.config == from_hub.config  # reused, not re-prepared
+
+
+def test_hub_copy_missing_columns_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    (tmp_path / "coco/coco-karpathy/data").mkdir(parents=True)
+    (tmp_path / "coco/train2014").mkdir()
+    pq.write_table(pa.table({"image": ["x"], "caption": ["y"]}), tmp_path / "coco/coco-karpathy/data/test-0.parquet")
+    with pytest.raises(
+        DataMissingError, match=r"coco-karpathy \(data/test-0.parquet\): columns \['image', 'caption'\] lack"
+    ):
+        karpathy.prepare_karpathy(tmp_path / "coco", tmp_path / "out" / "coco", karpathy.COCO)
+    with pytest.raises(DataMissingError, match=r"has no Karpathy split file dataset_coco.json \(or the hub copy"):
+        karpathy.prepare_karpathy(tmp_path / "coco" / "train2014", tmp_path / "out" / "coco", karpathy.COCO)

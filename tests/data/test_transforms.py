@@ -90,3 +90,103 @@ def test_classification_eval_resizes_shorter_side_then_center_crops() -> None:
     assert x.shape == (3, 32, 32)
     rgb = denormalise(x)
     assert rgb[2].mean() > 0.95 and rgb[0].mean() < 0.05
+
+
+# --------------------------------------------------------------------------- reduced (draft) JPEG decoding
+def _gradient_jpeg(width: int = 640, height: int = 480) -> bytes:
+    """Red grows left to right, green top to bottom: any shift of the crop box shows in the pixels."""
+    import io
+
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([x, y, (x + y) / 2], -1).astype(np.uint8)).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _reference(size: int, scale: tuple[float, float]):  # noqa: ANN202 - the plain v2 pipeline on a full decode
+    from torchvision.transforms import InterpolationMode, v2
+
+    crop = v2.RandomResizedCrop(
+        size, scale=scale, ratio=(3 / 4, 4 / 3), interpolation=InterpolationMode.BICUBIC, antialias=True
+    )
+    return v2.Compose([crop, *train_transform(size, scale).transforms[1:]])
+
+
+def _grey_levels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (denormalise(a) - denormalise(b)).abs() * 255
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_draft_decode_takes_the_same_box_as_a_full_decode(seed: int) -> None:
+    import io
+
+    from torchvision.transforms import InterpolationMode, v2
+    from torchvision.transforms.v2 import functional as F
+
+    from mmthesis.data.transforms import DraftRandomResizedCrop
+
+    data = _gradient_jpeg(1280, 960)
+    kwargs = dict(scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3), interpolation=InterpolationMode.BICUBIC, antialias=True)
+    lazy = Image.open(io.BytesIO(data))
+    torch.manual_seed(seed)
+    ours = DraftRandomResizedCrop(224, **kwargs)(lazy).float()
+    full_image = Image.open(io.BytesIO(data)).convert("RGB")
+    torch.manual_seed(seed)
+    crop = v2.RandomResizedCrop(224, **kwargs)
+    params = crop.make_params([full_image])  # the same draws v2 makes on the full decode
+    torch.manual_seed(seed)
+    full = F.pil_to_tensor(crop(full_image)).float()
+    assert lazy.size == (320, 240)  # decoded at 1/4 scale: the 0.9-1 crop of 1280x960 still covers >= 224 px
+    diff = (ours - full).abs()
+    assert diff.mean() < 0.5 and diff.max() < 4  # grey levels: same relative box; only the downscale differs
+    # the check can fail: the same box moved by 8 source pixels (0.6 % of the width) is far off
+    moved = F.resized_crop(
+        full_image,
+        params["top"],
+        params["left"] + 8,
+        params["height"],
+        params["width"],
+        [224, 224],
+        kwargs["interpolation"],
+    )
+    assert (F.pil_to_tensor(moved).float() - full).abs().mean() > 3 * diff.mean()
+
+
+def test_no_reduction_is_exactly_random_resized_crop() -> None:
+    import io
+
+    from mmthesis.data.streaming import ImageDecoder
+
+    data = _gradient_jpeg(640, 480)  # the crop (scale 0.08-1 at 224) never allows a 1/4 decode
+    for seed in range(3):
+        lazy = Image.open(io.BytesIO(data))
+        torch.manual_seed(seed)
+        ours = train_transform(224, scale=(0.08, 1.0))(lazy)
+        torch.manual_seed(seed)
+        full = _reference(224, (0.08, 1.0))(ImageDecoder.image({"jpg": data}))  # decoded as ShardStream decodes
+        assert lazy.size == (640, 480) and torch.equal(ours, full)
+    tensor = torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8)  # tensors (ShardStream) are untouched
+    torch.manual_seed(0)
+    ours = train_transform(64)(tensor)
+    torch.manual_seed(0)
+    assert torch.equal(ours, _reference(64, (0.9, 1.0))(tensor))
+
+
+def test_transformed_sample_image_modes_and_corrupt_bytes() -> None:
+    import io
+
+    from mmthesis.core.errors import DataMissingError
+    from mmthesis.data.image_text import transformed_sample_image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((300, 300), 90, dtype=np.uint8), mode="L").save(buf, format="PNG")  # grey PNG: no draft
+    out = transformed_sample_image({"__key__": "a", "png": buf.getvalue()}, "x", train_transform(32))
+    assert out.shape == (3, 32, 32)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((300, 300), 90, dtype=np.uint8), mode="L").save(buf, format="JPEG")  # grey JPEG, reduced
+    grey = transformed_sample_image({"__key__": "b", "jpg": buf.getvalue()}, "x", train_transform(32))
+    assert grey.shape == (3, 32, 32) and torch.allclose(denormalise(grey) * 255, torch.full_like(grey, 90.0), atol=2)
+    data = _gradient_jpeg()
+    with pytest.raises(DataMissingError, match=r"dataset 'x': image of sample 'c' is corrupt .*data verify x"):
+        transformed_sample_image({"__key__": "c", "jpg": data[: len(data) // 3]}, "x", train_transform(224))

@@ -31,6 +31,7 @@ from mmthesis.data.batch import Batch
 from mmthesis.data.manifest import iter_split, read_manifest
 from mmthesis.data.shard_index import SplitIndex
 from mmthesis.data.tokenizers import Tokenizer, load_dataset_tokenizer
+from mmthesis.data.transforms import undecoded_jpeg
 
 Transform = Callable[[Any], torch.Tensor]
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
@@ -60,6 +61,25 @@ def open_sample_image(sample: dict[str, Any], name: str) -> Image.Image:
         with Image.open(io.BytesIO(sample[key])) as im:
             return im.convert("RGB")  # convert loads the pixels, so the result outlives the buffer
     except Exception as e:  # PIL raises several types for bad bytes
+        raise DataMissingError(
+            f"dataset {name!r}: image of sample {sample['__key__']!r} is corrupt ({e})",
+            f"run `mmthesis data verify {name}`",
+        ) from e
+
+
+def transformed_sample_image(sample: dict[str, Any], name: str, transform: Transform) -> Any:
+    """``transform(open_sample_image(sample, name))``, but a draft-aware first step
+    (``transforms.DraftRandomResizedCrop``) gets the JPEG opened and not yet decoded, so it can decode it reduced."""
+    steps = getattr(transform, "transforms", [transform])
+    if not (steps and getattr(steps[0], "draft_aware", False)):
+        return transform(open_sample_image(sample, name))
+    key = next((k for k in IMAGE_KEYS if k in sample), None)
+    if key is None:
+        return transform(open_sample_image(sample, name))  # its error
+    try:
+        image = Image.open(io.BytesIO(sample[key]))
+        return transform(image if undecoded_jpeg(image) else image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad bytes, raised when decoding
         raise DataMissingError(
             f"dataset {name!r}: image of sample {sample['__key__']!r} is corrupt ({e})",
             f"run `mmthesis data verify {name}`",
@@ -161,12 +181,17 @@ class ImageTextPairs(Dataset):
     def example(self, index: int, views: dict[str, Transform] | None = None) -> dict[str, Any]:
         """Pair ``index``: the image under ``transform`` (and under each extra view), its caption's ids."""
         row, k = int(self.pair_image[index]), int(self.pair_caption[index])
-        image_id, image, captions = self.read_image(row)
+        if views:  # several views of one decoded image
+            image_id, image, captions = self.read_image(row)
+            pixels = self.transform(image)
+        else:  # one view: the transform may decode the JPEG reduced (transformed_sample_image)
+            sample, image_id, captions = self._read(row)
+            pixels = transformed_sample_image(sample, self.name, self.transform)
         label = self.index.label[self.image_rows[row]]
         out = {
             "id": f"{image_id}_{k}",
             "image_id": image_id,
-            "image": self.transform(image),
+            "image": pixels,
             "text_ids": self.tokenizer.encode_ids([captions[k]], self.max_length)[0],
             "label": None if label < 0 else int(label),
         }

@@ -27,7 +27,7 @@ from mmthesis.core.errors import DataMissingError
 from mmthesis.core.io import sha256_json
 from mmthesis.core.paths import mmthesis_home
 from mmthesis.data.batch import Batch
-from mmthesis.data.image_text import open_sample_image
+from mmthesis.data.image_text import transformed_sample_image
 from mmthesis.data.indexed_dataset import (
     MMapIndexedDataset,
     MMapIndexedDatasetBuilder,
@@ -61,7 +61,7 @@ class ImageSplit(Dataset):
         label = int(self.index.label[index])
         return {
             "id": str(sample["__key__"]),
-            "image": self.transform(open_sample_image(sample, self.name)),
+            "image": transformed_sample_image(sample, self.name, self.transform),
             "label": None if label < 0 else label,
         }
 

@@ -19,20 +19,21 @@ all-whitespace) sentence or a label outside the task's label set is skipped
 and counted by reason. Files are split
 on ``\\n`` only (a stray ``\\r`` inside a sentence does not end a row).
 
-Alternatively ``--raw`` may hold the Hugging Face ``nyu-mll/glue`` dataset
-(read with ``pyarrow``, ``pip install 'mmthesis-data[parquet]'``; the layout
-is detected):
+Alternatively ``--raw`` may hold the Hugging Face ``nyu-mll/glue`` dataset,
+read by Hugging Face ``datasets`` with the network off (``mmthesis.data.hf``;
+``pip install 'mmthesis-data[hf]'``); the layout is detected, ``datasets``
+reads the files:
 
-- the hub's parquet files: ``cola/train-00000-of-00001.parquet``,
+- the hub's parquet files (``load_dataset("parquet", data_files=...)``): ``cola/train-00000-of-00001.parquet``,
   ``mnli/validation_matched-*.parquet``, ... (also ``<config>/<split>/*.parquet``
   as in the hub's parquet conversion, and a hub cache folder
   ``datasets--nyu-mll--glue`` holding one ``snapshots/<revision>/``, or
   the hub cache folder ``~/.cache/huggingface/hub`` holding it);
-- ``datasets``' ``save_to_disk`` folders, one per config:
+- ``datasets``' ``save_to_disk`` folders (``load_from_disk``), one per config:
   ``cola/dataset_dict.json``, ``cola/train/data-00000-of-00001.arrow`` (+ ``state.json``);
-- the ``datasets`` cache: ``cola/0.0.0/<hash>/glue-train.arrow`` (or
-  ``glue-train-00000-of-00002.arrow``), also under ``nyu-mll___glue/`` (so
-  ``--raw ~/.cache/huggingface/datasets`` works).
+- the ``datasets`` cache (``load_dataset("nyu-mll/glue", config, cache_dir=...)``
+  offline): ``nyu-mll___glue/cola/0.0.0/<hash>/glue-train.arrow`` (+ ``dataset_info.json``),
+  so ``--raw ~/.cache/huggingface/datasets`` (or its ``nyu-mll___glue/``) works.
 
 HF columns are ``sentence`` / ``sentence1``+``sentence2`` / ``question1``+``question2`` /
 ``premise``+``hypothesis`` / ``question``+``sentence``, an int ``label`` (the
@@ -76,6 +77,7 @@ import numpy as np
 from mmthesis.core.console import console
 from mmthesis.core.errors import DataMissingError
 from mmthesis.core.io import atomic_path, sha256_file
+from mmthesis.data import hf
 from mmthesis.data.datasets.glue_standin import (  # noqa: F401 (the stand-in's names stay importable from here)
     STAND_IN,
     STANDIN_DEV_ROWS,
@@ -261,63 +263,35 @@ def _hf_label(value: Any, task: Task, float32: bool) -> int | float | None:
     return value if isinstance(value, int) and 0 <= value < len(task.label_names) else None
 
 
-def _read_arrow_table(path: Path, columns: list[str]) -> Any:
-    """One parquet file, or one Arrow IPC file (``datasets`` writes the stream format), as a pyarrow table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    fix = f"replace {path} with a file of the Hugging Face nyu-mll/glue dataset, or pass the official GLUE TSV folder"
-    try:
-        if path.suffix == ".parquet":
-            names = pq.read_schema(path).names
-            table = None
-        else:
-            with pa.memory_map(str(path)) as source:
-                try:
-                    table = pa.ipc.open_stream(source).read_all()
-                except pa.ArrowInvalid:
-                    source.seek(0)
-                    table = pa.ipc.open_file(source).read_all()
-            names = table.column_names
-    except (OSError, pa.ArrowException) as e:
-        raise DataMissingError(f"{path} is not a readable {path.suffix[1:]} file ({e})", fix) from e
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise DataMissingError(f"{path}: columns {names} lack {missing}", fix)
-    if table is None:
-        try:
-            table = pq.read_table(path, columns=columns)
-        except (OSError, pa.ArrowException) as e:
-            raise DataMissingError(f"{path} is not a readable parquet file ({e})", fix) from e
-    return table.select(columns)
-
-
-def parse_hf(files: list[Path], task: Task, root: Path | None = None) -> Iterator[dict[str, Any] | Skipped]:
-    """Rows of an HF ``glue`` split (parquet or arrow files, in order; needs pyarrow); same output and checks as ``parse_tsv``."""
-    import pyarrow as pa
-
+def parse_hf(parts: list[tuple[str, Any]], task: Task) -> Iterator[dict[str, Any] | Skipped]:
+    """Rows of an HF ``glue`` split, given as ``(shown name, datasets.Dataset)`` pieces in order; same output and checks as ``parse_tsv``."""
     idx = 0
     text_cols = list(HF_TEXT[task.hf])
-    for path in files:
-        table = _read_arrow_table(path, [*text_cols, "label"])
-        float32 = table.schema.field("label").type == pa.float32()
-        columns = {c: table.column(c).to_pylist() for c in (*text_cols, "label")}
-        shown = path.relative_to(root) if root is not None and path.is_relative_to(root) else path.name
-        for i in range(table.num_rows):
-            where = f"{shown}:{i}"
-            texts = [columns[c][i] for c in text_cols]
-            label = _hf_label(columns["label"][i], task, float32)
-            if any(not isinstance(t, str) for t in texts):
-                yield Skipped(where, MISSING_TEXT)
-            elif any("\x00" in t for t in texts):
-                yield Skipped(where, NUL)
-            elif any(not t.strip() for t in texts):
-                yield Skipped(where, EMPTY_TEXT)
-            elif label is None:
-                yield Skipped(where, BAD_LABEL)
-            else:
-                yield _row(idx, texts, label)
-            idx += 1
+    for shown, ds in parts:
+        missing = [c for c in (*text_cols, "label") if c not in ds.column_names]
+        if missing:
+            raise DataMissingError(
+                f"{shown}: columns {ds.column_names} lack {missing}",
+                "use the files of the Hugging Face nyu-mll/glue dataset, or pass the official GLUE TSV folder",
+            )
+        float32 = getattr(ds.features["label"], "dtype", None) == "float32"
+        i = 0
+        for batch in ds.select_columns([*text_cols, "label"]).iter(batch_size=10_000):
+            for texts, value in zip(zip(*(batch[c] for c in text_cols), strict=True), batch["label"], strict=True):
+                where = f"{shown}:{i}"
+                label = _hf_label(value, task, float32)
+                if any(not isinstance(t, str) for t in texts):
+                    yield Skipped(where, MISSING_TEXT)
+                elif any("\x00" in t for t in texts):
+                    yield Skipped(where, NUL)
+                elif any(not t.strip() for t in texts):
+                    yield Skipped(where, EMPTY_TEXT)
+                elif label is None:
+                    yield Skipped(where, BAD_LABEL)
+                else:
+                    yield _row(idx, list(texts), label)
+                idx += 1
+                i += 1
 
 
 def write_jsonl(rows: Iterator[dict[str, Any] | Skipped], out: Path) -> FileResult:
@@ -416,6 +390,47 @@ def _layout(raw: Path) -> tuple[str, Path]:
     )
 
 
+def _load_hf(root: Path, layout: str, sources: dict[tuple[str, str], list[Path]]) -> dict[tuple[str, str], list]:
+    """Every task and split as ``(shown name, datasets.Dataset)`` pieces, read by ``datasets`` with the network off.
+
+    parquet (hub files or a hub-cache snapshot): ``load_dataset("parquet", data_files=...)`` per file (so a skipped
+    row is named by file and row); ``save_to_disk`` folders: ``load_from_disk``; ``datasets``' cache:
+    ``load_dataset("nyu-mll/glue", config, cache_dir=...)``.
+    """
+    fix = "use the files of the Hugging Face nyu-mll/glue dataset, or pass the official GLUE TSV folder"
+    out: dict[tuple[str, str], list] = {}
+    configs: dict[str, Any] = {}
+    for task in TASKS.values():
+        config = root / task.hf
+        for split in task.splits:
+            name = _hf_split(split)
+            if layout == "parquet":
+                out[(task.name, split)] = [
+                    (str(p.relative_to(root)), hf.load_parquet({"train": [p]}, fix)["train"])
+                    for p in sources[(task.name, split)]
+                ]
+                continue
+            if task.hf not in configs:
+                if layout == "arrow":
+                    whole = (config / "dataset_dict.json").is_file()
+                    configs[task.hf] = hf.load_from_disk(config, fix) if whole else {}
+                else:
+                    if "___" not in root.name:
+                        raise DataMissingError(
+                            f"{root} is not a datasets cache folder of nyu-mll/glue (named nyu-mll___glue)",
+                            "pass --raw ~/.cache/huggingface/datasets (the folder holding nyu-mll___glue)",
+                        )
+                    configs[task.hf] = hf.load_cached(root.name.replace("___", "/"), task.hf, root.parent, fix)
+            loaded = configs[task.hf]
+            ds = loaded[name] if name in loaded else None
+            if ds is None and layout == "arrow":
+                ds = hf.load_from_disk(config / name, fix)
+            if ds is None:
+                raise DataMissingError(f"{config} holds no split {name} ({', '.join(loaded)})", fix)
+            out[(task.name, split)] = [(f"{task.hf}/{name}", ds)]
+    return out
+
+
 def _sources(raw: Path, layout: str, task: Task, split: str) -> list[Path]:
     if layout == "tsv":
         path = raw / task.name / f"{split}.tsv"
@@ -428,13 +443,7 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
     raw = Path(raw).expanduser()
     layout, root = _layout(raw)
     if layout in HF_LAYOUTS:
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as e:
-            raise DataMissingError(
-                f"{raw} holds the HF GLUE dataset ({layout} layout), and reading it needs pyarrow",
-                "`pip install 'packages/mmthesis-data[parquet]'` (or `pip install pyarrow`), or pass the official GLUE TSV folder",
-            ) from e
+        hf.require(f"{raw} holds the HF GLUE dataset ({layout} layout)", ", or pass the official GLUE TSV folder")
     sources = {(t.name, s): _sources(root, layout, t, s) for t in TASKS.values() for s in t.splits}
     missing = [f"{t}/{s}" for (t, s), files in sources.items() if not files]
     if missing:
@@ -449,6 +458,7 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
     config["inputs_sha256"] = inputs
     if (existing := reuse_prepared(name, folder, config, required=(), verify_files=False)) is not None:
         return existing
+    hf_parts = _load_hf(root, layout, sources) if layout in HF_LAYOUTS else {}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
     splits: dict[str, dict[str, Any]] = {}
@@ -456,7 +466,7 @@ def prepare_from_raw(raw: Path, folder: Path, *, stand_in: str | None = None, na
     for task in TASKS.values():
         for split in task.splits:
             files = sources[(task.name, split)]
-            rows = parse_tsv(files[0], task) if layout == "tsv" else parse_hf(files, task, root)
+            rows = parse_tsv(files[0], task) if layout == "tsv" else parse_hf(hf_parts[(task.name, split)], task)
             rel = f"{task.name}/{split}.jsonl"
             result = write_jsonl(rows, folder / rel)
             reasons.update(s.reason for s in result.skipped)

@@ -7,6 +7,21 @@ As in the thesis code, ``restval`` is merged into ``train`` (COCO 113,287
 training images); ``val`` and ``test`` are kept (COCO 5k test, Flickr30k 1k
 test) and load through ``image_text.load_retrieval_split``.
 
+Instead of ``dataset_coco.json``, ``--raw`` may hold the Karpathy COCO split as
+published on the Hugging Face hub, ``yerevann/coco-karpathy`` (the widely used
+copy: parquet ``data/{train,restval,validation,test}-*.parquet``, one row per
+image with ``filepath``, ``filename``, ``sentences`` (list of raw captions),
+``cocoid``, ``imgid``, ``split`` (Karpathy's split name), ``sentids``, ``url``;
+it holds no pixels, the images stay in ``train2014/``/``val2014/``). It is read
+by Hugging Face ``datasets`` with the network off, from ``--raw/coco-karpathy/``
+(``huggingface-cli download --repo-type dataset yerevann/coco-karpathy
+--local-dir coco-karpathy``, or a ``save_to_disk`` folder) or a hub-cache
+``datasets--yerevann--coco-karpathy/snapshots/<rev>/``. Rows are put back in
+split-file order by ``imgid`` (the image's position in ``dataset_coco.json``),
+so the same images give byte-identical shards. Flickr30k hub copies
+(``nlphuji/flickr30k``) are not read: they embed re-packed images in one
+``test`` split, so their shards could not match the official images' bytes.
+
 The split file is read whole (it is metadata, ~140 MB for COCO); images are
 streamed into shards by ``captioned.prepare_captioned``. Entries are untrusted:
 a ``sentences`` that is not a list, a ``raw`` that is not a string, a file name
@@ -65,16 +80,84 @@ FLICKR = KarpathyLayout(
 )
 
 
+HF_COPIES = {"coco": ("yerevann/coco-karpathy", "coco-karpathy")}  # layout -> (hub repo, local folder name)
+
+
+def find_hf_copy(raw: Path, layout: KarpathyLayout) -> Path | None:
+    """The folder of a hub copy of the split (see the module doc) in ``raw``, or None."""
+    if layout.name not in HF_COPIES:
+        return None
+    repo, local = HF_COPIES[layout.name]
+    candidates = [raw / local]
+    snapshots = raw / f"datasets--{repo.replace('/', '--')}" / "snapshots"
+    if snapshots.is_dir():
+        revisions = sorted(p for p in snapshots.iterdir() if p.is_dir())
+        if len(revisions) != 1:
+            raise DataMissingError(
+                f"{snapshots} holds {len(revisions)} revisions of {repo}, not one", f"keep one revision in {snapshots}"
+            )
+        candidates.append(revisions[0])
+    for folder in candidates:
+        if (folder / "dataset_dict.json").is_file() or next(folder.glob("data/*.parquet"), None):
+            return folder
+    return None
+
+
+def hf_copy_files(folder: Path) -> list[Path]:
+    """The files a hub copy is read from (hashed for the manifest's fingerprint)."""
+    if (folder / "dataset_dict.json").is_file():
+        return sorted(p for p in folder.rglob("*") if p.is_file())
+    return sorted(folder.glob("data/*.parquet"))
+
+
+def read_hf_copy(folder: Path, layout: KarpathyLayout) -> list[dict[str, Any]]:
+    """The hub copy's rows as split-file entries (``sentences`` as ``[{"raw": ...}]``), in ``imgid`` order."""
+    from mmthesis.data import hf
+
+    repo = HF_COPIES[layout.name][0]
+    hf.require(f"{folder} holds the hub copy {repo} of the Karpathy split")
+    fix = f"use the files of the Hugging Face dataset {repo}, or put {layout.split_file} into the raw folder"
+    if (folder / "dataset_dict.json").is_file():
+        parts = dict(hf.load_from_disk(folder, fix))
+    else:
+        files = hf_copy_files(folder)
+        parts = {str(p.relative_to(folder)): hf.load_parquet({"train": [p]}, fix)["train"] for p in files}
+    rows: list[dict[str, Any]] = []
+    for name, ds in parts.items():
+        missing = [c for c in ("filename", "split", "sentences") if c not in ds.column_names]
+        if missing:
+            raise DataMissingError(f"{folder} ({name}): columns {ds.column_names} lack {missing}", fix)
+        rows.extend(ds.to_list())
+    for row in rows:
+        sentences = row.get("sentences")
+        if isinstance(sentences, list):
+            row["sentences"] = [{"raw": s} if not isinstance(s, dict) else s for s in sentences]
+    return sorted(rows, key=_imgid_order)  # stable: rows without an int imgid keep their order, last
+
+
+def _imgid_order(row: dict[str, Any]) -> tuple[bool, int]:
+    imgid = row.get("imgid")
+    ok = isinstance(imgid, int) and not isinstance(imgid, bool)
+    return (not ok, imgid if ok else 0)
+
+
+def _split_file_or_none(raw: Path, layout: KarpathyLayout) -> Path | None:
+    for folder in ("", "karpathy", "annotations"):
+        if (raw / folder / layout.split_file).is_file():
+            return raw / folder / layout.split_file
+    return None
+
+
 def find_split_file(raw: Path, layout: KarpathyLayout) -> Path:
-    for candidate in (
-        raw / layout.split_file,
-        raw / "karpathy" / layout.split_file,
-        raw / "annotations" / layout.split_file,
-    ):
-        if candidate.is_file():
-            return candidate
+    if (found := _split_file_or_none(raw, layout)) is not None:
+        return found
+    copy = (
+        f" (or the hub copy {HF_COPIES[layout.name][0]} as {HF_COPIES[layout.name][1]}/)"
+        if layout.name in HF_COPIES
+        else ""
+    )
     raise DataMissingError(
-        f"{raw} has no Karpathy split file {layout.split_file}",
+        f"{raw} has no Karpathy split file {layout.split_file}{copy}",
         f"put {layout.split_file} (from Karpathy's caption_datasets.zip) into {raw}",
     )
 
@@ -158,9 +241,11 @@ def _listed(raw: Path, layout: KarpathyLayout, entries: list[Any], key: str) -> 
     return out
 
 
-def raw_fingerprint(raw: Path, layout: KarpathyLayout, split_file: Path, entries: list[Any]) -> dict[str, Any]:
-    """The split file's sha256 and, per image folder, the size and mtime of every image the split file lists."""
-    out: dict[str, Any] = {split_file.name: raw_files.file_digest(split_file)}
+def raw_fingerprint(
+    raw: Path, layout: KarpathyLayout, split_files: dict[str, Path], entries: list[Any]
+) -> dict[str, Any]:
+    """The split file's sha256 (or the hub copy's files') and, per image folder, the size and mtime of every image listed."""
+    out: dict[str, Any] = {key: raw_files.file_digest(f) for key, f in split_files.items()}
     for folder, paths in sorted(_listed(raw, layout, entries, "folder").items()):
         out[folder] = raw_files.listing_digest(paths, raw)
     return out
@@ -179,14 +264,20 @@ def prepare_karpathy(
     raw = Path(raw).expanduser()
     if not raw.is_dir():
         raise DataMissingError(f"{layout.name} raw folder {raw} does not exist", f"pass --raw with {layout.raw_hint}")
-    split_file = find_split_file(raw, layout)
-    entries = read_split_file(split_file)
+    hf_copy = find_hf_copy(raw, layout) if _split_file_or_none(raw, layout) is None else None
+    if hf_copy is not None:  # the split file wins when both are there
+        split_file, entries = hf_copy, read_hf_copy(hf_copy, layout)
+        split_files = {str(f.relative_to(raw)): f for f in hf_copy_files(hf_copy)}
+        source = f"{HF_COPIES[layout.name][0]} ({hf_copy.relative_to(raw)})"
+    else:
+        split_file = find_split_file(raw, layout)
+        split_files, entries, source = {split_file.name: split_file}, read_split_file(split_file), split_file.name
     config = {
         "format_version": FORMAT_VERSION,
         "raw": str(raw.resolve()),
-        "split_file": split_file.name,
+        "split_file": source,
         "splits": "train = train + restval; val; test",
-        FINGERPRINT: raw_fingerprint(raw, layout, split_file, entries),
+        FINGERPRINT: raw_fingerprint(raw, layout, split_files, entries),
     }
     totals = {
         s: sum(1 for e in entries if isinstance(e, dict) and SPLIT_OF.get(e.get("split", "")) == s) for s in SPLITS

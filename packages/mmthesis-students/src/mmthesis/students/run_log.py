@@ -63,6 +63,14 @@ def build_loggers(config: VLRecipeConfig, run: Path, run_id: str) -> list[Logger
     return loggers
 
 
+class _LazyFileHandler(logging.FileHandler):
+    """Opens (and creates the folder of) its file at the first record: a run refused by its checks leaves no folder."""
+
+    def _open(self):  # noqa: ANN202 - logging's signature
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 @contextmanager
 def library_output(log_file: Path, verbose: bool = False) -> Iterator[None]:
     """Send library warnings and Lightning's logging to ``log_file`` (appended) while the block runs.
@@ -70,8 +78,7 @@ def library_output(log_file: Path, verbose: bool = False) -> Iterator[None]:
     ``verbose``: also to the terminal, as without this. Warnings are formatted as Python does
     (``file:line: Category: message``); the filters in force are left as they are.
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler = _LazyFileHandler(log_file, encoding="utf-8", delay=True)  # no run folder before there is a line
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     saved: list[tuple[logging.Logger, list[logging.Handler], bool, int]] = []
     for name in LIBRARY_LOGGERS:
@@ -90,6 +97,7 @@ def library_output(log_file: Path, verbose: bool = False) -> Iterator[None]:
 
     def to_file(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
         text = warnings.formatwarning(message, category, filename, lineno, line)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a", encoding="utf-8") as f:
             f.write(text)
         if verbose:

@@ -54,8 +54,8 @@ class GenerationParams(_VAESource):
     seed: int = 0
 
 
-def _load(p: _VAESource, ctx: Context) -> tuple[Any, str]:
-    """The VAE model and its result.json path: ``run`` as it is, else ``vae`` trained (or reused) at ctx.scale."""
+def _load(p: _VAESource, ctx: Context) -> tuple[Any, str, str]:
+    """The VAE model, its recipe name and its result.json path: ``run`` as it is, else ``vae`` trained (or reused) at ctx.scale."""
     from mmthesis.core.results import run_dir
     from mmthesis.vae.artifact import load_vae
 
@@ -67,7 +67,7 @@ def _load(p: _VAESource, ctx: Context) -> tuple[Any, str]:
 
         result = train_vae(load_vae_recipe(p.vae, ctx.scale, p.overrides), ctx.scale, root=ctx.runs_root)
         trained = load_vae(run_dir(result.name, result.config_hash, ctx.runs_root))
-    return trained.model.eval(), str(trained.folder / "result.json")
+    return trained.model.eval(), trained.config.recipe, str(trained.folder / "result.json")
 
 
 def _text_latent(model: Any, captions: list[str]) -> torch.Tensor:
@@ -84,7 +84,7 @@ def _show(ax: Any, pixels: torch.Tensor) -> None:
 @register_figure("vae-traversal", params=TraversalParams)
 def traversal(spec: FigureSpec, ctx: Context) -> FigureOutput:
     p: TraversalParams = spec.params
-    model, record = _load(p, ctx)
+    model, recipe, record = _load(p, ctx)
     dims = min(p.dims, model.config.latent_dim)
     centre = _text_latent(model, [p.caption])[0]
     offsets = torch.linspace(-p.span, p.span, p.steps)
@@ -101,7 +101,7 @@ def traversal(spec: FigureSpec, ctx: Context) -> FigureOutput:
                 axes[d][s].set_ylabel(f"z{d}", rotation=0, labelpad=12)
             if d == dims - 1:
                 axes[d][s].set_xlabel(f"{offsets[s]:+.1f}")
-    caption = (f"Latent traversal of {model.config.recipe} ({model.aggregation}): images decoded from the posterior mean "
+    caption = (f"Latent traversal of {recipe} ({model.aggregation}): images decoded from the posterior mean "
                f"of \"{p.caption}\" with one latent dimension (row) moved by -{p.span:g}..+{p.span:g}.")
     values = {"caption_latent": [round(float(v), 4) for v in centre], "offsets": offsets.tolist(), "dims": dims}
     return FigureOutput(fig, caption, records=[record], values=values)
@@ -116,7 +116,7 @@ def arithmetic_examples(spec: FigureSpec, ctx: Context) -> FigureOutput:
 
     p: ArithmeticExamplesParams = spec.params
     check_kinds(p.kinds, spec.name)
-    model, record = _load(p, ctx)
+    model, recipe, record = _load(p, ctx)
     data = load_shapes_split(str(resolve_dataset(p.dataset, ctx.scale).folder), p.split)
     queries = build_queries(data.scenes, data.captions, p.kinds, p.per_kind, p.seed)
     transform = eval_transform(model.image_size)
@@ -156,7 +156,7 @@ def arithmetic_examples(spec: FigureSpec, ctx: Context) -> FigureOutput:
     axes[0][2].set_title("decoded image", fontsize=8)
     rows = [{"kind": q.kind, "terms": [t.to_json() for t in q.terms], "target_text": q.target_text,
              "decoded_text": decoded_texts[i]} for i, q in enumerate(queries)]
-    caption = (f"Latent arithmetic with {model.config.recipe} ({model.aggregation}) on {p.dataset}/{p.split}: the source "
+    caption = (f"Latent arithmetic with {recipe} ({model.aggregation}) on {p.dataset}/{p.split}: the source "
                "(image or caption) plus the signed caption/image operands, and the image and greedy caption decoded "
                "from the summed latents.")
     return FigureOutput(fig, caption, records=[record], values={"queries": rows})
@@ -165,7 +165,7 @@ def arithmetic_examples(spec: FigureSpec, ctx: Context) -> FigureOutput:
 @register_figure("vae-generation", params=GenerationParams)
 def generation(spec: FigureSpec, ctx: Context) -> FigureOutput:
     p: GenerationParams = spec.params
-    model, record = _load(p, ctx)
+    model, recipe, record = _load(p, ctx)
     ids, mask = model.encode_captions(p.captions)
     with torch.no_grad():
         q = model.components({"text": model.text_expert(ids, mask)})  # the text-only posterior's components
@@ -190,7 +190,7 @@ def generation(spec: FigureSpec, ctx: Context) -> FigureOutput:
     axes[0][0].set_title("mean", fontsize=8)
     for c in range(1, cols):
         axes[0][c].set_title(f"sample {c}", fontsize=8)
-    caption = (f"Caption → image with {model.config.recipe} ({model.aggregation}): decoded from the mean of q(z | caption) "
+    caption = (f"Caption → image with {recipe} ({model.aggregation}): decoded from the mean of q(z | caption) "
                f"and {p.samples} samples of it (seed {p.seed}).")
     values = {"captions": p.captions, "pixel_mean": np.round(images.mean((2, 3, 4)).numpy(), 4).tolist()}
     return FigureOutput(fig, caption, records=[record], values=values)

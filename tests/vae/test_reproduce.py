@@ -63,7 +63,7 @@ def test_figures_render_from_a_tiny_vae(specs, tiny_shapes_vae, tmp_path):
     for name in FIGURES:
         assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.pdf").is_file()
         sidecar = json.loads((out / f"{name}.json").read_text())
-        assert sidecar["figure"] == 0 and sidecar["records"] == [str(folder / "result.json")]
+        assert sidecar["figure"] == 0 and sidecar["records"] == [f"$MMTHESIS_HOME/runs/{folder.parent.name}/{folder.name}/result.json"]
     # traversal: 3 rows of 4 images around the caption's latent, which the sidecar records
     centre = model.latent_text(*model.encode_captions(["a red circle"]))[0]
     assert built["figure-vae-traversal"].values["caption_latent"] == pytest.approx(centre.tolist(), abs=1e-4)

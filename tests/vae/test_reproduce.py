@@ -86,7 +86,8 @@ def test_vae_arithmetic_kind_renders_rows_chance_and_failures(specs):
         "table: 0\nlabel: l\ntitle: T\nsection: s\nkind: vae-arithmetic\nscales: [smoke]\n"
         "rows: [{label: A, vae: vae-mopoe}, {label: B, recipe: s-smke-cdl-mb}]\n"
         "columns: [{header: i2t, task: coherence-shapes, metric: i2t/all, chance: i2t/chance/all},\n"
-        "  {header: arith, task: latent-arithmetic-shapes, metric: mean/arithmetic/all}]\n"
+        "  {header: arith, task: latent-arithmetic-shapes, metric: mean/arithmetic/all},\n"
+        "  {header: dec, task: latent-arithmetic-shapes, metric: decoded-text/mean/arithmetic/all, generative_only: true}]\n"
     )
     spec = load_spec("vae-arithmetic")
     assert spec.name == "vae-arithmetic"
@@ -95,10 +96,16 @@ def test_vae_arithmetic_kind_renders_rows_chance_and_failures(specs):
         "B": {"coherence-shapes": {"error": "not a generator"}, "latent-arithmetic-shapes": {"mean/arithmetic/all": 30.0}},
     }
     built = render(spec, "smoke", metrics, [])
-    assert built.table.header == ["Model", "i2t", "arith"]
-    assert built.table.rows == [["A", "61.2", "10.0"], ["B", "–", "30.0"], ["Chance", "4.0", "–"]]
+    assert built.table.header == ["Model", "i2t", "arith", "dec"]
+    # B embeds only: its decoded cell is n/a (no note); a missing metric or a failed evaluation is "–" with its reason
+    assert built.table.rows == [["A", "61.2", "10.0", "–"], ["B", "–", "30.0", "n/a"], ["Chance", "4.0", "–", "–"]]
     assert built.values["A"] == {"i2t": 61.25, "arith": 10.0} and built.status == "partial"
-    assert built.table.notes == ["– B: not a generator"]
+    assert built.table.notes == [
+        "– A: latent-arithmetic-shapes reports no decoded-text/mean/arithmetic/all", "– B: not a generator"
+    ]
+    from mmthesis.vae.reproduce import _tasks
+
+    assert _tasks(spec, spec.rows[1]) == ["coherence-shapes", "latent-arithmetic-shapes"]  # i2t has no flag here
     with pytest.raises(ConfigError, match="exactly one of vae: or recipe:"):
         from mmthesis.vae.reproduce import ModelRow
 

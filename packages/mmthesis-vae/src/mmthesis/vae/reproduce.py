@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmthesis.core.errors import ConfigError, MMThesisError
+from mmthesis.core.paths import mmthesis_home
 from mmthesis.eval.reproduce.engine import Built, Context, PlannedStep, title
 from mmthesis.eval.reproduce.render import RenderedTable
 from mmthesis.eval.reproduce.specs import Kind, SpecHeader, register_kind
@@ -33,6 +34,11 @@ class ModelRow:
         if (self.vae is None) == (self.recipe is None):
             raise ConfigError(f"row {self.label!r} must name exactly one of vae: or recipe:", "e.g. vae: vae-mopoe")
 
+    @property
+    def generative(self) -> bool:
+        """A VAE decodes; a student only embeds, so decoded and coherence cells do not apply (n/a, not failures)."""
+        return self.vae is not None
+
 
 @dataclass
 class MetricColumn:
@@ -42,6 +48,7 @@ class MetricColumn:
     task: str
     metric: str
     chance: str | None = None
+    generative_only: bool = False  # a decoded-output metric: n/a for a row that only embeds
 
 
 @dataclass
@@ -88,8 +95,9 @@ def _model_spec(row: ModelRow, folder: Path) -> str:
     return f"vae:{folder}" if row.vae is not None else str(folder)
 
 
-def _tasks(spec: VAEArithmeticSpec) -> list[str]:
-    return list(dict.fromkeys(c.task for c in spec.columns))
+def _tasks(spec: VAEArithmeticSpec, row: ModelRow | None = None) -> list[str]:
+    """The tasks the columns need (for ``row``: only those with a column that applies to it)."""
+    return list(dict.fromkeys(c.task for c in spec.columns if row is None or row.generative or not c.generative_only))
 
 
 def plan(spec: VAEArithmeticSpec, ctx: Context) -> list[PlannedStep]:
@@ -100,7 +108,7 @@ def plan(spec: VAEArithmeticSpec, ctx: Context) -> list[PlannedStep]:
         config, name = _config(row, ctx.scale)
         done = find_finished_run(name, config, ctx.runs_root) is not None
         steps.append(PlannedStep("train", f"{row.label} ({name})", done, None if done else 150.0))
-        steps += [PlannedStep("evaluate", f"{t} on {row.label}", False, 60.0) for t in _tasks(spec)]
+        steps += [PlannedStep("evaluate", f"{t} on {row.label}", False, 60.0) for t in _tasks(spec, row)]
     return steps
 
 
@@ -109,9 +117,9 @@ def build(spec: VAEArithmeticSpec, ctx: Context) -> Built:
     from mmthesis.eval.adapters import load_model
     from mmthesis.eval.harness import evaluate
 
-    scale, tasks = ctx.scale, _tasks(spec)
+    scale = ctx.scale
     if ctx.progress is not None:
-        ctx.progress.expect(len(spec.rows) * (1 + len(tasks)))
+        ctx.progress.expect(sum(1 + len(_tasks(spec, row)) for row in spec.rows))
     metrics: dict[str, dict[str, dict[str, Any]]] = {}  # row label -> task -> metrics or {"error": ...}
     records: list[str] = []
     for row in spec.rows:
@@ -122,11 +130,11 @@ def build(spec: VAEArithmeticSpec, ctx: Context) -> Built:
             folder = _train(row, config, scale, ctx.runs_root)
             loaded = load_model(_model_spec(row, folder), scale)
         except MMThesisError as e:
-            metrics[row.label] = {t: {"error": e.one_line()} for t in tasks}
+            metrics[row.label] = {t: {"error": e.one_line()} for t in _tasks(spec, row)}
             continue
         records.append(str(folder / "result.json"))
         metrics[row.label] = {}
-        for task in tasks:
+        for task in _tasks(spec, row):
             if ctx.progress is not None:
                 ctx.progress.step("evaluate", f"{task} on {row.label}")
             try:
@@ -147,6 +155,9 @@ def render(spec: VAEArithmeticSpec, scale: str, metrics: dict[str, dict[str, dic
     for row in spec.rows:
         cells, values[row.label] = [row.label], {}
         for c in spec.columns:
+            if c.generative_only and not row.generative:
+                cells.append("n/a")
+                continue
             m = metrics.get(row.label, {}).get(c.task, {})
             v = m.get(c.metric)
             if isinstance(v, int | float):
@@ -154,7 +165,7 @@ def render(spec: VAEArithmeticSpec, scale: str, metrics: dict[str, dict[str, dic
                 values[row.label][c.header] = float(v)
                 continue
             cells.append("–")
-            why = m.get("error") or f"{c.task} reports no {c.metric}"
+            why = str(m.get("error") or f"{c.task} reports no {c.metric}").replace(str(mmthesis_home()), "$MMTHESIS_HOME")
             reasons.setdefault(f"{row.label}: {why}", "")
         rows.append(cells)
     chance = ["Chance"]

@@ -150,3 +150,31 @@ def test_config_errors_name_the_fix():
         from_dict(VAERecipeConfig, {**base, "model": {"encoder": "pretrained"}})
     with pytest.raises(ConfigError, match="power of two"):
         from_dict(VAERecipeConfig, {**base, "model": {"img_size": 48}})
+
+
+def test_word_dropout_replaces_teacher_forced_inputs_with_unk_in_training_only(tokenizer, tiny_config):
+    torch.manual_seed(0)
+    model = MultimodalVAE(tiny_config("mopoe", word_dropout=0.6), tokenizer)
+    _, ids, mask = _batch(tokenizer)
+    z = torch.randn(1, len(CAPTIONS), 4)
+    with torch.no_grad():
+        model.eval()  # test time: the inputs are the caption itself
+        assert torch.allclose(model.text_log_likelihood(z, ids, mask)[0], _manual_text_ll(model, z[0], ids, mask))
+        model.train()
+        torch.manual_seed(1)
+        trained = model.text_log_likelihood(z, ids, mask)[0]
+        torch.manual_seed(1)  # the same draw by hand: [UNK] where rand < p, never the [CLS] input
+        drop = torch.rand(ids[:, :-1].shape) < 0.6
+        drop[:, 0] = False
+        inputs = ids.clone()
+        inputs[:, :-1] = ids[:, :-1].masked_fill(drop, tokenizer.unk_id)
+        assert drop.any() and torch.allclose(trained, _manual_text_ll(model, z[0], ids, mask, inputs))
+    with pytest.raises(ConfigError, match="word_dropout must be in"):
+        from_dict(VAERecipeConfig, {"recipe": "x", "thesis_name": "x", "model": {"word_dropout": 1.0}})
+
+
+def _manual_text_ll(model, z, ids, mask, inputs=None):
+    """log p(caption | z) from the teacher-forced logits on ``inputs`` (default the caption), targets the caption."""
+    inputs = ids if inputs is None else inputs
+    logp = torch.log_softmax(model.text_decoder.logits(z, inputs[:, :-1]), -1).gather(-1, ids[:, 1:, None])[..., 0]
+    return (logp * (~mask[:, 1:])).sum(-1)

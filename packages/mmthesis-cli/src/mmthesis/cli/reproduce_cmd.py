@@ -24,20 +24,21 @@ PRICE_HELP = (
 
 
 def list_specs() -> None:
-    from mmthesis.eval.reproduce.specs import figure_names, get_kind, load_spec, spec_names
+    from mmthesis.eval.reproduce.engine import is_figure
+    from mmthesis.eval.reproduce.specs import extra_names, figure_names, get_kind, load_spec, spec_names
 
     table = Table("spec", "title", "section", "category", "scales", title="Thesis tables and figures (reproductions/)")
-    names, figures = spec_names(), figure_names()
-    for name in names + figures:
+    names, figures, extras = spec_names(), figure_names(), extra_names()
+    for name in names + figures + extras:
         spec = load_spec(name)
         kind = get_kind(spec.kind)
         scales = "any (no training)" if kind.scale_independent else ", ".join(spec.scales)
-        category = f"figure: {spec.category}" if name in figures else kind.category
-        table.add_row(name, spec.title, spec.section, category, scales)
+        category = f"figure: {spec.category}" if is_figure(name) else kind.category
+        table.add_row(name, spec.title, spec.section, category + (" (not in `all`)" if name in extras else ""), scales)
     console.print(table)
     console.print(
-        f"{len(names)} tables, {len(figures)} figures. Build one with `mmthesis reproduce table-N --scale smoke` "
-        "(or figure-N), all with `mmthesis reproduce all`."
+        f"{len(names)} tables, {len(figures)} figures, {len(extras)} outside the thesis. Build one with "
+        "`mmthesis reproduce table-N --scale smoke` (or figure-N, or a name), all thesis ones with `mmthesis reproduce all`."
     )
 
 

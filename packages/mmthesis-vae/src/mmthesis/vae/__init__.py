@@ -26,14 +26,19 @@ __all__ = sorted(_EXPORTS)
 
 
 def _register() -> None:
-    """Add ``vae:RUN`` to the eval harness's ``--model`` kinds, by name (no torch import here)."""
+    """Add ``vae:RUN`` to the eval harness's ``--model`` kinds and this package's reproduce kind and figures, by name
+    (no torch or matplotlib import here)."""
     try:
         from mmthesis.eval.model_kinds import register_model_kind
     except ModuleNotFoundError as e:  # a bare install without the eval package
         if (e.name or "").startswith("mmthesis.eval"):
             return
         raise
+    from mmthesis.eval.reproduce.specs import register_reproduce_module
+
     register_model_kind("vae", "mmthesis.vae.loading:load_vae_model")
+    # the vae-arithmetic table kind and the figure-vae-* builders (imported when a spec needs them)
+    register_reproduce_module("mmthesis.vae.reproduce")
 
 
 _register()

@@ -29,6 +29,9 @@ class VAEModelConfig:
     image_scale: float = 0.1
     image_weight: float = 1.0  # likelihood scaling of the training objective (MMVAE's llik_scaling)
     text_weight: float = 1.0
+    # training only: share of the text decoder's teacher-forced input tokens replaced by [UNK] (Bowman et al. 2016),
+    # so the autoregressive decoder must read the caption's content from z instead of ignoring it
+    word_dropout: float = 0.0
 
 
 @dataclass
@@ -101,6 +104,8 @@ def check_config(config: VAERecipeConfig) -> None:
         raise ConfigError("model.encoder=pretrained needs model.pretrained", "e.g. model.pretrained=run:s-smke-cdl-mb-smoke")
     if m.img_size < 8 or m.img_size & (m.img_size - 1):
         raise ConfigError(f"model.img_size must be a power of two >= 8 (the conv decoder halves to 4x4), got {m.img_size}")
+    if not 0.0 <= m.word_dropout < 1.0:
+        raise ConfigError(f"model.word_dropout must be in [0, 1), got {m.word_dropout}")
     if m.image_scale <= 0:
         raise ConfigError(f"model.image_scale must be > 0, got {m.image_scale}")
     if not config.data.train:

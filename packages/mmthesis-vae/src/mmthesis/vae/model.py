@@ -279,6 +279,10 @@ class MultimodalVAE(nn.Module):
         """log p(caption | z) = sum of next-token log-probabilities after ``[CLS]`` (to ``[SEP]``): ``(K, B)``."""
         k, b = z.shape[:2]
         inputs, targets = ids[:, :-1], ids[:, 1:]
+        if self.training and self.config.word_dropout > 0:  # never the first ([CLS]) input, never at test time
+            drop = torch.rand(inputs.shape, device=ids.device) < self.config.word_dropout
+            drop[:, 0] = False
+            inputs = inputs.masked_fill(drop, self.tokenizer.unk_id)
         valid = ~padding_mask[:, 1:]
         logits = self.text_decoder.logits(z.reshape(k * b, -1), inputs.repeat(k, 1))
         nll = F.cross_entropy(logits.transpose(1, 2), targets.repeat(k, 1), reduction="none")

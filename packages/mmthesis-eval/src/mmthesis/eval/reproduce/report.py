@@ -192,7 +192,7 @@ def _number(name: str) -> int:
 def load_entries(thesis_dir: Path) -> list[Entry]:
     """Every table and figure written under ``thesis_dir``, plus those that failed (from index.json)."""
     entries: dict[str, Entry] = {}
-    for path in sorted((thesis_dir / "tables").glob("table-*.json")):
+    for path in sorted((thesis_dir / "tables").glob("*.json")):  # table-N and named ones (vae-arithmetic)
         data = json.loads(path.read_text(encoding="utf-8"))
         rendered = data.get("rendered") or {}
         entries[path.stem] = Entry(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -35,6 +36,16 @@ KIND_MODULES = (
     "hyperparameters",
     "figure",
 )
+# Modules of packages above eval (mmthesis.vae) that register kinds and figure builders, by full dotted name:
+# ``register_reproduce_module`` adds one without importing anything (import mmthesis.vae stays light); ``get_kind``
+# and the figures' ``get_builder`` import them when a spec names a kind or builder not yet registered.
+PLUGIN_MODULES: list[str] = []
+
+
+def register_reproduce_module(module: str) -> None:
+    """Let ``get_kind`` / ``get_builder`` import ``module`` to find the kinds and builders it registers."""
+    if module not in PLUGIN_MODULES:
+        PLUGIN_MODULES.append(module)
 
 
 @dataclass
@@ -51,7 +62,8 @@ class SpecHeader:
 
     @property
     def name(self) -> str:
-        return f"table-{self.table}"
+        # a spec outside the thesis's numbering (table: 0, e.g. vae-arithmetic) is named by its file
+        return Path(self.path).stem if self.table == 0 and self.path else f"table-{self.table}"
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,8 @@ def get_kind(name: str) -> Kind:
     if name not in KINDS:
         for module in KIND_MODULES:
             importlib.import_module(f"mmthesis.eval.reproduce.kinds.{module}")
+        for module in PLUGIN_MODULES:
+            importlib.import_module(module)
     return KINDS.get(name)
 
 
@@ -106,8 +120,15 @@ def figure_names() -> list[str]:
 
 
 def all_names() -> list[str]:
-    """Every spec: the tables, then the figures (some figures are drawn from tables)."""
+    """Every thesis spec: the tables, then the figures (some figures are drawn from tables)."""
     return spec_names() + figure_names()
+
+
+def extra_names() -> list[str]:
+    """Specs outside the thesis's numbering (``vae-arithmetic``, ``figure-vae-traversal``): listed and built by
+    name, but not part of ``reproduce all`` (they answer the exposé's open question, not a thesis table)."""
+    numbered = re.compile(r"(table|figure)-\d+")
+    return sorted(p.stem for p in specs_dir().glob("*.yaml") if not p.stem.startswith("_") and not numbered.fullmatch(p.stem))
 
 
 def _numbered(prefix: str) -> list[str]:
@@ -119,7 +140,7 @@ def load_spec(name: str) -> Any:
     """The spec ``name`` (``table-N``) as its kind's dataclass; unknown names and kinds fail in one line."""
     path = specs_dir() / f"{name}.yaml"
     if not path.is_file():
-        raise unknown_name("reproduction spec", name, all_names(), "mmthesis reproduce list")
+        raise unknown_name("reproduction spec", name, all_names() + extra_names(), "mmthesis reproduce list")
     raw = read_yaml(path)
     if not isinstance(raw, dict) or "kind" not in raw:
         raise ConfigError(f"spec {path.name} has no `kind:`", "add one, see `mmthesis reproduce list`")
@@ -136,4 +157,5 @@ def header_fields() -> set[str]:
 
 
 __all__ = ["SpecHeader", "Kind", "KINDS", "register_kind", "get_kind", "load_spec", "spec_names", "figure_names", "all_names",
+           "extra_names", "register_reproduce_module", "PLUGIN_MODULES",
            "specs_dir"]

@@ -29,6 +29,13 @@ FigureStatus = Literal["reproduced", "illustration", "partial"]
 
 # Modules under mmthesis.eval.reproduce.figures that register builders.
 FIGURE_MODULES = ("synthetic", "curves", "memory", "summary", "model_figures")
+def _import_builders() -> None:
+    for module in FIGURE_MODULES:
+        importlib.import_module(f"mmthesis.eval.reproduce.figures.{module}")
+    from mmthesis.eval.reproduce.specs import PLUGIN_MODULES  # packages above eval register builders there too
+
+    for module in PLUGIN_MODULES:
+        importlib.import_module(module)
 
 
 @dataclass
@@ -42,13 +49,13 @@ class FigureSpec:
     kind: str  # always "figure"
     scales: list[str]
     category: FigureCategory  # data (logs, measurements) | model (running a model) | synthetic | chart (tables)
-    number: int = 0  # from the file name figure-N.yaml
+    number: int = 0  # from the file name figure-N.yaml; 0 for a figure outside the thesis (figure-vae-traversal)
     path: str = ""
     params: Any = None  # the builder's parameter dataclass (or a dict when it declared none)
 
     @property
     def name(self) -> str:
-        return f"figure-{self.number}"
+        return f"figure-{self.number}" if self.number else Path(self.path).stem
 
 
 @dataclass
@@ -94,16 +101,18 @@ def register_figure(name: str, *, plan: Callable[..., Any] | None = None, params
 
 def get_builder(name: str) -> FigureBuilder:
     if name not in BUILDERS:  # as get_kind: import every builder module, a test may have imported one
-        for module in FIGURE_MODULES:
-            importlib.import_module(f"mmthesis.eval.reproduce.figures.{module}")
+        _import_builders()
     return BUILDERS.get(name)
 
 
 def parse_spec(raw: dict[str, Any], path: Path) -> FigureSpec:
     """A figure spec from its YAML mapping: header keys into FigureSpec, the rest into the builder's params."""
-    match = re.fullmatch(r"figure-(\d+)", path.stem)
+    match = re.fullmatch(r"figure-(\d+|[a-z][a-z0-9-]*)", path.stem)
     if match is None:
-        raise ConfigError(f"figure spec {path.name} must be named figure-N.yaml", "rename it, e.g. figure-19.yaml")
+        raise ConfigError(
+            f"figure spec {path.name} must be named figure-N.yaml (or figure-NAME.yaml outside the thesis)",
+            "rename it, e.g. figure-19.yaml",
+        )
     header = {f.name for f in fields(FigureSpec)} - {"number", "path", "params"}
     if "figure" not in raw:
         raise ConfigError(f"spec {path.name} has no `figure:` (the builder)", f"add one of: {', '.join(builder_names())}")
@@ -114,13 +123,13 @@ def parse_spec(raw: dict[str, Any], path: Path) -> FigureSpec:
         spec = from_dict(FigureSpec, {k: v for k, v in raw.items() if k in header})
     except ConfigError as e:
         raise ConfigError(f"spec {path.name}: {e.message}", e.fix) from None
-    spec.number, spec.path, spec.params = int(match.group(1)), str(path), params
+    number = int(match.group(1)) if match.group(1).isdigit() else 0
+    spec.number, spec.path, spec.params = number, str(path), params
     return spec
 
 
 def builder_names() -> list[str]:
-    for module in FIGURE_MODULES:
-        importlib.import_module(f"mmthesis.eval.reproduce.figures.{module}")
+    _import_builders()
     return BUILDERS.names()
 
 

@@ -68,7 +68,7 @@ def test_broken_runs_are_one_line_errors(tokenizer, tiny_config, tmp_path):
     save_weights(folder / WEIGHTS, state)
     with pytest.raises(CheckpointError, match="does not match the recipe's model"):
         load_vae(folder)
-    with pytest.raises(CheckpointError, match="no finished VAE run named 'nothing-smoke'"):
+    with pytest.raises(CheckpointError, match="no finished run named 'nothing-smoke'"):
         load_vae("vae:nothing-smoke")
 
 

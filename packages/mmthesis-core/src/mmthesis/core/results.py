@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmthesis.core.config import config_hash, to_dict
-from mmthesis.core.errors import StorageError
+from mmthesis.core.errors import CheckpointError, StorageError
 from mmthesis.core.io import atomic_write_json, write_error
 from mmthesis.core.paths import runs_root
 from mmthesis.core.provenance import git_commit, hardware, package_versions
@@ -66,6 +66,33 @@ def read_result(path: Path) -> RunResult | None:
         return RunResult.from_json(json.loads(file.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def finished_run_folder(name: str, *, prefix: str, train_command: str) -> Path:
+    """``NAME[/HASH]`` under the runs root -> the one finished run folder of that name.
+
+    Several finished runs of one name (other configs) are an error naming one to pick, not a guess;
+    ``prefix`` (``run:``, ``vae:``) and ``train_command`` word the fixes.
+    """
+    folder = runs_root() / name
+    if (folder / RESULT_FILE).is_file():
+        return folder
+    finished = (
+        sorted(p for p in folder.glob("*/") if (r := read_result(p)) is not None and r.status == "finished")
+        if folder.is_dir()
+        else []
+    )
+    if not finished:
+        raise CheckpointError(
+            f"no finished run named {name!r} under {runs_root()}",
+            f"train it with `{train_command} {name.rsplit('-', 1)[0]}` or pass the run folder",
+        )
+    if len(finished) > 1:
+        raise CheckpointError(
+            f"{len(finished)} finished runs named {name!r}",
+            f"pick one: {prefix}{name}/{finished[0].name} (or pass the folder)",
+        )
+    return finished[0]
 
 
 def find_finished_run(name: str, config: Any, root: Path | None = None) -> RunResult | None:

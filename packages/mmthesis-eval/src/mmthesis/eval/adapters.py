@@ -39,9 +39,8 @@ from torch import nn
 from mmthesis.core.checkpoint import weights_digest
 from mmthesis.core.errors import CheckpointError, ConfigError, MMThesisError
 from mmthesis.core.io import sha256_file, sha256_json
-from mmthesis.core.paths import runs_root
 from mmthesis.core.registry import unknown_name
-from mmthesis.core.results import read_result
+from mmthesis.core.results import finished_run_folder
 from mmthesis.data.transforms import eval_transform
 
 
@@ -87,26 +86,7 @@ def resolve_run(spec: str) -> Path:
     """``run:NAME[/HASH]`` or a folder path -> the run folder; ambiguity is an error, not a guess."""
     if not spec.startswith("run:"):
         return Path(spec).expanduser()
-    name = spec[4:]
-    folder = runs_root() / name
-    if (folder / "result.json").is_file():
-        return folder
-    finished = (
-        sorted(p for p in folder.glob("*/") if (r := read_result(p)) is not None and r.status == "finished")
-        if folder.is_dir()
-        else []
-    )
-    if not finished:
-        raise CheckpointError(
-            f"no finished training run named {name!r} under {runs_root()}",
-            f"train it with `mmthesis train run {name.rsplit('-', 1)[0]}` or pass the run folder",
-        )
-    if len(finished) > 1:
-        raise CheckpointError(
-            f"{len(finished)} finished runs named {name!r}",
-            f"pick one: run:{name}/{finished[0].name} (or pass the folder)",
-        )
-    return finished[0]
+    return finished_run_folder(spec[4:], prefix="run:", train_command="mmthesis train run")
 
 
 def load_run(spec: str) -> LoadedModel:

@@ -17,8 +17,7 @@ from mmthesis.core.checkpoint import load_weights, save_weights
 from mmthesis.core.config import from_dict, to_dict
 from mmthesis.core.errors import CheckpointError, ConfigError
 from mmthesis.core.io import atomic_write_text
-from mmthesis.core.paths import runs_root
-from mmthesis.core.results import read_result
+from mmthesis.core.results import finished_run_folder, read_result
 from mmthesis.data.tokenizers import Tokenizer
 from mmthesis.students.artifact import CONFIG, LOSSES, METRICS, RESULT, TOKENIZER, check_finished
 from mmthesis.vae.config import VAERecipeConfig
@@ -72,22 +71,7 @@ def resolve_vae_run(spec: str) -> Path:
     path = Path(body).expanduser()
     if path.is_dir():
         return path
-    folder = runs_root() / body
-    if (folder / RESULT).is_file():
-        return folder
-    finished = (
-        sorted(p for p in folder.glob("*/") if (r := read_result(p)) is not None and r.status == "finished")
-        if folder.is_dir()
-        else []
-    )
-    if not finished:
-        raise CheckpointError(
-            f"no finished VAE run named {body!r} under {runs_root()}",
-            f"train it with `mmthesis vae train {body.rsplit('-', 1)[0]}` or pass the run folder",
-        )
-    if len(finished) > 1:
-        raise CheckpointError(f"{len(finished)} finished runs named {body!r}", f"pick one: vae:{body}/{finished[0].name}")
-    return finished[0]
+    return finished_run_folder(body, prefix="vae:", train_command="mmthesis vae train")
 
 
 def load_pretrained(config: VAERecipeConfig, scale: str) -> Any:

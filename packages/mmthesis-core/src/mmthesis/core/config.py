@@ -261,6 +261,26 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return _resolve_includes(Path(path), None, ())
 
 
+def yaml_names(folder: Path) -> list[str]:
+    """The YAML files of a folder by stem; ``_*.yaml`` are shared bases for ``include:``, not entries."""
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.name.startswith("_"))
+
+
+def comment_header(path: Path) -> str:
+    """A YAML file's leading comment block (what it is, the command, the readings it takes).
+
+    An ``include:`` line (or blank lines) above the block is skipped; the included base's comments are not the file's.
+    """
+    lines: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not lines and (not line.strip() or line.startswith("include:")):
+            continue
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return "\n".join(lines)
+
+
 def load_config(cls: type[C], source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None) -> C:
     """Load ``cls`` from a YAML file or mapping, then apply ``key=value`` overrides."""
     data = read_yaml(source) if isinstance(source, (str, Path)) else dict(source or {})

@@ -13,7 +13,16 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from mmthesis.core.config import apply_overrides, config_hash, deep_merge, from_dict, read_yaml, to_dict
+from mmthesis.core.config import (
+    apply_overrides,
+    comment_header,
+    config_hash,
+    deep_merge,
+    from_dict,
+    read_yaml,
+    to_dict,
+    yaml_names,
+)
 from mmthesis.core.errors import ConfigError
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.scales import check_scale
@@ -26,7 +35,7 @@ def recipe_dir() -> Path:
 
 def recipe_names() -> list[str]:
     """The recipes; files named ``_*.yaml`` are shared bases for ``include:``, not recipes."""
-    return sorted(p.stem for p in recipe_dir().glob("*.yaml") if not p.name.startswith("_"))
+    return yaml_names(recipe_dir())
 
 
 def recipe_file(name: str) -> Path:
@@ -37,19 +46,8 @@ def recipe_file(name: str) -> Path:
 
 
 def recipe_header(name: str) -> str:
-    """The recipe file's leading comment block (what it is, the command, the §10 readings).
-
-    An ``include:`` line (or blank lines) above the comment block is skipped; the included base's
-    comments are not the recipe's.
-    """
-    lines: list[str] = []
-    for line in recipe_file(name).read_text(encoding="utf-8").splitlines():
-        if not lines and (not line.strip() or line.startswith("include:")):
-            continue
-        if not line.startswith("#"):
-            break
-        lines.append(line[1:].strip())
-    return "\n".join(lines)
+    """The recipe file's leading comment block (what it is, the command, the §10 readings)."""
+    return comment_header(recipe_file(name))
 
 
 def recipe_dict(name: str, scale: str, overrides: list[str] | None = None) -> dict[str, Any]:

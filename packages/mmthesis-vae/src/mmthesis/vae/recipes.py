@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from mmthesis.core.config import apply_overrides, deep_merge, from_dict, read_yaml
+from mmthesis.core.config import apply_overrides, comment_header, deep_merge, from_dict, read_yaml, yaml_names
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.scales import check_scale
 from mmthesis.vae.config import VAERecipeConfig
@@ -20,7 +20,7 @@ def recipe_dir() -> Path:
 
 
 def vae_recipe_names() -> list[str]:
-    return sorted(p.stem for p in recipe_dir().glob("*.yaml") if not p.name.startswith("_"))
+    return yaml_names(recipe_dir())
 
 
 def vae_recipe_file(name: str) -> Path:
@@ -31,15 +31,8 @@ def vae_recipe_file(name: str) -> Path:
 
 
 def vae_recipe_header(name: str) -> str:
-    """The recipe file's leading comment block (lines before it that are ``include:`` or blank are skipped)."""
-    lines: list[str] = []
-    for line in vae_recipe_file(name).read_text(encoding="utf-8").splitlines():
-        if not lines and (not line.strip() or line.startswith("include:")):
-            continue
-        if not line.startswith("#"):
-            break
-        lines.append(line[1:].strip())
-    return "\n".join(lines)
+    """The recipe file's leading comment block (``include:`` lines above it skipped)."""
+    return comment_header(vae_recipe_file(name))
 
 
 def load_vae_recipe(name: str, scale: str, overrides: list[str] | None = None) -> VAERecipeConfig:

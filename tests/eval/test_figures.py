@@ -304,7 +304,7 @@ def test_figure_26_memory_per_stage_in_both_orders(specs, tmp_path, fake_stage_m
     left, right = out.figure.axes
     assert [round(b.get_height(), 6) for b in left.patches] == [10, 90, 92, 101]  # MiB
     assert [t.get_text() for t in right.get_xticklabels()] == ["batch", "EMA update", "momentum forward", "student forward"]
-    assert left.get_ylabel() == "memory (MiB; tensor bytes per stage)"
+    assert left.get_ylabel() == "CPU memory, substitute (MiB)" and "tensor bytes per stage" in out.caption
     assert "substitute for GPU memory" in out.caption and "cpu" in out.caption
     assert any("stands in for GPU memory" in s for s in out.standins)
 

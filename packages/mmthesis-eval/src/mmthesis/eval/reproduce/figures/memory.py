@@ -65,8 +65,9 @@ def memory_stages(spec: FigureSpec, ctx: Context) -> FigureOutput:
         ax.set_title(order.label)
         ax.grid(axis="x", visible=False)
         values[order.label] = {"stage": names, "bytes": [int(b) for _, b in prof.stages], "momentum_first": order.momentum_first}
-    axes[0][0].set_ylabel(f"memory (MiB; {', '.join(methods)})")
     on_gpu = all(d.startswith("cuda") for d in devices)
+    # the method is long (the CPU substitute names its profiler): the axis says GPU or CPU, the caption the method
+    axes[0][0].set_ylabel("GPU memory (MiB)" if on_gpu else "CPU memory, substitute (MiB)")
     caption = f"{p.caption} Recipe {p.recipe} at scale {ctx.scale}; measured with {', '.join(methods)} on {', '.join(devices)}."
     standins = []
     if not on_gpu:

@@ -231,7 +231,7 @@ def ranked(query_emb: torch.Tensor, image_emb: torch.Tensor, k: int) -> torch.Te
     return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
 
 
-def _mean_hits(hits: list[dict[str, bool]]) -> dict[str, float]:
+def mean_hits(hits: list[dict[str, bool]]) -> dict[str, float]:
     """Percent of queries with each score (over the queries that specify it)."""
     out = {}
     for a in SCORES:
@@ -287,7 +287,7 @@ def score_retrieval(
                 h[f"all_r{k}"] = any(match(scenes[r], queries[i].target)["all"] for r in best)
                 hits.append(h)
                 rows[i][method] = {"top": [image_ids[r] for r in best], **h}
-            out.metrics |= {f"{kind}/{method}/{a}": v for a, v in _mean_hits(hits).items()}
+            out.metrics |= {f"{kind}/{method}/{a}": v for a, v in mean_hits(hits).items()}
             out.metrics[f"{kind}/{method}/all_r{k}"] = 100.0 * sum(h[f"all_r{k}"] for h in hits) / len(hits)
         chances = [chance_hits(queries[i].target, scenes, k) for i in index]
         out.metrics |= {f"{kind}/chance/{a}": v for a, v in _mean_chance(chances).items()}
@@ -339,8 +339,8 @@ def score_decoded(
                 text_hits.append(match(text_reads[j][0], queries[i].target))
                 rows[i][method] = {"image": image_hits[-1], "text": text_hits[-1], "decoded_text": texts[j],
                                    "text_exact": text_reads[j][1]}  # fmt: skip
-            out.metrics |= {f"decoded-image/{kind}/{method}/{a}": v for a, v in _mean_hits(image_hits).items()}
-            out.metrics |= {f"decoded-text/{kind}/{method}/{a}": v for a, v in _mean_hits(text_hits).items()}
+            out.metrics |= {f"decoded-image/{kind}/{method}/{a}": v for a, v in mean_hits(image_hits).items()}
+            out.metrics |= {f"decoded-text/{kind}/{method}/{a}": v for a, v in mean_hits(text_hits).items()}
             out.metrics[f"decoded-text/{kind}/{method}/exact_grammar"] = (
                 100.0 * sum(r[1] for r in text_reads) / len(text_reads)
             )

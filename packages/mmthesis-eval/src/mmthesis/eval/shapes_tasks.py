@@ -22,6 +22,7 @@ from mmthesis.eval.arithmetic import (
     build_queries,
     chance_hits,
     check_kinds,
+    mean_hits,
     score_decoded,
     score_retrieval,
     texts_of,
@@ -108,15 +109,6 @@ def decoder(
     return decode
 
 
-def _percent(hits: list[dict[str, bool]]) -> dict[str, float]:
-    out = {}
-    for a in SCORES:
-        values = [h[a] for h in hits if a in h]
-        if values:
-            out[a] = 100.0 * sum(values) / len(values)
-    return out
-
-
 # ------------------------------------------------------------------------------ latent arithmetic
 @dataclass
 class ArithmeticParams:
@@ -180,7 +172,7 @@ def image_to_text(scenes: list[Scene], texts: list[str], captions: list[list[str
     pool = [read_caption(c)[0] for caps in captions for c in caps]
     chances = [chance_hits(s.main(), pool, 1) for s in scenes]
     out = Scored()
-    out.metrics = {f"i2t/{a}": v for a, v in _percent(hits).items()}
+    out.metrics = {f"i2t/{a}": v for a, v in mean_hits(hits).items()}
     out.metrics |= {f"i2t/chance/{a}": 100.0 * sum(c[a] for c in chances) / len(chances) for a in SCORES}
     out.metrics["i2t/exact_grammar"] = 100.0 * sum(ok for _, ok in reads) / len(reads)
     out.rows = [
@@ -198,7 +190,7 @@ def text_to_image(
     hits = [match(d, t) for d, t in zip(decoded, targets, strict=True)]
     chances = [chance_hits(t, gallery, 1) for t in targets]
     out = Scored()
-    out.metrics = {f"t2i/{a}": v for a, v in _percent(hits).items()}
+    out.metrics = {f"t2i/{a}": v for a, v in mean_hits(hits).items()}
     for a in SCORES:
         values = [c[a] for c in chances if a in c]
         out.metrics[f"t2i/chance/{a}"] = 100.0 * sum(values) / len(values)

@@ -52,7 +52,13 @@ from mmthesis.students.paths import resolve_path
 from mmthesis.students.precompute import precompute_teacher_targets, target_kind
 from mmthesis.students.recipes import parent_config
 from mmthesis.students.run_log import TRAIN_LOG, build_loggers, library_output
-from mmthesis.students.run_safety import AtomicCheckpointIO, launched_rank_zero, resume_checkpoint, run_lock
+from mmthesis.students.run_safety import (
+    AtomicCheckpointIO,
+    check_launch,
+    launched_rank_zero,
+    resume_checkpoint,
+    run_lock,
+)
 from mmthesis.students.smoke_teacher import prefit_teacher
 from mmthesis.students.unimodal_data import ImageSplit, TextBlocks, text_block_cache_prefix, text_blocks_packed
 from mmthesis.students.unimodal_module import UnimodalDistillationModule
@@ -254,6 +260,7 @@ def _train(config: VLRecipeConfig, scale: str, name: str, root: Path | None) -> 
     dataset, collate, pairs = build_training_data(config, tokenizer, scale)
     train_set = SeededSamples(dataset)
     devices = training_devices(t)
+    check_launch(devices, t.num_nodes)
     check_steps(len(train_set), d.batch_size, devices * t.num_nodes)
     # data order = f(seed, epoch), sharded over ranks, resumable mid-epoch (exact resume)
     loader = ResumableDataLoader(

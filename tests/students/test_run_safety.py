@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import threading
 import time
 
@@ -128,10 +129,11 @@ def test_full_disk_while_checkpointing_marks_the_run_failed_and_a_rerun_resumes(
         ("train.num_nodes=0", "train.num_nodes must be at least 1"),
         ("data.num_workers=-2", "data.num_workers must be 0 or more"),
         ("train.checkpoint_every_n_steps=0", "train.checkpoint_every_n_steps must be at least 1"),
+        ("data.hflip=1.5", "data.hflip is a probability in [0, 1], got 1.5"),
     ],
 )
 def test_values_that_cannot_train_are_config_errors(override, message):
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_recipe("s-smke-cdl-mb", "smoke", [override])
 
 

@@ -116,11 +116,11 @@ def build_training_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, sca
     if config.task == "text_kd":
         parts = [TextBlocks(n, "train", tokenizer, d.text_block_size) for n in names]
         return torch.utils.data.ConcatDataset(parts), parts[0].collate, []
-    transform = train_transform(m.img_size, scale=tuple(d.crop_scale))
+    transform = train_transform(m.img_size, scale=tuple(d.crop_scale), hflip=d.hflip)
     pairs = [ImageTextPairs(n, "train", tokenizer, transform, max_length=d.max_text_length) for n in names]
     parts = pairs
     if config.teacher.independent_augmentation and config.loss.kd != "none":
-        view = teacher_transform(m.img_size, tuple(d.crop_scale), config.teacher.color_jitter)
+        view = teacher_transform(m.img_size, tuple(d.crop_scale), config.teacher.color_jitter, d.hflip)
         parts = [TwoViews(p, view) for p in pairs]
     return torch.utils.data.ConcatDataset(parts), parts[0].collate, pairs  # all parts share the tokenizer
 

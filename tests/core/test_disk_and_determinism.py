@@ -71,7 +71,7 @@ def test_full_disk_while_saving_weights_is_one_line_and_keeps_the_old_file(tmp_p
 
 
 def test_not_enough_free_space_is_refused_before_writing(tmp_path, monkeypatch):
-    monkeypatch.setattr("mmthesis.core.checkpoint.free_bytes", lambda path: 10)
+    monkeypatch.setattr("mmthesis.core.io.free_bytes", lambda path: 10)
     with pytest.raises(StorageError, match=r"\(10 B free there, about 4\.\d kB more needed\)"):
         save_weights(tmp_path / "w.safetensors", {"w": torch.zeros(1000)})
     assert not any(tmp_path.iterdir())

@@ -72,6 +72,24 @@ def test_train_transform_is_a_random_crop_and_flip() -> None:
     assert any(not torch.allclose(o, full, atol=1e-3) and not torch.allclose(o, full.flip(-1), atol=1e-3) for o in outs)
 
 
+def test_train_transform_without_flip_keeps_left_left() -> None:
+    """hflip=0 (the smoke stand-ins, whose captions say "left of"): red stays on the left in every draw; with the
+    thesis's 0.5 some draws put it on the right."""
+    pixels = np.zeros((64, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = (255, 0, 0)
+    pixels[:, 32:] = (0, 0, 255)
+    image = Image.fromarray(pixels)
+
+    def red_on_left(transform) -> list[bool]:
+        torch.manual_seed(0)
+        outs = [transform(image) for _ in range(20)]
+        return [bool(o[0, :, :4].mean() > o[0, :, -4:].mean()) for o in outs]
+
+    assert all(red_on_left(train_transform(32, scale=(0.9, 1.0), hflip=0.0)))
+    assert not all(red_on_left(train_transform(32, scale=(0.9, 1.0))))
+    assert not any("Flip" in type(t).__name__ for t in train_transform(32, hflip=0.0).transforms)
+
+
 def test_denormalise_inverts() -> None:
     img = Image.fromarray(np.random.default_rng(2).integers(0, 256, size=(8, 8, 3), dtype=np.uint8))
     x = eval_transform(8)(img)

@@ -149,6 +149,20 @@ def test_report_cli_says_when_nothing_was_reproduced(tmp_path, monkeypatch):
     from mmthesis.cli.app import app
 
     monkeypatch.setenv("MMTHESIS_HOME", str(tmp_path / "home"))
-    out = CliRunner().invoke(app, ["reproduce", "report", "--out", str(tmp_path / "thesis" / "tables")])
+    out = CliRunner().invoke(app, ["reproduce", "report", "--out", str(tmp_path / "thesis")])
     assert out.exit_code != 0
     assert "nothing reproduced yet" in out.output and "Traceback" not in out.output
+
+
+def test_reproduce_all_out_is_the_thesis_folder(tmp_path, monkeypatch):
+    """`reproduce all --out X` keeps the thesis layout under X (X/tables, X/figures, X/index.md, X/report.html), so
+    `reproduce report --out X` finds the tables too."""
+    from typer.testing import CliRunner
+
+    from mmthesis.cli.app import app
+
+    seen = []
+    monkeypatch.setattr("mmthesis.eval.reproduce.engine.reproduce_all", lambda scale, out, **kw: seen.append(out) or [])
+    result = CliRunner().invoke(app, ["reproduce", "all", "--scale", "smoke", "--out", str(tmp_path / "x")])
+    assert seen == [tmp_path / "x" / "tables"]
+    assert f"wrote {tmp_path / 'x' / 'index.md'}" in " ".join(result.output.split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import threading
 import time
 
@@ -27,13 +28,17 @@ FAST = ["data.train=[shapes]", "data.retrieval_eval=[shapes]", "data.batch_size=
 
 
 def _no_space(fail_from: int):
-    """An ``atomic_write_bytes`` whose writes number ``fail_from``.. get half-way and hit a full disk."""
+    """An ``atomic_write_bytes`` whose checkpoint writes number ``fail_from``.. get half-way and hit a full disk
+    (other files, e.g. result.json, are written as usual)."""
     calls = {"n": 0}
+    real = core_io.atomic_write_bytes
 
     def write(path, data):
+        if not str(path).endswith(".ckpt"):
+            return real(path, data)
         calls["n"] += 1
         if calls["n"] < fail_from:
-            return core_io.atomic_write_bytes(path, data)
+            return real(path, data)
         with core_io.atomic_path(path) as tmp:
             tmp.write_bytes(bytes(data[: len(data) // 2]))
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -50,7 +55,7 @@ def test_checkpoint_io_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeyp
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint(_lightning_ckpt(1), path)
     before = path.read_bytes()
-    monkeypatch.setattr(run_safety, "atomic_write_bytes", _no_space(1))
+    monkeypatch.setattr(core_io, "atomic_write_bytes", _no_space(1))
     with pytest.raises(StorageError) as err:
         AtomicCheckpointIO().save_checkpoint(_lightning_ckpt(2), path)
     line = err.value.one_line()
@@ -96,7 +101,7 @@ def test_full_disk_while_checkpointing_marks_the_run_failed_and_a_rerun_resumes(
     config = load_recipe("s-smke-cdl-mb", "smoke", [*FAST, "train.max_steps=4", "train.checkpoint_every_n_steps=2"])
     folder = run_dir(run_name(config, "smoke"), config_hash(config))
     with monkeypatch.context() as m:
-        m.setattr(run_safety, "atomic_write_bytes", _no_space(2))  # the step-2 checkpoint lands, step 4's does not
+        m.setattr(core_io, "atomic_write_bytes", _no_space(2))  # the step-2 checkpoint lands, step 4's does not
         with pytest.raises(StorageError, match="cannot write .*last.ckpt: no space left"):
             train_recipe(config, "smoke")
     result = read_result(folder)
@@ -124,10 +129,11 @@ def test_full_disk_while_checkpointing_marks_the_run_failed_and_a_rerun_resumes(
         ("train.num_nodes=0", "train.num_nodes must be at least 1"),
         ("data.num_workers=-2", "data.num_workers must be 0 or more"),
         ("train.checkpoint_every_n_steps=0", "train.checkpoint_every_n_steps must be at least 1"),
+        ("data.hflip=1.5", "data.hflip is a probability in [0, 1], got 1.5"),
     ],
 )
 def test_values_that_cannot_train_are_config_errors(override, message):
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_recipe("s-smke-cdl-mb", "smoke", [override])
 
 
@@ -244,6 +250,36 @@ def test_multi_node_trainer_uses_lightnings_cluster_environment(smoke_home, monk
     assert type(trainer.strategy).__name__ == "DDPStrategy"
     assert type(trainer.strategy.cluster_environment).__name__ == expected
     # stopped before training: no run record (the folder may hold train.log with Lightning's setup lines)
+    assert not (run_dir(run_name(config, "smoke"), config_hash(config)) / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (  # torchrun --nnodes 1 --nproc-per-node 3, but the command says 2 devices on 1 node
+            {"TORCHELASTIC_RUN_ID": "r1", "WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0", "GROUP_RANK": "0",
+             "LOCAL_WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"},
+            r"train.devices=2 x train.num_nodes=1 does not match the processes torchrun started \(WORLD_SIZE=3, 3 per node\)",
+        ),
+        (  # srun --nodes 2 --ntasks-per-node 2
+            {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "2", "SLURM_JOB_NAME": "train",
+             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node[1-2]",
+             "SLURM_JOB_ID": "7"},
+            r"train.devices=2 x train.num_nodes=1 does not match the processes srun started \(--nodes=2 --ntasks-per-node=2\)",
+        ),
+    ],
+)
+def test_a_launch_that_does_not_match_devices_times_nodes_is_one_line(smoke_home, monkeypatch, env, message):
+    monkeypatch.setenv("MMTHESIS_HOME", str(smoke_home))
+    for key in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE", "RANK", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("mmthesis.students.train.L.Trainer", lambda **kw: pytest.fail("Trainer was built"))
+    config = load_recipe("s-smke-cdl-mb", "smoke", [*FAST, "train.accelerator=cpu", "train.devices=2"])
+    with pytest.raises(ConfigError, match=message) as caught:
+        train_recipe(config, "smoke")
+    assert "\n" not in str(caught.value)
     assert not (run_dir(run_name(config, "smoke"), config_hash(config)) / "result.json").exists()
 
 

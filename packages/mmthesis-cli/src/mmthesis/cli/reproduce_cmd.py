@@ -92,7 +92,10 @@ def reproduce(
         "thesis's configuration (Tables 31-36)",
     ),
     out: Path = typer.Option(
-        None, "--out", help="Output folder (default: thesis/tables, or thesis/figures for a figure, in the checkout)."
+        None,
+        "--out",
+        help="Output folder of one table (default thesis/tables) or figure (thesis/figures); for `all` and `report` "
+        "the thesis folder that holds tables/, figures/, index.md and report.html (default thesis/, in the checkout).",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and evaluations it would do; run nothing."),
     caption_unit: str = typer.Option(
@@ -125,7 +128,7 @@ def reproduce(
         list_specs()
         return
     if table == "report":
-        show_report((out or default_out_dir()).parent)
+        show_report(out or default_out_dir().parent)
         return
     if scale is None:
         from mmthesis.eval.reproduce.engine import default_scale
@@ -133,6 +136,7 @@ def reproduce(
         scale = "smoke" if table == "all" else default_scale(table)
     folder = out or default_out_dir()
     if table == "all":
+        folder = (out / "tables") if out is not None else default_out_dir()
         if dry_run:
             show_plan(all_names(), scale)
             return

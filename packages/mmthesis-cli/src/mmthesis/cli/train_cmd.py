@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from mmthesis.cli.errors import CommandGroup
+from mmthesis.cli.run_tables import print_recipes, print_run_result
 from mmthesis.core.console import console
 from mmthesis.core.results import run_dir
 
@@ -20,10 +21,7 @@ def list_recipes() -> None:
     """
     from mmthesis.students.recipes import recipe_header, recipe_names
 
-    table = Table("recipe", "what (from the recipe header)", title="Training recipes")
-    for name in recipe_names():
-        table.add_row(name, recipe_header(name).splitlines()[0])
-    console.print(table)
+    print_recipes("Training recipes", recipe_names(), recipe_header)
 
 
 @app.command("show")
@@ -94,12 +92,7 @@ def run(
     result = train_recipe(config, scale, force=force, verbose=verbose)
     if not launched_rank_zero():
         return  # a DDP worker process: rank 0 reports
-    folder = run_dir(run_name(config, scale), config_hash(config))
-    table = Table("metric", "value", title=f"{recipe} ({scale})")
-    for key, value in result.metrics.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    console.print(table)
-    console.print(f"run folder: {folder}")
+    print_run_result(f"{recipe} ({scale})", result.metrics, run_dir(run_name(config, scale), config_hash(config)))
 
 
 @app.command("precompute")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from mmthesis.cli.errors import CommandGroup
+from mmthesis.cli.run_tables import print_recipes, print_run_result
 from mmthesis.core.console import console
 from mmthesis.core.errors import ConfigError, DataMissingError
 
@@ -22,10 +22,7 @@ def list_recipes() -> None:
     """
     from mmthesis.vae.recipes import vae_recipe_header, vae_recipe_names
 
-    table = Table("recipe", "what (from the recipe header)", title="Multimodal VAE recipes")
-    for name in vae_recipe_names():
-        table.add_row(name, vae_recipe_header(name).splitlines()[0])
-    console.print(table)
+    print_recipes("Multimodal VAE recipes", vae_recipe_names(), vae_recipe_header)
 
 
 @app.command("train")
@@ -47,11 +44,7 @@ def train(
 
     config = load_vae_recipe(recipe, scale, overrides or [])
     result = train_vae(config, scale, force=force)
-    table = Table("metric", "value", title=f"{recipe} ({scale})")
-    for key, value in result.metrics.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    console.print(table)
-    console.print(f"run folder: {run_dir(run_name(config, scale), config_hash(config))}")
+    print_run_result(f"{recipe} ({scale})", result.metrics, run_dir(run_name(config, scale), config_hash(config)))
 
 
 @app.command("generate")

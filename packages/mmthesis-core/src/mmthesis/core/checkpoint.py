@@ -8,7 +8,6 @@ caller to pass ``trust=True`` explicitly (CLI: ``--trust-checkpoint``).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from mmthesis.core.errors import CheckpointError
-from mmthesis.core.io import atomic_write_bytes, free_bytes, write_error
+from mmthesis.core.io import checked_atomic_write
 
 SAFETENSORS_SUFFIX = ".safetensors"
 
@@ -46,13 +45,7 @@ def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Te
         for k, v in state_dict.items()
     }
     data = canonical_safetensors(safetensors_bytes(tensors, metadata=dict(sorted((metadata or {}).items()))))
-    free = free_bytes(path)
-    if free is not None and free < len(data):
-        raise write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), needed=len(data), free=free)
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:
-        raise write_error(path, e, needed=len(data)) from e
+    checked_atomic_write(path, data)
     return path
 
 

@@ -122,3 +122,16 @@ def write_error(
     return storage_error(error, path, needed, free) or StorageError(
         f"writing {os.fspath(path)} failed: {error.strerror or error}"
     )
+
+
+def checked_atomic_write(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
+    """``atomic_write_bytes``, refused up front when the disk has less free space than ``data``; any failure is
+    ``write_error``'s one line. Why one function: weights and training checkpoints must fail the same way (the old
+    file intact, no temporary left, the path and the space needed named)."""
+    free = free_bytes(path)
+    if free is not None and free < len(data):
+        raise write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), needed=len(data), free=free)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise write_error(path, e, needed=len(data)) from e

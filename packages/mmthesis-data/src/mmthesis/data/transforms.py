@@ -97,16 +97,17 @@ def _decode_whole(jpeg: Image.Image) -> Any:
     return ImageDecoder.image({"jpg": getvalue()})
 
 
-def train_transform(img_size: int, scale: tuple[float, float] = (0.9, 1.0)) -> v2.Compose:
-    """RandomResizedCrop(img_size, scale, ratio 3/4..4/3, bicubic) -> flip 0.5 -> normalise (REFERENCE.md §4.3).
+def train_transform(img_size: int, scale: tuple[float, float] = (0.9, 1.0), hflip: float = 0.5) -> v2.Compose:
+    """RandomResizedCrop(img_size, scale, ratio 3/4..4/3, bicubic) -> flip ``hflip`` -> normalise (REFERENCE.md §4.3).
 
-    The crop is ``DraftRandomResizedCrop`` (reduced JPEG decoding when the crop allows it, module doc)."""
+    The crop is ``DraftRandomResizedCrop`` (reduced JPEG decoding when the crop allows it, module doc). ``hflip=0``
+    leaves the flip out (captions that say "left of" stay true)."""
     return v2.Compose(
         [
             DraftRandomResizedCrop(
                 img_size, scale=scale, ratio=(3 / 4, 4 / 3), interpolation=InterpolationMode.BICUBIC, antialias=True
             ),
-            v2.RandomHorizontalFlip(0.5),
+            *([v2.RandomHorizontalFlip(hflip)] if hflip else []),
             *_to_normalised_tensor(),
         ]
     )

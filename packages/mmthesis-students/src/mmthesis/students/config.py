@@ -121,6 +121,8 @@ class DataConfig:
     retrieval_eval: list[str] = field(default_factory=lambda: ["coco", "flickr30k"])
     max_text_length: int = 64
     crop_scale: tuple[float, float] = (0.9, 1.0)
+    # probability of the training views' horizontal flip (REFERENCE.md §4.3: 0.5); 0 where captions name left/right
+    hflip: float = 0.5
     batch_size: int = 256  # per device
     num_workers: int = 4
     # a vocab.txt path (``package:`` paths allowed; the default is the real bert-base-uncased vocab.txt that the
@@ -228,6 +230,8 @@ class VLRecipeConfig:
             self.train.keep_best.rpartition(":")[2] not in ("min", "max") or not self.train.val_every_n_steps
         ):
             raise ValueError("train.keep_best is METRIC:min or METRIC:max and needs train.val_every_n_steps > 0")
+        if not 0.0 <= self.data.hflip <= 1.0:
+            raise ValueError(f"data.hflip is a probability in [0, 1], got {self.data.hflip}")
         if self.train.val_every_n_steps < 0 or self.train.val_batches < 0:
             raise ValueError("train.val_every_n_steps and train.val_batches must be >= 0")
         if self.init.from_recipe and self.task != "vl":

@@ -12,11 +12,12 @@
 * ``run_lock``: one training process per run folder. A second identical run (same recipe, scale and config
   hash) *waits* for the first, with a one-line note, and then reuses its finished run instead of training the
   same thing again into the same folder.
+* ``check_launch``: under torchrun or srun, ``train.devices × train.num_nodes`` must match what the launcher
+  started; Lightning's own check of that is a traceback deep inside the Trainer, this is one line first.
 """
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import pickle
@@ -33,8 +34,8 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mmthesis.core.console import console, err_console
-from mmthesis.core.errors import CheckpointError
-from mmthesis.core.io import atomic_write_bytes, free_bytes, write_error
+from mmthesis.core.errors import CheckpointError, ConfigError
+from mmthesis.core.io import checked_atomic_write
 
 LAST = "last.ckpt"
 _RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
@@ -49,6 +50,32 @@ def launched_rank_zero() -> bool:
     return all(os.environ.get(v, "0") in ("", "0") for v in _RANK_VARS)
 
 
+def check_launch(devices: int, num_nodes: int) -> None:
+    """A one-line ``ConfigError`` when torchrun's or SLURM's process layout does not match ``devices × num_nodes``.
+
+    The check is Lightning's own (its cluster environments' ``validate_settings``, with the same detection); only
+    the traceback it would raise from inside ``Trainer`` becomes one line with the launcher's numbers.
+    """
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if TorchElasticEnvironment.detect():
+        env, launcher = TorchElasticEnvironment(), "torchrun"
+        layout = f"WORLD_SIZE={env.world_size()}, {os.environ.get('LOCAL_WORLD_SIZE', '?')} per node"
+    elif SLURMEnvironment.detect():
+        env, launcher = SLURMEnvironment(), "srun"
+        layout = f"--nodes={os.environ.get('SLURM_NNODES', '?')} --ntasks-per-node={os.environ.get('SLURM_NTASKS_PER_NODE', '?')}"
+    else:
+        return
+    try:
+        env.validate_settings(num_devices=devices, num_nodes=num_nodes)
+    except ValueError as e:
+        raise ConfigError(
+            f"train.devices={devices} x train.num_nodes={num_nodes} does not match the processes {launcher} started"
+            f" ({layout})",
+            "set train.devices to the processes per node and train.num_nodes to the nodes of the launch",
+        ) from e
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` into memory, then a temporary file in the checkpoint's folder, fsync, rename."""
 
@@ -57,14 +84,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        data = buffer.getbuffer()
-        free = free_bytes(path)
-        if free is not None and free < len(data):
-            raise write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), needed=len(data), free=free)
-        try:
-            atomic_write_bytes(path, data)
-        except OSError as e:
-            raise write_error(path, e, needed=len(data)) from e
+        checked_atomic_write(path, buffer.getbuffer())
 
 
 def _problem(path: Path) -> tuple[str, bool] | None:

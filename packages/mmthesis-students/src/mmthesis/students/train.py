@@ -52,7 +52,13 @@ from mmthesis.students.paths import resolve_path
 from mmthesis.students.precompute import precompute_teacher_targets, target_kind
 from mmthesis.students.recipes import parent_config
 from mmthesis.students.run_log import TRAIN_LOG, build_loggers, library_output
-from mmthesis.students.run_safety import AtomicCheckpointIO, launched_rank_zero, resume_checkpoint, run_lock
+from mmthesis.students.run_safety import (
+    AtomicCheckpointIO,
+    check_launch,
+    launched_rank_zero,
+    resume_checkpoint,
+    run_lock,
+)
 from mmthesis.students.smoke_teacher import prefit_teacher
 from mmthesis.students.unimodal_data import ImageSplit, TextBlocks, text_block_cache_prefix, text_blocks_packed
 from mmthesis.students.unimodal_module import UnimodalDistillationModule
@@ -110,11 +116,11 @@ def build_training_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, sca
     if config.task == "text_kd":
         parts = [TextBlocks(n, "train", tokenizer, d.text_block_size) for n in names]
         return torch.utils.data.ConcatDataset(parts), parts[0].collate, []
-    transform = train_transform(m.img_size, scale=tuple(d.crop_scale))
+    transform = train_transform(m.img_size, scale=tuple(d.crop_scale), hflip=d.hflip)
     pairs = [ImageTextPairs(n, "train", tokenizer, transform, max_length=d.max_text_length) for n in names]
     parts = pairs
     if config.teacher.independent_augmentation and config.loss.kd != "none":
-        view = teacher_transform(m.img_size, tuple(d.crop_scale), config.teacher.color_jitter)
+        view = teacher_transform(m.img_size, tuple(d.crop_scale), config.teacher.color_jitter, d.hflip)
         parts = [TwoViews(p, view) for p in pairs]
     return torch.utils.data.ConcatDataset(parts), parts[0].collate, pairs  # all parts share the tokenizer
 
@@ -254,6 +260,7 @@ def _train(config: VLRecipeConfig, scale: str, name: str, root: Path | None) -> 
     dataset, collate, pairs = build_training_data(config, tokenizer, scale)
     train_set = SeededSamples(dataset)
     devices = training_devices(t)
+    check_launch(devices, t.num_nodes)
     check_steps(len(train_set), d.batch_size, devices * t.num_nodes)
     # data order = f(seed, epoch), sharded over ranks, resumable mid-epoch (exact resume)
     loader = ResumableDataLoader(

@@ -33,14 +33,15 @@ class TwoViewBatch(Batch):
         return TwoViewBatch(**moved)
 
 
-def teacher_transform(img_size: int, scale: tuple[float, float], color_jitter: float) -> v2.Compose:
-    """The code's teacher view: RandomResizedCrop(scale) -> flip 0.5 -> ColorJitter(b, c, s = ``color_jitter``) -> normalise."""
+def teacher_transform(img_size: int, scale: tuple[float, float], color_jitter: float, hflip: float = 0.5) -> v2.Compose:
+    """The code's teacher view: RandomResizedCrop(scale) -> flip ``hflip`` -> ColorJitter(b, c, s = ``color_jitter``)
+    -> normalise."""
     return v2.Compose(
         [
             v2.RandomResizedCrop(
                 img_size, scale=scale, ratio=(3 / 4, 4 / 3), interpolation=InterpolationMode.BICUBIC, antialias=True
             ),
-            v2.RandomHorizontalFlip(0.5),
+            *([v2.RandomHorizontalFlip(hflip)] if hflip else []),
             v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter),
             v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True),

@@ -145,9 +145,10 @@ def test_r_at_k_and_its_chance():
 
 def test_chance_averages_each_attribute_over_the_queries_that_state_it():
     # text-swap targets state a position only when the source caption does
-    stated = Query("text-swap-colour", (Term(1, "text", "a red circle on the left"),), Target("circle", "blue", 1, "left"),
-                   "a blue circle on the left")  # fmt: skip
-    unstated = Query("text-swap-colour", (Term(1, "text", "red circle"),), Target("circle", "blue", 1), "blue circle")
+    swap = (Term(-1, "text", "a red circle"), Term(1, "text", "a blue circle"))
+    stated = Query("text-swap-colour", (Term(1, "text", "a red circle on the left"), *swap),
+                   Target("circle", "blue", 1, "left"), "a blue circle on the left")  # fmt: skip
+    unstated = Query("text-swap-colour", (Term(1, "text", "red circle"), *swap), Target("circle", "blue", 1), "blue circle")
     m = _score([stated, unstated]).metrics
     assert m["text-swap-colour/chance/position"] == pytest.approx(60.0)  # left: 3 of 5, from the first query only
     assert m["text-swap-colour/chance/colour"] == pytest.approx(60.0)

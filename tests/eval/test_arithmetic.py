@@ -18,6 +18,7 @@ from mmthesis.eval.arithmetic import (
     chance_hits,
     score_decoded,
     score_retrieval,
+    texts_of,
 )
 from mmthesis.eval.shapes_attributes import (
     COLOUR_NAMES,
@@ -80,9 +81,7 @@ IMAGE_ANALOGY = Query(
 
 def _score(queries, k=5):
     image_emb = torch.stack([toy(s.main()) for s in GALLERY])
-    texts = {str(t.ref) for q in queries for m in ("arithmetic", "source", "target-text") for t in q.method_terms(m)
-             if t.kind == "text"}  # fmt: skip
-    return score_retrieval(queries, image_emb, {t: toy_text(t) for t in texts}, GALLERY, IDS, k)
+    return score_retrieval(queries, image_emb, {t: toy_text(t) for t in texts_of(queries)}, GALLERY, IDS, k)
 
 
 def test_exact_arithmetic_retrieves_the_target_and_baselines_get_their_hand_values():
@@ -106,6 +105,34 @@ def test_exact_arithmetic_retrieves_the_target_and_baselines_get_their_hand_valu
     assert m["image-swap-colour/chance/all_r5"] == 100.0  # 5 of 5 gallery images always contain g1
     assert m["mean/arithmetic/all"] == 100.0
     assert m["mean/source/all"] == 0.0  # every source lacks the target colour
+    # modifier = the added term alone: text("a blue square") = (b+s)/sqrt2 -> g3 (blue square): colour only
+    assert [m[f"text-analogy/modifier/{a}"] for a in ("shape", "colour", "all")] == [0.0, 100.0, 0.0]
+    # image(g3) alone retrieves g3 itself: blue, one shape, but a square
+    assert [m[f"image-analogy/modifier/{a}"] for a in ("shape", "colour", "count", "all")] == [0.0, 100.0, 100.0, 0.0]
+
+
+def test_modifier_says_what_is_added_but_not_where_the_source_is():
+    # the blue circle on the right comes before the target (blue circle on the left) in this gallery
+    gallery = [GALLERY[0], GALLERY[4], GALLERY[1], GALLERY[2]]
+    image_emb = torch.stack([toy(s.main()) for s in gallery])
+    texts = texts_of([SWAP])
+    assert texts == ["a red circle", "a blue circle", "a blue circle on the left"]
+    m = score_retrieval([SWAP], image_emb, {t: toy_text(t) for t in texts}, gallery, IDS[:4], 1).metrics
+    # (r+c+1+L)/2 - (r+c)/sqrt2 + (b+c)/sqrt2 scores rows 0.646, 0.854, 1.104, 0.396 -> row 2, the target
+    assert m["image-swap-colour/arithmetic/all"] == 100.0
+    # (b+c)/sqrt2 ties rows 1 and 2 at 1/sqrt2; row 1 (on the right) comes first: all but the position right
+    assert [m[f"image-swap-colour/modifier/{a}"] for a in ("shape", "colour", "count", "position", "all")] == [
+        100.0, 100.0, 100.0, 0.0, 0.0,
+    ]  # fmt: skip
+    assert m["image-swap-colour/source/all"] == 0.0 and m["image-swap-colour/target-text/all"] == 100.0
+
+
+def test_a_query_that_adds_nothing_has_no_modifier():
+    removal = Query("text-analogy", (Term(1, "text", "a red circle"), Term(-1, "text", "a red square")),
+                    Target("circle", "red"), "a red circle")  # fmt: skip
+    assert removal.method_terms("source") == (Term(1, "text", "a red circle"),)
+    with pytest.raises(ValueError, match="text-analogy query adds no term after its source: no modifier baseline"):
+        removal.method_terms("modifier")
 
 
 def test_r_at_k_and_its_chance():
@@ -118,9 +145,10 @@ def test_r_at_k_and_its_chance():
 
 def test_chance_averages_each_attribute_over_the_queries_that_state_it():
     # text-swap targets state a position only when the source caption does
-    stated = Query("text-swap-colour", (Term(1, "text", "a red circle on the left"),), Target("circle", "blue", 1, "left"),
-                   "a blue circle on the left")  # fmt: skip
-    unstated = Query("text-swap-colour", (Term(1, "text", "red circle"),), Target("circle", "blue", 1), "blue circle")
+    swap = (Term(-1, "text", "a red circle"), Term(1, "text", "a blue circle"))
+    stated = Query("text-swap-colour", (Term(1, "text", "a red circle on the left"), *swap),
+                   Target("circle", "blue", 1, "left"), "a blue circle on the left")  # fmt: skip
+    unstated = Query("text-swap-colour", (Term(1, "text", "red circle"), *swap), Target("circle", "blue", 1), "blue circle")
     m = _score([stated, unstated]).metrics
     assert m["text-swap-colour/chance/position"] == pytest.approx(60.0)  # left: 3 of 5, from the first query only
     assert m["text-swap-colour/chance/colour"] == pytest.approx(60.0)
@@ -198,3 +226,28 @@ def test_decoded_arithmetic_scores_known_decodings():
     assert m["decoded-text/image-swap-colour/chance/position"] == pytest.approx(100 * 2 / 6)
     assert m["decoded-text/image-swap-colour/chance/all"] == pytest.approx(100 * 1 / 6)
     assert m["decoded-image/image-swap-colour/chance/all"] == pytest.approx(20.0)
+
+
+def test_decoded_methods_decode_their_own_latents():
+    # decoder: z -> the gallery scene (and its first caption) of the largest coordinate; image latents = one-hots
+    captions = [["a red circle on the left"], ["a blue circle on the left"], ["a red square on the left"],
+                ["a blue square on the right"], ["a blue circle"]]  # fmt: skip
+
+    def decode(z):
+        rows = z.argmax(-1).tolist()
+        return [GALLERY[r] for r in rows], [captions[r][0] for r in rows]
+
+    e = torch.eye(5)
+    texts = {"a red circle": e[0] - e[1], "a blue circle": 0.5 * e[4], "a blue circle on the left": e[1]}
+    m = score_decoded([SWAP], e, texts, decode, GALLERY, captions).metrics
+    # arithmetic e0 - (e0 - e1) + e4/2 -> row 1 (blue circle on the left): right
+    assert m["decoded-image/image-swap-colour/arithmetic/all"] == 100.0
+    assert m["decoded-text/image-swap-colour/arithmetic/all"] == 100.0
+    # source e0 -> row 0: red; modifier e4/2 -> row 4: blue circle on the right (text: no position)
+    assert m["decoded-image/image-swap-colour/source/colour"] == 0.0
+    assert [m[f"decoded-image/image-swap-colour/modifier/{a}"] for a in ("colour", "shape", "position", "all")] == [
+        100.0, 100.0, 0.0, 0.0,
+    ]  # fmt: skip
+    assert m["decoded-text/image-swap-colour/modifier/position"] == 0.0
+    assert m["decoded-image/image-swap-colour/target-text/all"] == 100.0
+    assert m["decoded-image/mean/modifier/all"] == 0.0 and m["decoded-image/mean/arithmetic/all"] == 100.0

@@ -10,13 +10,18 @@ and text terms with a target (the attributes its answer's main shape should have
 - ``text-analogy``: text("a c1 s1") - text("a c1 s2") + text("a c2 s2") -> a c2 s1;
 - ``image-analogy``: image(c1 s1) - image(c1 s2) + image(c2 s2) -> a c2 s1 (single-shape images).
 
-Each query is scored three ways (``METHODS``): the composed query, ``source`` only (its first term: no
-arithmetic), and ``target-text`` only (the generator's caption of the target: "just say what you want"). For an
-embedding model the (re-normalised) sum retrieves from the test images; a method's accuracy per attribute is the
-share of queries whose top-1 image has the target's attribute (``shapes_attributes.match``), ``all`` every
-specified one, ``all_r5`` whether any of the top 5 has all. ``chance`` is the expectation for a random test image.
-For a ``CrossModalGenerator`` the latents are summed (not normalised) and decoded, the image read by the attribute
-classifier and the text by the grammar reader, with the same methods and chance from a random test image/caption.
+Each query is scored four ways (``METHODS``), after the "image only" / "text only" baselines of composed retrieval
+(TIRG, Vo et al. 2019): the composed query (``arithmetic``); ``source`` only (its first term: no arithmetic);
+``modifier`` only (the sum of its positive terms after the source, i.e. what is added: text("a blue circle") for
+a swap, the added shape's caption for image-add-object, the added caption / image for text- / image-analogy), which
+names the new attribute but not what the source keeps (position, count, the kept shape or colour); and
+``target-text`` only (the generator's full caption of the target, stating every scored attribute: an oracle, the
+upper reference rather than a baseline to beat). For an embedding model the (re-normalised) sum retrieves from the
+test images; a method's accuracy per attribute is the share of queries whose top-1 image has the target's attribute
+(``shapes_attributes.match``), ``all`` every specified one, ``all_r5`` whether any of the top 5 has all. ``chance``
+is the expectation for a random test image. For a ``CrossModalGenerator`` the latents are summed (not normalised)
+and decoded, the image read by the attribute classifier and the text by the grammar reader, with the same methods
+and chance from a random test image/caption.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from mmthesis.eval.shapes_attributes import (
     with_article,
 )
 
-METHODS = ("arithmetic", "source", "target-text")
+METHODS = ("arithmetic", "source", "modifier", "target-text")
 SCORES = (*ATTRIBUTES, "all")
 
 
@@ -72,6 +77,11 @@ class Query:
             return self.terms
         if method == "source":
             return self.terms[:1]
+        if method == "modifier":  # what the query adds: its positive terms after the source
+            added = tuple(t for t in self.terms[1:] if t.sign > 0)
+            if not added:
+                raise ValueError(f"{self.kind} query adds no term after its source: no modifier baseline")
+            return added
         if method == "target-text":
             return (Term(1, "text", self.target_text),)
         raise ValueError(f"unknown method {method!r}")

@@ -160,13 +160,12 @@ class ZeroShotValidation(L.Callback):
                 "re-prepare the dataset",
             )
         prompt_rows = shard(self.ids.shape[0], rank, world)
+        ids, mask = self.ids[prompt_rows.start : prompt_rows.stop], self.mask[prompt_rows.start : prompt_rows.stop]
         text = [
-            student.encode_text(
-                self.ids[i : i + self.batch_size].to(device), self.mask[i : i + self.batch_size].to(device)
-            ).float()
-            for i in range(prompt_rows.start, prompt_rows.stop, self.batch_size)
+            student.encode_text(ids[i : i + self.batch_size].to(device), mask[i : i + self.batch_size].to(device))
+            for i in range(0, ids.shape[0], self.batch_size)
         ]
-        text_emb = torch.cat(text) if text else torch.zeros(0, dim, device=device)
+        text_emb = torch.cat(text).float() if text else torch.zeros(0, dim, device=device)
         text_emb = gather_rows(text_emb, self.ids.shape[0], world, gather)
         prototypes = prototypes_from_prompt_embeddings(text_emb.view(self.classes, self.templates, -1))
         ks = [k for k in (1, 5) if k <= self.classes]

@@ -6,7 +6,8 @@ re-normalised: that is the class prototype. Logits are 100 * image_emb @
 prototypes.T; top-1 and top-5 accuracy are reported in percent.
 
 ImageNet-1K uses the 1,000 OpenAI class names and the 80 OpenAI templates
-bundled in ``assets/imagenet1k.json`` (from the OpenAI CLIP repository, MIT).
+bundled in mmthesis.data (``mmthesis.data.zeroshot``; from the OpenAI CLIP repository, MIT), where
+training's zero-shot validation reads them too.
 The smoke datasets (``shapes``, ``emoji``) have short label names such as
 "red circle"; for them ``SMOKE_TEMPLATES`` is used: three phrasings close to
 how their captions are written. It is a smoke-scale choice, not the thesis's.
@@ -27,8 +28,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +37,17 @@ import torch.nn.functional as F
 from mmthesis.core.errors import ConfigError
 from mmthesis.core.registry import lookup
 from mmthesis.data.tokenizers import Tokenizer
+from mmthesis.data.zeroshot import (  # noqa: F401 (the protocol's names stay importable from here)
+    format_prompts,
+    imagenet_classnames,
+    imagenet_templates,
+    prototypes_from_prompt_embeddings,
+)
 from mmthesis.eval.models import ImageTextModel, embed_in_batches
 from mmthesis.eval.retrieval import _rank
 
 LOGIT_SCALE = 100.0
 SMOKE_TEMPLATES = ("a photo of a {c}.", "{c}", "an emoji of {c}.")
-
-
-@lru_cache(maxsize=1)
-def _imagenet_asset() -> dict[str, Any]:
-    text = resources.files("mmthesis.eval").joinpath("assets/imagenet1k.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-def imagenet_classnames() -> list[str]:
-    """The 1,000 OpenAI ImageNet-1K class names, index = ILSVRC2012 class id."""
-    return list(_imagenet_asset()["classnames"])
-
-
-def imagenet_templates() -> list[str]:
-    """The 80 OpenAI CLIP prompt templates for ImageNet (``{c}`` = class name)."""
-    return list(_imagenet_asset()["templates"])
 
 
 def _dataset_classnames(label_names: list[str]) -> list[str]:
@@ -147,12 +136,6 @@ def load_templates_file(path: Path, dataset: str) -> Prompts:
     return entry
 
 
-def format_prompts(class_name: str, templates: list[str] | tuple[str, ...]) -> list[str]:
-    if not templates or any("{c}" not in t for t in templates):
-        raise ValueError("every prompt template must contain '{c}' (the class-name slot)")
-    return [t.replace("{c}", class_name) for t in templates]
-
-
 def class_prompts(class_names: list[str], prompts: Prompts) -> list[list[str]]:
     """Each class's prompts: its name put into every template, or its own list from a per-class dict."""
     if isinstance(prompts, dict):
@@ -161,14 +144,6 @@ def class_prompts(class_names: list[str], prompts: Prompts) -> list[list[str]]:
             raise ValueError(f"per-class prompts lack {len(missing)} class(es), e.g. {missing[0]!r}")
         return [list(prompts[c]) for c in class_names]
     return [format_prompts(name, list(prompts)) for name in class_names]
-
-
-@torch.no_grad()
-def prototypes_from_prompt_embeddings(prompt_emb: torch.Tensor) -> torch.Tensor:
-    """(C, T, D) prompt embeddings -> (C, D) prototypes: normalise, mean over templates, re-normalise."""
-    if prompt_emb.ndim != 3:
-        raise ValueError(f"prompt embeddings must be (classes, templates, dim), got {tuple(prompt_emb.shape)}")
-    return F.normalize(F.normalize(prompt_emb.float(), dim=-1).mean(dim=1), dim=-1)
 
 
 @torch.no_grad()

@@ -168,9 +168,16 @@ class TrainConfig:
     val_every_n_steps: int = 2000
     val_batches: int = 0  # at most this many val batches per validation (0 = the whole split)
     # which weights the run keeps: "" = the last; "METRIC:max" / "METRIC:min" = the validation with the best
-    # METRIC (e.g. val/zero_shot_top1:max, SHRe's model selection; val/zero_shot_top1 is logged when the val split
-    # has class names, one prompt "a photo of a {name}." per class). result.json says which weights were kept.
+    # METRIC (e.g. val/loss:min, the SHRe code's checkpoint, or val/zero_shot_top1:max, the thesis text's model
+    # selection). result.json says which weights were kept.
     keep_best: str = ""
+    # CLIP-style zero-shot at every validation (vision-language runs): a prepared labelled dataset (e.g.
+    # imagenet: the 1000 OpenAI class names x the 80 CLIP templates, as the thesis code's callback; another
+    # dataset: its own class names, one prompt "a photo of a {c}.") whose val split (else test) is scored as
+    # val/zero_shot_top1 and val/zero_shot_top5. "" = off; then val/zero_shot_top1 is logged only when the val
+    # split of data.train[0] has class names (the smoke stand-ins: one prompt per class on the val pairs' images).
+    zero_shot_val: str = ""
+    zero_shot_val_images: int = 0  # at most this many of its images, spread evenly over the split (0 = all)
     # where the run logs (not what it computes, so left out of the config hash): Lightning's CSV logger always
     # (logs/metrics.csv, what the figures read), TensorBoard when the package is installed, W&B only when listed
     # (WANDB_MODE=offline works without network; its files go to the run folder's wandb/)
@@ -232,8 +239,13 @@ class VLRecipeConfig:
             raise ValueError("train.keep_best is METRIC:min or METRIC:max and needs train.val_every_n_steps > 0")
         if not 0.0 <= self.data.hflip <= 1.0:
             raise ValueError(f"data.hflip is a probability in [0, 1], got {self.data.hflip}")
-        if self.train.val_every_n_steps < 0 or self.train.val_batches < 0:
-            raise ValueError("train.val_every_n_steps and train.val_batches must be >= 0")
+        if self.train.val_every_n_steps < 0 or self.train.val_batches < 0 or self.train.zero_shot_val_images < 0:
+            raise ValueError("train.val_every_n_steps, train.val_batches and train.zero_shot_val_images must be >= 0")
+        if self.train.zero_shot_val and (self.task != "vl" or not self.train.val_every_n_steps):
+            raise ValueError(
+                "train.zero_shot_val scores an image-text student at each validation: it needs task vl and"
+                " train.val_every_n_steps > 0"
+            )
         if self.init.from_recipe and self.task != "vl":
             raise ValueError("init.from_recipe starts a vision-language student from a trained one: it needs task vl")
 
@@ -455,6 +467,15 @@ READINGS: tuple[Reading, ...] = (
         "SHRe MLP retrieval/zero-shot representation: the code's normalised fc2 output h'' (768-d); the text's"
         " h''' (1000-d)",
         lambda c: c.task == "vl" and c.model.shared == "mlp",
+    ),
+    Reading(
+        "train.keep_best",
+        None,
+        "val/loss:min",
+        "val/zero_shot_top1:max",
+        "SHRe model selection: the code's checkpoint callbacks keep the lowest val/loss (and train/loss); the text"
+        " the epoch with the best zero-shot ImageNet top-1 (train.zero_shot_val=imagenet scores it)",
+        lambda c: c.recipe.startswith("shre"),
     ),
     Reading(
         "optim.no_decay_embeddings",

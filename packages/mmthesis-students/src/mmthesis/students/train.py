@@ -28,11 +28,12 @@ from mmthesis.core.errors import ConfigError, DataMissingError, MMThesisError
 from mmthesis.core.registry import unknown_name
 from mmthesis.core.results import RunRecorder, RunResult, find_finished_run, run_dir
 from mmthesis.data.image_text import ImageTextPairs
-from mmthesis.data.manifest import dataset_dir, iter_split
+from mmthesis.data.manifest import dataset_dir, iter_split, read_manifest
 from mmthesis.data.registry import check_data, prepared
 from mmthesis.data.shard_index import SplitIndex
 from mmthesis.data.tokenizers import Tokenizer, bert_wordpiece, train_wordpiece
 from mmthesis.data.transforms import eval_transform, train_transform
+from mmthesis.data.zeroshot import PHOTO_TEMPLATE, format_prompts, zero_shot_classes
 from mmthesis.students.artifact import (
     LOSSES,
     METRICS,
@@ -62,6 +63,7 @@ from mmthesis.students.run_safety import (
 from mmthesis.students.smoke_teacher import prefit_teacher
 from mmthesis.students.unimodal_data import ImageSplit, TextBlocks, text_block_cache_prefix, text_blocks_packed
 from mmthesis.students.unimodal_module import UnimodalDistillationModule
+from mmthesis.students.validation import ZeroShotValidation, evenly_spaced
 from mmthesis.students.views import TwoViews, teacher_transform
 
 # the run folder's layout lives in mmthesis.students.artifact only; this module trains
@@ -70,6 +72,7 @@ __all__ = [
     "build_tokenizer",
     "build_training_data",
     "build_validation_data",
+    "build_zero_shot_validation",
     "precompute_recipe_targets",
     "smoke_note",
     "train_recipe",
@@ -125,9 +128,6 @@ def build_training_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, sca
     return torch.utils.data.ConcatDataset(parts), parts[0].collate, pairs  # all parts share the tokenizer
 
 
-ZERO_SHOT_PROMPT = "a photo of a {}."  # one CLIP prompt per class for val/zero_shot_top1 (training-time signal)
-
-
 def validation_split(name: str) -> str:
     """The held-out split of a prepared dataset: ``val``, or ``valid`` for OpenWebText's chunk (fairseq's name)."""
     return "valid" if (dataset_dir(name) / "valid.idx").is_file() else "val"
@@ -149,6 +149,27 @@ def build_validation_data(config: VLRecipeConfig, tokenizer: Tokenizer | None, s
         return blocks, blocks.collate
     pairs = ImageTextPairs(name, split, tokenizer, eval_transform(m.img_size), max_length=d.max_text_length)
     return pairs, pairs.collate
+
+
+def build_zero_shot_validation(config: VLRecipeConfig, tokenizer: Tokenizer, scale: str) -> ZeroShotValidation:
+    """``train.zero_shot_val``: the val split (else test) of that prepared labelled dataset under the eval
+    transform, at most ``train.zero_shot_val_images`` images spread evenly over it, and every class's prompts
+    (``mmthesis.data.zeroshot.zero_shot_classes``: ImageNet-1K's 1000 names x 80 templates) tokenized once."""
+    d, t = config.data, config.train
+    folder = prepared(t.zero_shot_val, scale)
+    split = "val" if "val" in read_manifest(folder).splits else "test"
+    images = ImageSplit(folder, split, eval_transform(config.model.img_size))
+    names, templates = zero_shot_classes(t.zero_shot_val, folder)
+    prompts = [p for name in names for p in format_prompts(name, templates)]
+    return ZeroShotValidation(
+        torch.utils.data.Subset(images, evenly_spaced(len(images), t.zero_shot_val_images)),
+        ImageSplit.collate,
+        tokenizer.pad(tokenizer.encode_ids(prompts, d.max_text_length)),
+        len(templates),
+        batch_size=d.batch_size,
+        num_workers=d.num_workers,
+        seed=t.seed,
+    )
 
 
 def training_examples(config: VLRecipeConfig, scale: str) -> int:
@@ -251,7 +272,8 @@ def _train_unless_finished(
 
 def _train(config: VLRecipeConfig, scale: str, name: str, root: Path | None) -> RunResult:
     retrieval = config.data.retrieval_eval if config.task == "vl" else []
-    fingerprints = check_data(config.data.train + retrieval, scale)  # before a parent run is trained
+    zero_shot = [config.train.zero_shot_val] if config.train.zero_shot_val else []
+    fingerprints = check_data(config.data.train + retrieval + zero_shot, scale)  # before a parent run is trained
     parent = trained_parent(config, scale, root)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     # a run started from a trained student keeps its vocabulary
@@ -292,15 +314,26 @@ def _train(config: VLRecipeConfig, scale: str, name: str, root: Path | None) -> 
             " (random-initialised unless the recipe names a checkpoint)"
         )
 
-    val_loader = None
+    val_loader, zero_shot_val = None, None
     if t.val_every_n_steps:
         val_set, val_collate = build_validation_data(config, tokenizer, scale)
         if isinstance(module, VLDistillationModule) and tokenizer is not None:
             names = getattr(val_set, "label_names", [])
-            if names:  # val/zero_shot_top1 on the val split's classes
+            if t.zero_shot_val:  # val/zero_shot_top1, _top5 on that dataset (the callback; not the val pairs)
+                zero_shot_val = build_zero_shot_validation(config, tokenizer, scale)
+            elif names:  # val/zero_shot_top1 on the val split's classes
                 module.zero_shot_prompts = tokenizer.pad(
-                    tokenizer.encode_ids([ZERO_SHOT_PROMPT.format(n) for n in names], d.max_text_length)
+                    tokenizer.encode_ids([format_prompts(n, [PHOTO_TEMPLATE])[0] for n in names], d.max_text_length)
                 )
+        logged = ["val/zero_shot_top1"] if getattr(module, "zero_shot_prompts", None) is not None else []
+        logged = ["val/zero_shot_top1", "val/zero_shot_top5"] if zero_shot_val is not None else logged
+        monitored = t.keep_best.rpartition(":")[0]
+        if monitored.startswith("val/zero_shot") and monitored not in logged:
+            raise ConfigError(
+                f"train.keep_best={t.keep_best} monitors a zero-shot accuracy this run does not log"
+                f" (it logs {', '.join(logged) or 'none'}; train.zero_shot_val is empty)",
+                "set train.zero_shot_val=imagenet (a prepared labelled dataset), or train.keep_best=val/loss:min",
+            )
         # in order; its own generator, so validating draws nothing from the global RNG the training uses
         val_loader = torch.utils.data.DataLoader(
             val_set,
@@ -321,6 +354,8 @@ def _train(config: VLRecipeConfig, scale: str, name: str, root: Path | None) -> 
         enable_version_counter=False,  # one last.ckpt, replaced atomically; never a stray last-v1.ckpt
     )
     callbacks = [KeepLoggedMetrics(out_dir / METRICS), history, Throughput(), RNGState(), ResumeDataOrder(), checkpoint]
+    if zero_shot_val is not None:
+        callbacks.insert(0, zero_shot_val)  # before the checkpoints, which read what it logs
     best = None
     if t.keep_best:
         metric, _, mode = t.keep_best.rpartition(":")

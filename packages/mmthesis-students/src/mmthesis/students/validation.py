@@ -1,16 +1,25 @@
-"""What the validation loop measures beyond the loss: image-text retrieval R@1 on the val embeddings.
+"""What the validation loop measures beyond the loss: image-text retrieval R@1 on the val embeddings, and
+CLIP-style zero-shot top-1 / top-5 on a labelled classification split (``train.zero_shot_val``).
 
 Kept here rather than taken from ``mmthesis.eval`` because students must not import eval (the package
-direction is core <- data <- teachers <- students <- eval): a training-time signal for Figures 19 and 27,
-not the evaluation of record (that is ``mmthesis eval``, with its tie reporting).
+direction is core <- data <- teachers <- students <- eval): a training-time signal for Figures 19 and 27 and
+for model selection (SHRe's best zero-shot epoch), not the evaluation of record (that is ``mmthesis eval``,
+with its tie reporting). The class names, templates and prototype reduction are ``mmthesis.data.zeroshot``'s,
+the same eval uses.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import lightning as L
 import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmthesis.core.errors import DataMissingError
+from mmthesis.data.zeroshot import prototypes_from_prompt_embeddings
 
 
 def retrieval_r1(image_emb: torch.Tensor, text_emb: torch.Tensor, text_image: torch.Tensor) -> tuple[float, float]:
@@ -33,6 +42,134 @@ def zero_shot_top1(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: tor
     """CLIP-style zero-shot top-1 in percent: each image gets the class whose prompt embedding is nearest."""
     pred = (image_emb.float() @ class_emb.float().t()).argmax(dim=1)
     return 100.0 * float((pred == labels.to(pred.device)).float().mean())
+
+
+def zero_shot_topk(
+    image_emb: torch.Tensor, prototypes: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> dict[int, float]:
+    """Top-k zero-shot accuracy in percent for each k: an image is right at k if fewer than k classes score above
+    its label's prototype, ties counted towards the lower class index (``argmax``'s rule, so top-1 equals
+    ``zero_shot_top1``). Scores are dot products (pass normalised vectors for cosine)."""
+    scores = image_emb.float() @ prototypes.float().t()  # (N, C)
+    labels = labels.long().to(scores.device)
+    own = scores.gather(1, labels[:, None])
+    lower = torch.arange(scores.shape[1], device=scores.device)[None] < labels[:, None]
+    rank = (scores > own).sum(dim=1) + ((scores == own) & lower).sum(dim=1)
+    return {k: 100.0 * float((rank < k).float().mean()) for k in ks}
+
+
+def evenly_spaced(n: int, cap: int) -> list[int]:
+    """``cap`` row indices spread evenly over ``n`` rows (all rows when ``cap`` is 0 or at least ``n``): a fixed
+    subset without drawing random numbers, covering every class of a class-ordered split."""
+    if not cap or cap >= n:
+        return list(range(n))
+    return [i * n // cap for i in range(cap)]
+
+
+def shard(n: int, rank: int, world: int) -> range:
+    """The rows rank ``rank`` of ``world`` encodes: a contiguous block of ceil(n / world) rows (the last ranks'
+    blocks may be shorter or empty), so the blocks in rank order are the rows in order (``gather_rows``)."""
+    per = -(-n // world)
+    return range(min(n, rank * per), min(n, (rank + 1) * per))
+
+
+def gather_rows(
+    local: torch.Tensor, n: int, world: int, all_gather: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """All ``n`` rows on every rank from each rank's ``shard`` block: blocks are padded to ceil(n / world) rows
+    for ``all_gather`` (equal shapes) and the padding, all at the end, is cut off."""
+    if world == 1:
+        return local
+    per = -(-n // world)
+    padded = local.new_zeros((per, *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    return all_gather(padded).reshape(world * per, *local.shape[1:])[:n]
+
+
+class ZeroShotValidation(L.Callback):
+    """``val/zero_shot_top1`` and ``val/zero_shot_top5`` (percent) at every validation, as the thesis code's
+    zero-shot callback: each class's prompts encoded, averaged and re-normalised into a prototype, each image
+    scored against all prototypes (``train.zero_shot_val``; built by ``train.build_zero_shot_validation``).
+
+    Under DDP each rank encodes its ``shard`` of the images and of the prompts and every rank gathers all of
+    them, so all ranks log the same numbers (``train.keep_best`` monitors them on every rank). The images are
+    read in order under the eval transform by a loader with its own generator: nothing is drawn from the
+    training's random state.
+    """
+
+    def __init__(
+        self,
+        images: Dataset,
+        collate: Callable[[list[Any]], Any],
+        prompts: tuple[torch.Tensor, torch.Tensor],
+        templates: int,
+        batch_size: int,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        ids, mask = prompts
+        if templates < 1 or ids.shape[0] % templates:
+            raise ValueError(f"{ids.shape[0]} prompts are not a whole number of classes x {templates} templates")
+        self.images, self.collate, self.ids, self.mask = images, collate, ids, mask
+        self.templates, self.batch_size, self.num_workers, self.seed = templates, batch_size, num_workers, seed
+        self._loader: DataLoader | None = None
+
+    @property
+    def classes(self) -> int:
+        return self.ids.shape[0] // self.templates
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        with trainer.precision_plugin.forward_context():
+            scores = self.score(pl_module, trainer.global_rank, trainer.world_size)
+        for k, value in scores.items():
+            pl_module.log(f"val/zero_shot_top{k}", value)
+
+    @torch.no_grad()
+    def score(self, module: Any, rank: int = 0, world: int = 1) -> dict[int, float]:
+        """Top-1 (and top-5 with at least 5 classes) of ``module.student``'s current weights."""
+        student, device = module.student, module.device
+        gather = module.all_gather
+        rows = shard(len(self.images), rank, world)
+        if self._loader is None:  # built once: its workers (if any) persist across validations
+            self._loader = DataLoader(
+                torch.utils.data.Subset(self.images, list(rows)),
+                batch_size=self.batch_size,
+                shuffle=False,
+                num_workers=self.num_workers,
+                collate_fn=self.collate,
+                generator=torch.Generator().manual_seed(self.seed),
+                persistent_workers=self.num_workers > 0,
+            )
+        embeddings, labels = [], []
+        for batch in self._loader:
+            if batch.label is None:
+                raise DataMissingError("the zero-shot validation split has unlabelled images", "use a labelled split")
+            embeddings.append(student.encode_image(batch.image.to(device)).float())
+            labels.append(batch.label.to(device))
+        # a rank with an empty shard (fewer rows than ranks) still joins the gathers, with the right width
+        dim = student.encode_text(self.ids[:1].to(device), self.mask[:1].to(device)).shape[1]
+        image_emb = torch.cat(embeddings) if embeddings else torch.zeros(0, dim, device=device)
+        image_labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
+        image_emb = gather_rows(image_emb, len(self.images), world, gather)
+        image_labels = gather_rows(image_labels, len(self.images), world, gather)
+        if int(image_labels.max()) >= self.classes:
+            raise DataMissingError(
+                f"the zero-shot validation split has labels beyond its {self.classes} class names",
+                "re-prepare the dataset",
+            )
+        prompt_rows = shard(self.ids.shape[0], rank, world)
+        ids, mask = self.ids[prompt_rows.start : prompt_rows.stop], self.mask[prompt_rows.start : prompt_rows.stop]
+        text = [
+            student.encode_text(ids[i : i + self.batch_size].to(device), mask[i : i + self.batch_size].to(device))
+            for i in range(0, ids.shape[0], self.batch_size)
+        ]
+        text_emb = torch.cat(text).float() if text else torch.zeros(0, dim, device=device)
+        text_emb = gather_rows(text_emb, self.ids.shape[0], world, gather)
+        prototypes = prototypes_from_prompt_embeddings(text_emb.view(self.classes, self.templates, -1))
+        ks = [k for k in (1, 5) if k <= self.classes]
+        return zero_shot_topk(image_emb, prototypes, image_labels, ks)
 
 
 def image_keys(image_ids: Sequence[str]) -> torch.Tensor:

@@ -257,6 +257,6 @@ def test_zero_shot_selection_without_a_zero_shot_source_is_refused(classificatio
 
 def test_zero_shot_val_needs_validation_and_a_vision_language_task():
     with pytest.raises(ConfigError, match="zero_shot_val"):
-        load_recipe("shre", "smoke", ["train.zero_shot_val=imagenet", "train.val_every_n_steps=0"])
+        load_recipe("shre", "smoke", ["train.zero_shot_val=imagenet", "train.val_every_n_steps=0", "train.keep_best="])
     with pytest.raises(ConfigError, match="zero_shot_val"):
         load_recipe("distil-data2vec2", "smoke", ["train.zero_shot_val=imagenet"])

@@ -3,7 +3,15 @@ from typing import Literal
 
 import pytest
 
-from mmthesis.core.config import apply_overrides, config_hash, from_dict, load_config, read_yaml, to_dict
+from mmthesis.core.config import (
+    HASHED_UNLESS_DEFAULT,
+    apply_overrides,
+    config_hash,
+    from_dict,
+    load_config,
+    read_yaml,
+    to_dict,
+)
 from mmthesis.core.errors import ConfigError
 
 
@@ -67,6 +75,27 @@ def test_hash_is_stable_and_value_sensitive():
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(from_dict(Outer, {"name": "x", "tags": ["u"]}))
     assert to_dict(a)["inner"]["betas"] == [0.9, 0.98]
+
+
+@dataclass
+class Later:
+    """``Outer`` after a field was added whose default keeps the old behaviour."""
+
+    name: str
+    steps: int = 10
+    mode: Literal["a", "b"] = "a"
+    path: str | None = None
+    inner: Inner = field(default_factory=Inner)
+    tags: list[str] = field(default_factory=list)
+    extra: int = field(default=0, metadata=HASHED_UNLESS_DEFAULT)
+
+
+def test_a_field_hashed_unless_default_keeps_old_hashes_at_its_default():
+    old = from_dict(Outer, {"name": "x", "tags": ["t"]})
+    assert config_hash(from_dict(Later, {"name": "x", "tags": ["t"]})) == config_hash(old)
+    changed = from_dict(Later, {"name": "x", "tags": ["t"], "extra": 3})
+    assert config_hash(changed) != config_hash(old) and to_dict(changed, hashed_only=True)["extra"] == 3
+    assert to_dict(from_dict(Later, {"name": "x"}))["extra"] == 0  # still written to config.json / result.json
 
 
 def test_bad_yaml_file(tmp_path):

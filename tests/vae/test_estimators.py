@@ -10,6 +10,7 @@ from torch import distributions as D
 
 from mmthesis.vae.estimators import (
     Gaussian,
+    PrivateLatents,
     iwae_bound,
     kl_standard_normal,
     mixture_elbo,
@@ -125,3 +126,112 @@ def test_dreg_gradient_is_squared_weights_times_the_pathwise_derivative():
         expected = (w**2 * dlw_dz).sum()
     assert mu.grad.item() == pytest.approx(expected.item(), rel=1e-4)
     assert bound.item() == pytest.approx((torch.logsumexp(lw, 0) - math.log(k)).item(), rel=1e-5)
+
+
+def _private_toy(seed: int = 0, batch: int = 3, zd: int = 2, wd: int = 2):
+    """Two shared experts, two private posteriors q(w_n | x_n), two auxiliary priors r_n = N(0, exp(rho_n)) and a
+    Gaussian likelihood sum_n log N(x_n; z + w_n, 1): modality n's decoder reads (z, w_n)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def gaussian(d: int) -> Gaussian:
+        return Gaussian(torch.randn(batch, d, generator=g).requires_grad_(), (0.3 * torch.randn(batch, d, generator=g)).requires_grad_())
+
+    comps, posts = [gaussian(zd) for _ in range(2)], [gaussian(wd) for _ in range(2)]
+    rhos = [(0.5 * torch.randn(wd, generator=g)).requires_grad_() for _ in range(2)]
+    aux = [Gaussian(torch.zeros(batch, wd), r.expand(batch, wd)) for r in rhos]
+    xs = [torch.randn(batch, wd, generator=g) for _ in range(2)]
+
+    def ll(z, ws):
+        return sum(-0.5 * (math.log(2 * math.pi) + (x - z - w) ** 2).sum(-1) for x, w in zip(xs, ws, strict=True))
+
+    return comps, posts, aux, rhos, xs, ll
+
+
+def _manual_private_log_weights(comps, posts, aux, xs, k, use_aux: bool):
+    """MMVAE+'s log weights by hand with torch.distributions, drawing what the estimator draws in its order: per
+    component m, z (K, B, Z), then w_1, w_2 (K, B, W) each, w_n from r_n when n != m and ``use_aux``."""
+    batch = comps[0].mu.shape[0]
+    lws, draws = [], []
+    for m, c in enumerate(comps):
+        z = c.mu + c.std * torch.randn(k, *c.mu.shape)
+        ws, ratio = [], 0.0
+        for n, q in enumerate(posts):
+            eps = torch.randn(k, *q.mu.shape)
+            if n == m or not use_aux:
+                w = q.mu + q.std * eps
+                ratio = ratio + D.Normal(0.0, 1.0).log_prob(w).sum(-1) - _normal(q).log_prob(w)
+            else:
+                w = aux[n].std * eps
+            ws.append(w)
+        log_q = torch.logsumexp(torch.stack([_normal(d).log_prob(z) for d in comps]), 0) - math.log(len(comps))
+        log_lik = sum(D.Normal(z + w, 1.0).log_prob(x).sum(-1) for x, w in zip(xs, ws, strict=True))
+        lws.append(D.Normal(0.0, 1.0).log_prob(z).sum(-1) + log_lik - log_q + ratio)
+        draws.append((z, ws))
+        assert lws[-1].shape == (k, batch)
+    return lws, draws
+
+
+def test_stratified_iwae_with_private_latents_matches_a_manual_computation():
+    """MMVAE+: in component m, w_m from its posterior (with its prior/posterior ratio), the other w from r."""
+    comps, posts, aux, _, xs, ll = _private_toy()
+    k = 4
+    torch.manual_seed(5)
+    got = stratified_iwae(comps, ll, k, PrivateLatents(posts, aux))
+    torch.manual_seed(5)
+    lws, _ = _manual_private_log_weights(comps, posts, aux, xs, k, use_aux=True)
+    expected = torch.stack([torch.logsumexp(lw, 0) - math.log(k) for lw in lws]).mean(0)
+    assert torch.allclose(got, expected, atol=1e-5)
+    # without auxiliary priors: the single-sample ELBO of q_mix(z|x) q(w_1|x_1) q(w_2|x_2), every w from its posterior
+    torch.manual_seed(6)
+    elbo = mixture_elbo(comps, ll, PrivateLatents(posts))
+    torch.manual_seed(6)
+    lws, _ = _manual_private_log_weights(comps, posts, aux, xs, 1, use_aux=False)
+    assert torch.allclose(elbo, torch.stack([lw[0] for lw in lws]).mean(0), atol=1e-5)
+    with pytest.raises(ValueError, match="1 private posteriors for 2 mixture components"):
+        stratified_iwae(comps, ll, 1, PrivateLatents(posts[:1]))
+
+
+def test_private_elbo_averages_to_reconstruction_minus_both_kls():
+    """One component, no auxiliary prior: E[log w] = E[log N(x; z + w, 1)] - KL(q(z) || p) - KL(q(w) || p), the
+    expectation in closed form: -1/2 log 2 pi - 1/2 ((x - mu_z - mu_w)^2 + s_z^2 + s_w^2)."""
+    mu_z, lv_z, mu_w, lv_w, x = 0.4, math.log(0.3), -0.2, math.log(0.5), 1.1
+    n = 200000  # independent single-sample ELBOs, one per batch row
+
+    def gaussian(mu: float, lv: float) -> Gaussian:
+        return Gaussian(torch.full((n, 1), mu, dtype=torch.float64), torch.full((n, 1), lv, dtype=torch.float64))
+
+    ll = lambda z, ws: -0.5 * (math.log(2 * math.pi) + (x - z - ws[0]) ** 2).sum(-1)  # noqa: E731
+    torch.manual_seed(0)
+    mc = mixture_elbo([gaussian(mu_z, lv_z)], ll, PrivateLatents([gaussian(mu_w, lv_w)])).mean()
+    rec = -0.5 * math.log(2 * math.pi) - 0.5 * ((x - mu_z - mu_w) ** 2 + 0.3 + 0.5)
+    kl = sum(0.5 * (mu**2 + math.exp(lv) - 1 - lv) for mu, lv in ((mu_z, lv_z), (mu_w, lv_w)))
+    assert mc.item() == pytest.approx(rec - kl, abs=0.02)
+
+
+def test_dreg_with_private_latents_squares_the_weights_on_posterior_draws_only():
+    """Two 1-d components: the private posterior's mean gets sum_k w~_k^2 d lw_k / d w_k (w_m drawn in its own
+    component), the auxiliary prior's log-variance sum_k w~_k d lw_k / d w~_k * w~_k / 2 (drawn in the other one);
+    both halved by the mean over the two components."""
+    comps, posts, aux, rhos, xs, ll = _private_toy(2, batch=1, zd=1, wd=1)
+    k = 5
+    torch.manual_seed(9)
+    surrogate, bound = stratified_dreg(comps, ll, k, PrivateLatents(posts, aux))
+    surrogate.sum().backward()
+    torch.manual_seed(9)
+    with torch.no_grad():
+        lws, draws = _manual_private_log_weights(comps, posts, aux, xs, k, use_aux=True)
+        weights = [torch.softmax(lw, 0).view(k) for lw in lws]
+        for m in range(2):
+            z, ws = draws[m]
+            q = posts[m]
+            w_m = ws[m]
+            # d lw / d w_m with q's parameters fixed: prior, likelihood of x_m, minus log q(w_m)
+            dlw = (-w_m + (xs[m] - z - w_m) + (w_m - q.mu) / torch.exp(q.logvar)).view(k)
+            assert posts[m].mu.grad.item() == pytest.approx(0.5 * (weights[m] ** 2 * dlw).sum().item(), rel=1e-4)
+            n = 1 - m  # r_n is drawn in component m
+            w_n = ws[n]
+            dlw_n = (xs[n] - z - w_n).view(k)
+            expected = 0.5 * (weights[m] * dlw_n * 0.5 * w_n.view(k)).sum()
+            assert rhos[n].grad.item() == pytest.approx(expected.item(), rel=1e-4)
+        iwae = torch.stack([torch.logsumexp(lw, 0) - math.log(k) for lw in lws]).mean(0)
+    assert bound.item() == pytest.approx(iwae.item(), rel=1e-5)

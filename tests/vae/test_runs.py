@@ -22,8 +22,8 @@ from mmthesis.vae.recipes import load_vae_recipe, vae_recipe_names
 runner = CliRunner()
 
 
-def _save_run(tokenizer, tiny_config, aggregation: str = "mopoe"):
-    config = VAERecipeConfig(recipe=f"vae-{aggregation}", thesis_name="x", model=tiny_config(aggregation))
+def _save_run(tokenizer, tiny_config, aggregation: str = "mopoe", **model):
+    config = VAERecipeConfig(recipe=f"vae-{aggregation}", thesis_name="x", model=tiny_config(aggregation, **model))
     torch.manual_seed(0)
     model = MultimodalVAE(config.model, tokenizer).eval()
     folder = run_dir(run_name(config, "smoke"), config_hash(config))
@@ -33,13 +33,31 @@ def _save_run(tokenizer, tiny_config, aggregation: str = "mopoe"):
 
 
 def test_recipes_resolve_at_every_scale():
-    assert vae_recipe_names() == ["vae-moe", "vae-mopoe", "vae-poe"]
-    for name, aggregation in [("vae-poe", "poe"), ("vae-moe", "moe"), ("vae-mopoe", "mopoe")]:
+    assert vae_recipe_names() == ["vae-mmvaeplus", "vae-moe", "vae-moe-emoji", "vae-mopoe", "vae-poe"]
+    cases = [("vae-poe", "poe", "shapes"), ("vae-moe", "moe", "shapes"), ("vae-mopoe", "mopoe", "shapes"),
+             ("vae-mmvaeplus", "moe", "shapes"), ("vae-moe-emoji", "moe", "emoji")]
+    for name, aggregation, smoke_data in cases:
         for scale in ("smoke", "small", "full"):
             config = load_vae_recipe(name, scale)
             assert config.model.aggregation == aggregation
-        assert load_vae_recipe(name, "smoke").data.train == ["shapes"]
+            assert (config.model.private_dim > 0) == (name == "vae-mmvaeplus")
+        assert load_vae_recipe(name, "smoke").data.train == [smoke_data]
+    assert load_vae_recipe("vae-moe-emoji", "full").data.train == ["emoji"]
     assert load_vae_recipe("vae-moe", "smoke", ["loss.k=7"]).loss.k == 7
+
+
+def test_private_dim_enters_the_config_hash_only_when_set():
+    """Runs recorded before model.private_dim existed keep their hashes (it is left out while 0)."""
+    from mmthesis.core.config import to_dict
+
+    for name in ("vae-poe", "vae-moe", "vae-mopoe", "vae-moe-emoji"):
+        config = load_vae_recipe(name, "smoke")
+        assert "private_dim" not in to_dict(config, hashed_only=True)["model"]
+        assert to_dict(config)["model"]["private_dim"] == 0  # still in config.json
+    plus = load_vae_recipe("vae-mmvaeplus", "smoke")
+    assert to_dict(plus, hashed_only=True)["model"]["private_dim"] == 8
+    off = load_vae_recipe("vae-mmvaeplus", "smoke", ["model.private_dim=0"])
+    assert config_hash(off) == config_hash(load_vae_recipe("vae-moe", "smoke", ["recipe=vae-mmvaeplus", "thesis_name=MMVAE+"]))
     with pytest.raises(UnknownNameError, match="vae-mopoe"):
         load_vae_recipe("vae-mopo", "smoke")
 
@@ -58,6 +76,28 @@ def test_run_round_trip_and_eval_model_kind(tokenizer, tiny_config):
         assert torch.allclose(served.model.encode_image(images), model.encode_image(images))
         assert served.image_transform(Image.new("RGB", (20, 20))).shape == (3, 8, 8)
     assert served.fingerprint == load_model(f"vae:{folder}", "smoke").fingerprint
+
+
+def test_mmvaeplus_run_round_trip(tokenizer, tiny_config):
+    """Private latents and the learnt auxiliary priors are saved and reloaded; vae:RUN serves the shared latent."""
+    folder, model = _save_run(tokenizer, tiny_config, "moe", private_dim=3)
+    with torch.no_grad():
+        model.aux_prior_logvar["text"].copy_(torch.tensor([0.5, -1.0, 2.0]))  # not the initial zeros
+    write_vae_artifact(folder, load_vae(folder).config, "smoke", model)
+    loaded = load_vae(folder)
+    assert loaded.config.model.private_dim == 3
+    assert torch.equal(loaded.model.aux_prior_logvar["text"], model.aux_prior_logvar["text"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+    images = torch.randn(2, 3, 8, 8)
+    z = loaded.model.latent_image(images)
+    assert z.shape == (2, 4) and torch.equal(z, model.latent_image(images))
+    assert torch.equal(loaded.model.decode_image(z), model.decode_image(z))
+    assert loaded.model.decode_text(z, max_len=5) == model.decode_text(z, max_len=5)
+    import mmthesis.vae  # noqa: F401  registers vae:RUN
+    from mmthesis.eval.adapters import load_model
+
+    served = load_model(f"vae:{folder}", "smoke")
+    assert served.info["latent_dim"] == 4 and served.model.encode_image(images).shape == (2, 4)
 
 
 def test_broken_runs_are_one_line_errors(tokenizer, tiny_config, tmp_path):

@@ -132,12 +132,16 @@ def from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
 # dataclass field metadata: ``field(..., metadata=NOT_HASHED)`` marks a setting that does not change what a run
 # computes (e.g. which loggers it writes to), so ``config_hash`` leaves it out and changing it reuses the run
 NOT_HASHED = {"hash": False}
+# ``field(default=..., metadata=HASHED_UNLESS_DEFAULT)`` marks a setting added after runs were recorded whose default
+# keeps the old behaviour: left out of ``config_hash`` while at its default, so those runs keep their hashes
+HASHED_UNLESS_DEFAULT = {"hash": "unless-default"}
 
 
 def to_dict(config: Any, *, hashed_only: bool = False) -> dict[str, Any]:
     """Plain-data view of a config (tuples become lists), suitable for YAML/JSON.
 
-    ``hashed_only`` drops the fields marked ``NOT_HASHED`` (what ``config_hash`` digests).
+    ``hashed_only`` drops the fields marked ``NOT_HASHED`` and those marked ``HASHED_UNLESS_DEFAULT`` that are at
+    their default (what ``config_hash`` digests).
     """
 
     def plain(v: Any) -> Any:
@@ -145,7 +149,7 @@ def to_dict(config: Any, *, hashed_only: bool = False) -> dict[str, Any]:
             return {
                 f.name: plain(getattr(v, f.name))
                 for f in dataclasses.fields(v)
-                if not (hashed_only and f.metadata.get("hash", True) is False)
+                if not (hashed_only and _unhashed(f, getattr(v, f.name)))
             }
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
@@ -154,6 +158,11 @@ def to_dict(config: Any, *, hashed_only: bool = False) -> dict[str, Any]:
         return v
 
     return plain(config)
+
+
+def _unhashed(f: dataclasses.Field, value: Any) -> bool:
+    rule = f.metadata.get("hash", True)
+    return rule is False or (rule == "unless-default" and value == f.default)
 
 
 def config_hash(config: Any) -> str:

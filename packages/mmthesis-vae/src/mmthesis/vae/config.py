@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mmthesis.core.config import HASHED_UNLESS_DEFAULT
 from mmthesis.core.errors import ConfigError
 
 Aggregation = Literal["poe", "moe", "mopoe"]
@@ -32,6 +33,9 @@ class VAEModelConfig:
     # training only: share of the text decoder's teacher-forced input tokens replaced by [UNK] (Bowman et al. 2016),
     # so the autoregressive decoder must read the caption's content from z instead of ignoring it
     word_dropout: float = 0.0
+    # MMVAE+ (Palumbo et al. 2023): each modality's private latent w_m of this size next to the shared z (0 = none);
+    # moe only. Out of the config hash while 0, so runs recorded before it existed keep their hashes.
+    private_dim: int = field(default=0, metadata=HASHED_UNLESS_DEFAULT)
 
 
 @dataclass
@@ -108,5 +112,12 @@ def check_config(config: VAERecipeConfig) -> None:
         raise ConfigError(f"model.word_dropout must be in [0, 1), got {m.word_dropout}")
     if m.image_scale <= 0:
         raise ConfigError(f"model.image_scale must be > 0, got {m.image_scale}")
+    if m.private_dim < 0:
+        raise ConfigError(f"model.private_dim must be >= 0, got {m.private_dim}")
+    if m.private_dim and m.aggregation != "moe":
+        raise ConfigError(
+            f"model.private_dim is MMVAE+'s, defined on the mixture's unimodal experts; {m.aggregation} has none",
+            "set model.aggregation=moe or model.private_dim=0",
+        )
     if not config.data.train:
         raise ConfigError("data.train names no dataset")

@@ -11,6 +11,13 @@ Each modality m has an encoder giving a Gaussian expert q_m(z | x_m). The joint 
 * ``moe``   (MMVAE): q(z | x) = 1/M sum_m q_m         (each expert must explain every modality);
 * ``mopoe`` (MoPoE): q(z | x) = 1/|S| sum_{s in S} PoE(s), S the non-empty subsets of the modalities.
 
+``private_dim`` > 0 (MMVAE+, Palumbo et al. 2023; moe only) gives each modality a private latent w_m next to z:
+its encoder gives q(z | x_m) q(w_m | x_m), its decoder reads p(x_m | z, w_m), and a learnt auxiliary prior
+r_m(w_m) = N(0, diag(exp(rho_m))) stands in for w_m when x_m is decoded from another modality's z (training and the
+cross-modal test likelihoods). The eval interface stays on the shared z: ``latent_*`` are means of z, and
+``decode_*`` of a z alone use the private mean 0 (the mean of both p(w) and r(w)), or a draw from r with
+``private="sample"``.
+
 The model interface of the eval harness: ``encode_image`` / ``encode_text`` (normalised posterior means),
 ``latent_image`` / ``latent_text`` (posterior means), ``decode_image`` / ``decode_text``.
 """
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +35,7 @@ from torch import nn
 from mmthesis.vae.config import VAELossConfig, VAEModelConfig
 from mmthesis.vae.estimators import (
     Gaussian,
+    PrivateLatents,
     kl_standard_normal,
     mixture_elbo,
     product_of_experts,
@@ -194,7 +202,9 @@ class MultimodalVAE(nn.Module):
         self.tokenizer = tokenizer
         self.image_size = config.img_size
         self.aggregation = config.aggregation
-        vocab, z = tokenizer.vocab_size, config.latent_dim
+        self.private_dim = config.private_dim
+        # each encoder's head gives (z, w_m) in one Gaussian (split by _split); each decoder reads (z, w_m)
+        vocab, z = tokenizer.vocab_size, config.latent_dim + config.private_dim
         self._pretrained = [pretrained] if pretrained is not None else []  # a list: not registered as a submodule
         if config.encoder == "pretrained":
             if pretrained is None:
@@ -207,6 +217,9 @@ class MultimodalVAE(nn.Module):
             self.text_encoder = GRUTextEncoder(vocab, config.text_dim, z, tokenizer.pad_id)
         self.image_decoder = ConvImageDecoder(config.img_size, config.image_channels, z)
         self.text_decoder = GRUTextDecoder(vocab, config.text_dim, z)
+        if config.private_dim:
+            # log-variances rho_m of the auxiliary priors r_m(w_m) = N(0, diag(exp(rho_m))), learnt (MMVAE+); start at N(0, I)
+            self.aux_prior_logvar = nn.ParameterDict({m: nn.Parameter(torch.zeros(config.private_dim)) for m in MODALITIES})
 
     # -- pretrained features ------------------------------------------------------------------
     def _feature_dim(self, loaded: Any) -> int:
@@ -234,17 +247,46 @@ class MultimodalVAE(nn.Module):
             return self._frozen().model.encode_text(ids, mask).float()
 
     # -- posteriors ---------------------------------------------------------------------------
-    def image_expert(self, images: torch.Tensor) -> Gaussian:
-        """q_image(z | image): the image encoder's Gaussian expert."""
+    def _image_posterior(self, images: torch.Tensor) -> Gaussian:
         if self.config.encoder == "pretrained":
             return self.image_encoder(self._image_features(images))
         return self.image_encoder(images)
 
-    def text_expert(self, ids: torch.Tensor, padding_mask: torch.Tensor) -> Gaussian:
-        """q_text(z | caption): the text encoder's Gaussian expert."""
+    def _text_posterior(self, ids: torch.Tensor, padding_mask: torch.Tensor) -> Gaussian:
         if self.config.encoder == "pretrained":
             return self.text_encoder(self._text_features(ids, padding_mask))
         return self.text_encoder(ids, padding_mask)
+
+    def _split(self, q: Gaussian) -> tuple[Gaussian, Gaussian]:
+        """An encoder's Gaussian over (z, w_m) -> q(z | x_m), q(w_m | x_m) (w empty without private latents)."""
+        d = self.config.latent_dim
+        return Gaussian(q.mu[..., :d], q.logvar[..., :d]), Gaussian(q.mu[..., d:], q.logvar[..., d:])
+
+    def _posteriors(
+        self, images: torch.Tensor, ids: torch.Tensor, padding_mask: torch.Tensor
+    ) -> tuple[dict[str, Gaussian], dict[str, Gaussian]]:
+        """Both modalities' shared experts q_m(z | x_m) and private posteriors q(w_m | x_m)."""
+        qi, wi = self._split(self._image_posterior(images))
+        qt, wt = self._split(self._text_posterior(ids, padding_mask))
+        return {IMAGE: qi, TEXT: qt}, {IMAGE: wi, TEXT: wt}
+
+    def image_expert(self, images: torch.Tensor) -> Gaussian:
+        """q_image(z | image): the image encoder's Gaussian expert over the shared latent."""
+        return self._split(self._image_posterior(images))[0]
+
+    def text_expert(self, ids: torch.Tensor, padding_mask: torch.Tensor) -> Gaussian:
+        """q_text(z | caption): the text encoder's Gaussian expert over the shared latent."""
+        return self._split(self._text_posterior(ids, padding_mask))[0]
+
+    def aux_prior(self, modality: str, batch: int) -> Gaussian:
+        """MMVAE+'s auxiliary prior r_m(w_m) over modality m's private latent, broadcast to ``(batch, W)``."""
+        logvar = 8.0 * torch.tanh(self.aux_prior_logvar[modality] / 8.0)  # soft-clamped as the encoder heads
+        return Gaussian(logvar.new_zeros(batch, self.private_dim), logvar.expand(batch, -1))
+
+    def _private(self, private: dict[str, Gaussian], batch: int, aux: bool) -> PrivateLatents:
+        """The private posteriors in the mixture's component order, with the auxiliary priors when ``aux``."""
+        priors = [self.aux_prior(m, batch) for m in MODALITIES] if aux else None
+        return PrivateLatents([private[m] for m in MODALITIES], priors)
 
     def components(self, experts: dict[str, Gaussian]) -> list[Gaussian]:
         """The joint posterior given the observed modalities' experts, as a uniform mixture of Gaussians."""
@@ -264,7 +306,7 @@ class MultimodalVAE(nn.Module):
 
     # -- likelihoods --------------------------------------------------------------------------
     def image_log_likelihood(self, z: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """log p(image | z) over all pixels for z ``(K, B, Z)``: ``(K, B)``."""
+        """log p(image | z) over all pixels for z ``(K, B, Z)`` (with private latents: (z, w_image), ``Z + W``): ``(K, B)``."""
         k, b = z.shape[:2]
         mean = self.image_decoder(z.reshape(k * b, -1)).view(k, b, *images.shape[1:])
         target = to_unit_range(images).unsqueeze(0)
@@ -276,7 +318,9 @@ class MultimodalVAE(nn.Module):
         return lp.flatten(2).sum(-1)
 
     def text_log_likelihood(self, z: torch.Tensor, ids: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """log p(caption | z) = sum of next-token log-probabilities after ``[CLS]`` (to ``[SEP]``): ``(K, B)``."""
+        """log p(caption | z) = sum of next-token log-probabilities after ``[CLS]`` (to ``[SEP]``): ``(K, B)``.
+
+        With private latents z is (z, w_text), ``(K, B, Z + W)``."""
         k, b = z.shape[:2]
         inputs, targets = ids[:, :-1], ids[:, 1:]
         if self.training and self.config.word_dropout > 0:  # never the first ([CLS]) input, never at test time
@@ -291,6 +335,11 @@ class MultimodalVAE(nn.Module):
     def _log_likelihood(self, images, ids, mask, weighted: bool):
         wi = self.config.image_weight if weighted else 1.0
         wt = self.config.text_weight if weighted else 1.0
+        if self.private_dim:  # ws: the private latents in MODALITIES order, each decoder reads (z, its w)
+            return lambda z, ws: (
+                wi * self.image_log_likelihood(torch.cat([z, ws[0]], -1), images)
+                + wt * self.text_log_likelihood(torch.cat([z, ws[1]], -1), ids, mask)
+            )
         return lambda z: wi * self.image_log_likelihood(z, images) + wt * self.text_log_likelihood(z, ids, mask)
 
     # -- objectives ---------------------------------------------------------------------------
@@ -300,19 +349,21 @@ class MultimodalVAE(nn.Module):
         """The aggregation's training objective on a paired batch: ``{"loss": -objective, ...}`` (batch means).
 
         poe:   ELBO(joint) [+ ELBO(image | q_image) + ELBO(text | q_text)], analytic KL (MVAE);
-        moe:   stratified ELBO / IWAE / DReG over the modality experts (MMVAE);
+        moe:   stratified ELBO / IWAE / DReG over the modality experts (MMVAE); with private latents over (z, w),
+               the other modalities' w from the auxiliary priors (MMVAE+);
         mopoe: mean over subsets s of ELBO(x | PoE(s)), analytic KL per subset (MoPoE's bound).
         """
-        experts = {IMAGE: self.image_expert(images), TEXT: self.text_expert(ids, padding_mask)}
+        experts, private = self._posteriors(images, ids, padding_mask)
         ll = self._log_likelihood(images, ids, padding_mask, weighted=True)
         out: dict[str, torch.Tensor] = {}
         if self.aggregation == "moe":
             comps = self.components(experts)
+            aux = self._private(private, images.shape[0], aux=True) if self.private_dim else None
             if loss.estimator == "dreg":
-                objective, bound = stratified_dreg(comps, ll, loss.k)
+                objective, bound = stratified_dreg(comps, ll, loss.k, aux)
                 out["bound"] = bound.mean()
             else:
-                objective = stratified_iwae(comps, ll, loss.k if loss.estimator == "iwae" else 1)
+                objective = stratified_iwae(comps, ll, loss.k if loss.estimator == "iwae" else 1, aux)
                 out["bound"] = objective.detach().mean()
         else:
             subsets = [self.components(experts)[0]] if self.aggregation == "poe" else self.components(experts)
@@ -343,12 +394,27 @@ class MultimodalVAE(nn.Module):
         sample each: comparable across poe / moe / mopoe); ``image_to_text`` / ``text_to_image``: log p(x_other | z)
         with z from the posterior given only the other modality (cross-modal likelihood); ``self_image`` /
         ``self_text``: reconstruction log-likelihood from the same modality alone.
+
+        With private latents (MMVAE+): ``elbo`` is the ELBO of q_mix(z | x) q(w_image | image) q(w_text | text);
+        the cross-modal likelihoods decode with the target modality's w drawn from its auxiliary prior r (as
+        training does), the same-modality ones with w from its posterior.
         """
-        experts = {IMAGE: self.image_expert(images), TEXT: self.text_expert(ids, padding_mask)}
+        experts, private = self._posteriors(images, ids, padding_mask)
         ll = self._log_likelihood(images, ids, padding_mask, weighted=False)
         # one modality observed: every aggregation's posterior is a single Gaussian
         z_i = self.components({IMAGE: experts[IMAGE]})[0].rsample(1)
         z_t = self.components({TEXT: experts[TEXT]})[0].rsample(1)
+        if self.private_dim:
+            b = images.shape[0]
+            w_i, w_t = private[IMAGE].rsample(1), private[TEXT].rsample(1)
+            r_i, r_t = self.aux_prior(IMAGE, b).rsample(1), self.aux_prior(TEXT, b).rsample(1)
+            return {
+                "elbo": mixture_elbo(self.components(experts), ll, self._private(private, b, aux=False)),
+                "image_to_text": self.text_log_likelihood(torch.cat([z_i, r_t], -1), ids, padding_mask)[0],
+                "text_to_image": self.image_log_likelihood(torch.cat([z_t, r_i], -1), images)[0],
+                "self_image": self.image_log_likelihood(torch.cat([z_i, w_i], -1), images)[0],
+                "self_text": self.text_log_likelihood(torch.cat([z_t, w_t], -1), ids, padding_mask)[0],
+            }
         return {
             "elbo": mixture_elbo(self.components(experts), ll),
             "image_to_text": self.text_log_likelihood(z_i, ids, padding_mask)[0],
@@ -378,20 +444,43 @@ class MultimodalVAE(nn.Module):
         """L2-normalised ``latent_text``."""
         return F.normalize(self.latent_text(ids, padding_mask).float(), dim=-1)
 
+    def _decoder_input(
+        self, z: torch.Tensor, modality: str, private: Literal["mean", "sample"], generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """A shared latent ``(B, Z)`` -> the decoder's input: (z, w) with w the auxiliary prior's mean (0) or a draw.
+
+        A ``(B, Z + W)`` latent is taken as (z, w) already."""
+        z = z.to(next(self.parameters()).device)
+        full = self.config.latent_dim + self.private_dim
+        if z.shape[-1] == full:
+            return z
+        if z.shape[-1] != self.config.latent_dim:
+            raise ValueError(f"latents must have {self.config.latent_dim} (or {full}) dimensions, got {z.shape[-1]}")
+        if private == "mean":
+            return torch.cat([z, z.new_zeros(z.shape[0], self.private_dim)], -1)
+        if private != "sample":
+            raise ValueError(f"private must be 'mean' or 'sample', got {private!r}")
+        std = self.aux_prior(modality, z.shape[0]).std
+        eps = torch.randn(std.shape, generator=generator, dtype=std.dtype).to(z.device)
+        return torch.cat([z, eps * std], -1)
+
     @torch.no_grad()
-    def decode_image(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel means ``(B, 3, H, W)`` in [0, 1] of latents ``(B, Z)``."""
-        return self.image_decoder(z.to(next(self.parameters()).device)).float()
+    def decode_image(
+        self, z: torch.Tensor, private: Literal["mean", "sample"] = "mean", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Pixel means ``(B, 3, H, W)`` in [0, 1] of latents ``(B, Z)``; ``private``: the private part (MMVAE+)."""
+        return self.image_decoder(self._decoder_input(z, IMAGE, private, generator)).float()
 
     @torch.no_grad()
     def decode_text(
-        self, z: torch.Tensor, max_len: int = 32, greedy: bool = True, generator: torch.Generator | None = None
+        self, z: torch.Tensor, max_len: int = 32, greedy: bool = True, generator: torch.Generator | None = None,
+        private: Literal["mean", "sample"] = "mean",
     ) -> list[str]:
-        """Captions of latents ``(B, Z)``: greedy (argmax) or sampled tokens until ``[SEP]`` or ``max_len``."""
+        """Captions of latents ``(B, Z)``: greedy (argmax) or sampled tokens until ``[SEP]`` or ``max_len``;
+        ``private``: the private part (MMVAE+: the auxiliary prior's mean, or a draw with ``generator``)."""
         tok = self.tokenizer
-        ids = self.text_decoder.generate(
-            z.to(next(self.parameters()).device), tok.cls_id, tok.sep_id, max_len, greedy, generator
-        )
+        u = self._decoder_input(z, TEXT, private, generator)
+        ids = self.text_decoder.generate(u, tok.cls_id, tok.sep_id, max_len, greedy, generator)
         return [tok.decode(row) for row in ids]
 
     def encode_captions(self, texts: Sequence[str], max_length: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

@@ -164,7 +164,9 @@ def train_vae(config: VAERecipeConfig, scale: str, *, root: Path | None = None, 
             "parameters": float(sum(p.numel() for p in model.parameters())),
         }
         recorder.result.notes.append(
-            f"{config.model.aggregation} joint posterior, {config.loss.estimator} objective"
+            f"{config.model.aggregation} joint posterior"
+            + (f" with {config.model.private_dim}-d private latents (MMVAE+)" if config.model.private_dim else "")
+            + f", {config.loss.estimator} objective"
             f"{f' (K={config.loss.k})' if config.loss.estimator != 'elbo' else ''}, {config.model.encoder} encoders"
             + (f" on {config.model.pretrained}" if config.model.pretrained else "")
         )

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mmthesis.core.config import NOT_HASHED
+from mmthesis.core.config import HASHED_UNLESS_DEFAULT, NOT_HASHED
 
 Size = Literal["tiny", "base"]
 Task = Literal["vl", "image_kd", "text_kd"]
@@ -122,7 +122,7 @@ class DataConfig:
     max_text_length: int = 64
     crop_scale: tuple[float, float] = (0.9, 1.0)
     # probability of the training views' horizontal flip (REFERENCE.md §4.3: 0.5); 0 where captions name left/right
-    hflip: float = 0.5
+    hflip: float = field(default=0.5, metadata=HASHED_UNLESS_DEFAULT)
     batch_size: int = 256  # per device
     num_workers: int = 4
     # a vocab.txt path (``package:`` paths allowed; the default is the real bert-base-uncased vocab.txt that the
@@ -176,8 +176,8 @@ class TrainConfig:
     # dataset: its own class names, one prompt "a photo of a {c}.") whose val split (else test) is scored as
     # val/zero_shot_top1 and val/zero_shot_top5. "" = off; then val/zero_shot_top1 is logged only when the val
     # split of data.train[0] has class names (the smoke stand-ins: one prompt per class on the val pairs' images).
-    zero_shot_val: str = ""
-    zero_shot_val_images: int = 0  # at most this many of its images, spread evenly over the split (0 = all)
+    zero_shot_val: str = field(default="", metadata=HASHED_UNLESS_DEFAULT)
+    zero_shot_val_images: int = field(default=0, metadata=HASHED_UNLESS_DEFAULT)  # at most this many of its images, spread evenly over the split (0 = all)
     # where the run logs (not what it computes, so left out of the config hash): Lightning's CSV logger always
     # (logs/metrics.csv, what the figures read), TensorBoard when the package is installed, W&B only when listed
     # (WANDB_MODE=offline works without network; its files go to the run folder's wandb/)

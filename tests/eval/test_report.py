@@ -68,7 +68,8 @@ def _thesis(tmp_path: Path) -> tuple[Path, Path]:
     atomic_write_json(
         thesis / "tables" / "table-1.json",
         {"table": 1, "title": "Benchmarks", "kind": "quoted", "scale": "smoke", "status": "quoted", "records": [],
-         "rendered": {"header": ["Model", "R@1"], "rows": [["CLIP", "58.4"]], "notes": []}},
+         "rendered": {"header": ["Model", *[f"MSCOCO I→T R@{k} wide" for k in range(1, 19)]],
+                      "rows": [["CLIP", *["58.4"] * 18]], "notes": []}},
     )
     (thesis / "figures").mkdir(parents=True)
     Image.new("RGB", (64, 48), (0, 114, 178)).save(thesis / "figures" / "figure-19.png")
@@ -133,11 +134,13 @@ def test_report_in_headless_chromium(tmp_path):
             page.goto(page_path.as_uri())
             page.wait_for_load_state("load")
             images = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth])")
+            page_width = page.evaluate("document.documentElement.scrollWidth")  # wide tables scroll in their box
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     assert problems == []
+    assert page_width <= 1100
     assert images == [["figures/figure-19.png", 64]]
     with Image.open(shot) as im:
         assert im.width == 1100 and im.height >= 400

@@ -283,6 +283,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max
 color:#1b1b1b;line-height:1.45}
 h1{margin-bottom:.2em}h2{border-top:1px solid #ddd;padding-top:.8em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+.wide{overflow-x:auto}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right}th{background:#f2f2f2}
 td:first-child,th:first-child{text-align:left}
 tr.diff td{color:#555;font-style:italic;background:#fafafa}
@@ -357,11 +358,11 @@ def render_html(entries: list[Entry], provenance: dict[str, Provenance]) -> str:
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     esc = html.escape
-    out = ["<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    out = ['<div class="wide"><table><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     for row in rows:
         cls = ' class="diff"' if any(c.startswith("Δ") for c in row) else ""
         out.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")  # a table wider than the page scrolls in its box
     return "".join(out)
 
 

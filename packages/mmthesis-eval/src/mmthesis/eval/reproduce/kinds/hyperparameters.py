@@ -380,7 +380,7 @@ def _flip_prob(src: Source) -> Cell:
     c = _recipe(src, "flip probability")
     flips = [
         t.p
-        for t in train_transform(c.model.img_size, tuple(c.data.crop_scale), getattr(c.data, "hflip", 0.5)).transforms
+        for t in train_transform(c.model.img_size, tuple(c.data.crop_scale), c.data.hflip).transforms
         if "Flip" in type(t).__name__
     ]
     return Cell(num(float(flips[0])) if flips else "0")
